@@ -1,0 +1,3 @@
+"""shoprank: language-model-powered e-commerce search ranking."""
+
+__version__ = "0.1.0"

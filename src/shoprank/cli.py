@@ -1,0 +1,142 @@
+"""`shoprank <step>`: one command per pipeline step.
+
+Each command reads params.yaml into typed settings, resolves paths and calls one
+library function; dvc.yaml stages and Airflow tasks call these same commands.
+Heavy libraries are imported inside the commands so that `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shoprank.config import ParamsError, load_params
+from shoprank.logs import log, setup_logging
+
+app = typer.Typer(
+    help="shoprank: language-model-powered e-commerce search ranking.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+logger = logging.getLogger("shoprank.cli")
+
+ParamsOpt = Annotated[Path | None, typer.Option("--params", help="params.yaml to read (default: ./params.yaml).")]
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    setup_logging("DEBUG" if verbose else None)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _params(path: Path | None):
+    try:
+        return load_params(path)
+    except ParamsError as exc:
+        _fail(str(exc), 2)
+
+
+def _print_summary(summary: dict) -> None:
+    rows = ", ".join(f"{k} {v:,}" for k, v in summary["rows"].items())
+    typer.echo(f"rows: {rows} ({summary['requests']:,} requests)")
+    typer.echo(f"overall CTR: {summary['ctr']:.4f}   purchase rate: {summary['purchase_rate']:.4f}")
+    pos = summary["ctr_by_position"]
+    typer.echo("CTR by position: " + "  ".join(f"{k}:{v:.3f}" for k, v in pos.items()))
+    typer.echo(f"new items: {summary['new_item_share']:.1%} of the catalog, "
+               f"{summary['new_item_impression_share']:.1%} of impressions")
+    typer.echo("intents: " + ", ".join(f"{k} {v:.1%}" for k, v in summary["intents"].items()))
+    typer.echo(f"Bayes-optimal AUC of the logged clicks: {summary['bayes_auc']:.4f} "
+               f"(expected over click draws: {summary['bayes_auc_expected']:.4f})")
+
+
+@app.command()
+def simulate(
+    profile: Annotated[str | None, typer.Option(help="Size profile from params.yaml (tiny, default, large).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: paths.raw).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override simulate.seed.")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """Simulate a marketplace: contract tables in OUT, ground truth in OUT/truth."""
+    from shoprank.data.schema import TABLES, check_table
+    from shoprank.data.simulator import simulate as run_simulation
+    from shoprank.data.simulator import write_simulation
+
+    p = _params(params)
+    out = out or p.paths.raw
+    try:
+        sim = run_simulation(p.simulate, profile, seed)
+    except KeyError as exc:
+        _fail(str(exc.args[0]), 2)
+    for name, df in sim.tables.items():  # the contract holds before anything is written
+        check_table(df, TABLES[name])
+    write_simulation(sim, out)
+    (out / "truth" / "summary.json").write_text(json.dumps(sim.summary, indent=2))
+    typer.echo(f"wrote {out} (profile {profile or p.simulate.profile}); every table conforms to the contract")
+    _print_summary(sim.summary)
+
+
+@app.command("import")
+def import_(
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: paths.raw).")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """Map external CSV or Parquet tables into the contract (see `import` in params.yaml)."""
+    from shoprank.data.importer import ImportError_, import_tables
+
+    p = _params(params)
+    try:
+        written = import_tables(p.import_, out or p.paths.raw)
+    except ImportError_ as exc:
+        _fail(str(exc))
+    for path in written:
+        log(logger, "imported", path=str(path))
+    typer.echo(f"imported {len(written)} table(s) into {out or p.paths.raw}")
+
+
+@app.command()
+def check(
+    folder: Annotated[Path, typer.Argument(help="Folder of contract tables.")],
+) -> None:
+    """Check every contract table in FOLDER against the data contract."""
+    from shoprank.data.io import read_table
+    from shoprank.data.schema import TABLES, ContractError
+
+    found = [n for n in TABLES if (folder / f"{n}.parquet").is_file()]
+    if not found:
+        _fail(f"{folder}: no contract tables ({', '.join(f'{n}.parquet' for n in TABLES)})")
+    bad = 0
+    for name in found:
+        try:
+            df = read_table(folder, name)
+            typer.echo(f"{name}: {len(df):,} rows conform")
+        except ContractError as exc:
+            bad += 1
+            typer.echo(str(exc), err=True)
+    if bad:
+        raise typer.Exit(1)
+
+
+def _planned(step: str, issue: int) -> None:
+    @app.command(step, help=f"(not built yet: issue #{issue}) The {step} step.")
+    def _cmd() -> None:
+        _fail(f"`shoprank {step}` is not built yet (issue #{issue})", 2)
+
+
+for _step, _issue in (("validate", 4), ("features", 4), ("materialize", 4), ("training-set", 4),
+                      ("train", 5), ("evaluate", 5), ("select", 5), ("package", 7)):
+    _planned(_step, _issue)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

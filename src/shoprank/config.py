@@ -1,0 +1,145 @@
+"""params.yaml -> typed settings.
+
+Only entry points (the CLI, tests) call :func:`load_params`; library functions take
+the typed section they need. Every model forbids unknown keys, so a typo in
+params.yaml is an error naming the key instead of a silent default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_ENV = "SHOPRANK_PARAMS"
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class Strict(BaseModel):
+    """Base for every settings block: unknown keys are rejected, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Paths(Strict):
+    raw: Path = Path("data/raw")
+    truth: Path = Path("data/raw/truth")
+    quarantine: Path = Path("data/quarantine")
+    validated: Path = Path("data/validated")
+    features: Path = Path("data/features")
+    models: Path = Path("models")
+    metrics: Path = Path("metrics")
+
+
+class Profile(Strict):
+    """How big a simulated marketplace is."""
+
+    n_items: int = Field(gt=0)
+    n_users: int = Field(gt=0)
+    n_requests: int = Field(gt=0)
+    days: int = Field(gt=0)
+
+
+class Market(Strict):
+    new_item_share: float = Field(0.15, ge=0, lt=1)
+    new_user_share: float = Field(0.10, ge=0, lt=1)
+    search_share: float = Field(0.75, ge=0, le=1)
+    candidates_per_request: int = Field(50, gt=1)
+    page_size: int = Field(20, gt=0)
+    missing_attribute_rate: float = Field(0.3, ge=0, le=1)
+    intents: dict[str, float] = {"buy": 0.35, "browse": 0.2, "compare": 0.15, "price": 0.15, "learn": 0.15}
+
+    @model_validator(mode="after")
+    def _check(self) -> Market:
+        if self.page_size > self.candidates_per_request:
+            raise ValueError("page_size must not exceed candidates_per_request")
+        known = {"buy", "browse", "compare", "price", "learn"}
+        if unknown := set(self.intents) - known:
+            raise ValueError(f"unknown intents {sorted(unknown)}; known: {sorted(known)}")
+        if abs(sum(self.intents.values()) - 1) > 1e-6:
+            raise ValueError(f"intent shares must sum to 1, got {sum(self.intents.values()):.4f}")
+        return self
+
+
+class Clicks(Strict):
+    examination_decay: float = Field(0.9, ge=0)
+    base_utility: float = -2.6
+    w_type: float = 3.0
+    w_subcategory: float = 1.0
+    w_attribute: float = 1.2
+    w_brand: float = 0.8
+    w_category_pref: float = 1.2
+    w_price: float = 1.0
+    w_quality: float = 0.8
+    w_novelty: float = 1.0
+    noise: float = Field(0.3, ge=0)
+    drift: float = Field(0.6, ge=0)
+    purchase_base: float = -1.0
+
+
+class Legacy(Strict):
+    w_lexical: float = 1.0
+    w_popularity: float = 0.6
+    temperature: float = Field(0.5, gt=0)
+    propensity_samples: int = Field(64, gt=0)
+
+
+class Simulate(Strict):
+    profile: str = "default"
+    seed: int = 42
+    profiles: dict[str, Profile]
+    market: Market = Market()
+    clicks: Clicks = Clicks()
+    legacy: Legacy = Legacy()
+
+    def sized(self, profile: str | None = None) -> Profile:
+        name = profile or self.profile
+        if name not in self.profiles:
+            raise KeyError(f"unknown profile {name!r}; params.yaml defines {sorted(self.profiles)}")
+        return self.profiles[name]
+
+
+class Import(Strict):
+    format: str = Field("auto", pattern="^(auto|csv|parquet)$")
+    tables: dict[str, Path] = {}
+    columns: dict[str, dict[str, str]] = {}
+
+
+class Params(Strict):
+    paths: Paths = Paths()
+    simulate: Simulate
+    import_: Import = Field(Import(), alias="import")
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unreadable or does not match the settings schema."""
+
+
+def params_path() -> Path:
+    return Path(os.environ.get(PARAMS_ENV, DEFAULT_PARAMS))
+
+
+def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{source}: invalid settings"]
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {where}: {err['msg']}")
+        raise ParamsError("\n".join(lines)) from None
+
+
+def load_params(path: Path | str | None = None) -> Params:
+    """Read params.yaml (or $SHOPRANK_PARAMS) into typed settings."""
+    path = Path(path) if path is not None else params_path()
+    if not path.is_file():
+        raise ParamsError(f"{path}: no such params file (run from the project root or set ${PARAMS_ENV})")
+    with path.open() as fh:
+        raw = yaml.safe_load(fh) or {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    return parse_params(raw, source=str(path))

@@ -1,0 +1,1 @@
+"""Data contract, marketplace simulator and importers."""

@@ -1,0 +1,120 @@
+"""Requests: who asks, when, with which intent, and the query text they type."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+import numpy as np
+
+from shoprank.config import Market
+from shoprank.data.simulator.users import Users
+from shoprank.data.simulator.world import World
+from shoprank.data.vocab import QUERY_TEMPLATES
+
+INTENT_NAMES = ("buy", "browse", "compare", "price", "learn", "recommend")
+RECOMMEND = INTENT_NAMES.index("recommend")
+LEVEL_TYPE, LEVEL_SUB, LEVEL_TOP = 0, 1, 2
+
+
+@dataclass
+class Requests:
+    user: np.ndarray
+    day: np.ndarray  # days since the window start
+    intent: np.ndarray  # index into INTENT_NAMES
+    level: np.ndarray  # how specific the target is: LEVEL_TYPE, LEVEL_SUB or LEVEL_TOP
+    target_type: np.ndarray  # the product type in the shopper's mind
+    target_sub: np.ndarray
+    target_top: np.ndarray
+    colour: np.ndarray  # requested attributes, -1 where not asked for
+    material: np.ndarray
+    size: np.ndarray
+    feature: np.ndarray
+    brand: np.ndarray
+    price_cap: np.ndarray  # inf where the query names no price
+    query: list[str]
+    query_name: list[str]  # the product-type phrase the query used ('' if none)
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+
+def _slots(template: str) -> set[str]:
+    return {f for _, f, _, _ in string.Formatter().parse(template) if f}
+
+
+def sample_requests(
+    w: World, users: Users, n: int, days: int, market: Market, drift: float, rng: np.random.Generator
+) -> Requests:
+    # who: proportional to activity; when: uniform after they signed up
+    user = rng.choice(len(users), size=n, p=users.activity / users.activity.sum())
+    first = np.clip(users.created_day[user], 0, None)
+    day = first + rng.random(n) * (days - first)
+    order = np.argsort(day, kind="stable")  # requests in time order
+    user, day = user[order], day[order]
+    tau = day / days
+
+    # what: a category from the user's drifting preference, then a product type in it
+    top_pref, _, _ = users.at(user, tau, drift)
+    top = (rng.random((n, 1)) > np.cumsum(top_pref, axis=1)).sum(axis=1).clip(0, len(w.tops) - 1)
+    types_of_top = [np.flatnonzero(w.type_top == t) for t in range(len(w.tops))]
+    type_ = np.array([types_of_top[t][rng.integers(len(types_of_top[t]))] for t in top])
+
+    intents = list(market.intents)
+    search = rng.random(n) < market.search_share
+    intent = np.where(
+        search,
+        np.array([INTENT_NAMES.index(i) for i in intents])[
+            rng.choice(len(intents), size=n, p=np.array(list(market.intents.values())))
+        ],
+        RECOMMEND,
+    )
+    r = Requests(
+        user=user, day=day, intent=intent, level=np.where(search, LEVEL_TYPE, LEVEL_TOP),
+        target_type=type_, target_sub=w.type_sub[type_], target_top=top,
+        colour=np.full(n, -1), material=np.full(n, -1), size=np.full(n, -1), feature=np.full(n, -1),
+        brand=np.full(n, -1), price_cap=np.full(n, np.inf), query=[""] * n, query_name=[""] * n,
+    )
+    u = rng.random((n, 8))  # uniform draws for the slot choices below
+    for i in np.flatnonzero(search):
+        tops, pt = w.tops[top[i]], w.types[type_[i]]
+        templates = QUERY_TEMPLATES[INTENT_NAMES[intent[i]]]
+        tmpl = templates[int(u[i, 0] * len(templates))]
+        slots = _slots(tmpl)
+        fill: dict[str, str] = {}
+        if "pt" in slots:
+            fill["pt"] = r.query_name[i] = pt.query_names[int(u[i, 1] * len(pt.query_names))]
+        if "subcategory" in slots:
+            fill["subcategory"] = w.subs[w.type_sub[type_[i]]].lower()
+            r.level[i] = LEVEL_SUB
+        if "category" in slots:
+            fill["category"] = tops.name.lower()
+            r.level[i] = LEVEL_TOP
+        if "colour" in slots:
+            r.colour[i] = int(u[i, 2] * len(tops.colours))
+            fill["colour"] = tops.colours[r.colour[i]]
+        if "material" in slots:
+            r.material[i] = int(u[i, 3] * len(tops.materials))
+            fill["material"] = tops.materials[r.material[i]]
+        if "size" in slots:
+            if tops.sizes:
+                r.size[i] = int(u[i, 4] * len(tops.sizes))
+                fill["size"] = tops.sizes[r.size[i]]
+            else:
+                tmpl, slots = "{feature} {pt}", slots - {"size"}
+        if "feature" in slots:
+            r.feature[i] = int(u[i, 5] * len(pt.features))
+            fill["feature"] = pt.features[r.feature[i]]
+        if "brand" in slots:
+            brands = np.flatnonzero(w.brand_top == top[i])
+            r.brand[i] = brands[int(u[i, 6] * len(brands))]
+            fill["brand"] = w.brands[r.brand[i]].lower()
+            fill["brand2"] = w.brands[brands[(int(u[i, 6] * len(brands)) + 1) % len(brands)]].lower()
+            if INTENT_NAMES[intent[i]] == "compare":
+                r.brand[i] = -1  # comparing two brands is not insisting on one
+        if "price" in slots:
+            cap = max(5, round(pt.price * (0.6 + 0.4 * u[i, 7]), -1))
+            r.price_cap[i] = cap
+            fill["price"] = str(int(cap))
+        r.query[i] = tmpl.format(**fill)
+    return r

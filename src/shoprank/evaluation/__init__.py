@@ -1,0 +1,1 @@
+"""Ranking and CTR metrics, and the evaluation step."""
