@@ -25,7 +25,9 @@ app = typer.Typer(
 )
 logger = logging.getLogger("shoprank.cli")
 
-ParamsOpt = Annotated[Path | None, typer.Option("--params", help="params.yaml to read (default: ./params.yaml).")]
+ParamsOpt = Annotated[
+    Path | None, typer.Option("--params", help="params.yaml to read (default: ./params.yaml).")
+]
 
 
 @app.callback()
@@ -53,16 +55,22 @@ def _print_summary(summary: dict) -> None:
     typer.echo(f"overall CTR: {summary['ctr']:.4f}   purchase rate: {summary['purchase_rate']:.4f}")
     pos = summary["ctr_by_position"]
     typer.echo("CTR by position: " + "  ".join(f"{k}:{v:.3f}" for k, v in pos.items()))
-    typer.echo(f"new items: {summary['new_item_share']:.1%} of the catalog, "
-               f"{summary['new_item_impression_share']:.1%} of impressions")
+    typer.echo(
+        f"new items: {summary['new_item_share']:.1%} of the catalog, "
+        f"{summary['new_item_impression_share']:.1%} of impressions"
+    )
     typer.echo("intents: " + ", ".join(f"{k} {v:.1%}" for k, v in summary["intents"].items()))
-    typer.echo(f"Bayes-optimal AUC of the logged clicks: {summary['bayes_auc']:.4f} "
-               f"(expected over click draws: {summary['bayes_auc_expected']:.4f})")
+    typer.echo(
+        f"Bayes-optimal AUC of the logged clicks: {summary['bayes_auc']:.4f} "
+        f"(expected over click draws: {summary['bayes_auc_expected']:.4f})"
+    )
 
 
 @app.command()
 def simulate(
-    profile: Annotated[str | None, typer.Option(help="Size profile from params.yaml (tiny, default, large).")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Size profile from params.yaml (tiny, default, large).")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: paths.raw).")] = None,
     seed: Annotated[int | None, typer.Option(help="Override simulate.seed.")] = None,
     params: ParamsOpt = None,
@@ -133,8 +141,16 @@ def _planned(step: str, issue: int) -> None:
         _fail(f"`shoprank {step}` is not built yet (issue #{issue})", 2)
 
 
-for _step, _issue in (("validate", 4), ("features", 4), ("materialize", 4), ("training-set", 4),
-                      ("train", 5), ("evaluate", 5), ("select", 5), ("package", 7)):
+for _step, _issue in (
+    ("validate", 4),
+    ("features", 4),
+    ("materialize", 4),
+    ("training-set", 4),
+    ("train", 5),
+    ("evaluate", 5),
+    ("select", 5),
+    ("package", 7),
+):
     _planned(_step, _issue)
 
 

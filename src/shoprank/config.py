@@ -83,7 +83,7 @@ class Clicks(Strict):
 class Legacy(Strict):
     w_lexical: float = 1.0
     w_popularity: float = 0.6
-    temperature: float = Field(0.5, gt=0)
+    temperature: float = Field(0.3, gt=0)
     propensity_samples: int = Field(64, gt=0)
 
 

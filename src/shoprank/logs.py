@@ -28,8 +28,13 @@ class _Formatter(logging.Formatter):
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         if self.as_json:
             return json.dumps(
-                {"ts": ts, "level": record.levelname.lower(), "logger": record.name,
-                 "event": record.getMessage(), **fields},
+                {
+                    "ts": ts,
+                    "level": record.levelname.lower(),
+                    "logger": record.name,
+                    "event": record.getMessage(),
+                    **fields,
+                },
                 default=str,
             )
         kv = " ".join(f"{k}={v}" for k, v in fields.items())

@@ -21,7 +21,9 @@ def read_table(directory: Path, name: str, *, check: bool = True) -> pd.DataFram
     """Read one contract table from ``directory``; check it against its schema."""
     path = table_path(directory, name)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no {name} table here (run `shoprank simulate` or `shoprank import`)")
+        raise FileNotFoundError(
+            f"{path}: no {name} table here (run `shoprank simulate` or `shoprank import`)"
+        )
     df = pd.read_parquet(path)
     return check_table(df, TABLES[name]) if check and name in TABLES else df
 

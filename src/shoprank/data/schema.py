@@ -87,7 +87,9 @@ CATALOG = TableSchema(
         Column("item_id", "string", "Stable product identifier."),
         Column("title", "string", "Product title as shown in results."),
         Column("description", "string", "Free-text product description."),
-        Column("category", "string", "Category path, levels joined by ' > ' (e.g. 'Shoes > Athletic Shoes')."),
+        Column(
+            "category", "string", "Category path, levels joined by ' > ' (e.g. 'Shoes > Athletic Shoes')."
+        ),
         Column("brand", "string", "Brand name."),
         Column("price", "float", "Current price in the shop's currency.", min=0, exclusive_min=True),
         Column("attributes", "string", "Known structured attributes as a JSON object; may be incomplete."),
@@ -165,7 +167,11 @@ def _rows(mask: np.ndarray | pd.Series, index: pd.Index) -> str:
 def _type_ok(series: pd.Series, type_: str) -> bool:
     d = series.dtype
     if type_ == "string":
-        return pd.api.types.is_string_dtype(d) or (d == object and series.dropna().map(type).eq(str).all())
+        if pd.api.types.is_object_dtype(
+            d
+        ):  # is_string_dtype(object) is True whatever the values: look at them
+            return bool(series.dropna().map(lambda v: isinstance(v, str)).all())
+        return pd.api.types.is_string_dtype(d)
     if type_ == "timestamp":
         return isinstance(d, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(d)
     if type_ == "float":
@@ -221,7 +227,7 @@ def check_table(df: pd.DataFrame, schema: TableSchema, *, extra_ok: bool = True)
         if dup.any():
             problems.append(f"key {list(schema.key)} not unique, {_rows(dup, df.index)}")
     if schema is IMPRESSIONS and {"clicked", "purchased"} <= set(df.columns):
-        bad = (df["purchased"] == 1) & (df["clicked"] != 1)
+        bad = ((df["purchased"] == 1) & (df["clicked"] != 1)).fillna(False)  # nullable flags: NA is no hit
         if bad.any():
             problems.append(f"column 'purchased': purchase without click, {_rows(bad.to_numpy(), df.index)}")
     if problems:
@@ -232,10 +238,21 @@ def check_table(df: pd.DataFrame, schema: TableSchema, *, extra_ok: bool = True)
 def conform(df: pd.DataFrame, schema: TableSchema) -> pd.DataFrame:
     """Cast the contract's columns to their canonical dtypes and order (no checking)."""
     cols = [c for c in schema.columns if c.name in df.columns]
-    out = pd.DataFrame({c.name: df[c.name].astype(DTYPES[c.type]) for c in cols}, index=df.index)
-    return out
+    return pd.DataFrame({c.name: _cast(df[c.name], c) for c in cols}, index=df.index)
+
+
+def _cast(series: pd.Series, col: Column) -> pd.Series:
+    # astype cannot add a time zone: naive timestamps are taken as UTC, as the contract says
+    if col.type == "timestamp" and pd.api.types.is_datetime64_dtype(series.dtype):
+        series = series.dt.tz_localize("UTC")
+    return series.astype(dtype_of(col))
+
+
+def dtype_of(col: Column) -> str:
+    """The canonical pandas dtype of ``col``; nullable ints use Int64, as int64 cannot hold a null."""
+    return "Int64" if col.type == "int" and col.nullable else DTYPES[col.type]
 
 
 def empty(schema: TableSchema, columns: Iterable[str] | None = None) -> pd.DataFrame:
     names = list(columns) if columns is not None else schema.names
-    return pd.DataFrame({n: pd.Series(dtype=DTYPES[schema.column(n).type]) for n in names})
+    return pd.DataFrame({n: pd.Series(dtype=dtype_of(schema.column(n))) for n in names})

@@ -72,9 +72,21 @@ def sample_items(w: World, n: int, days: int, market: Market, rng: np.random.Gen
     popularity = np.where(
         is_new, 0.0, np.round(np.exp(0.8 * quality + rng.normal(0, 1, n) + 1.5 * np.sqrt(age_years) + 1))
     )
-    return Items(type_, top, w.type_sub[type_], brand, pick(n_colours), pick(n_materials), pick(n_sizes),
-                 np.stack([f1, f2], axis=1), quality, price, np.log(price / median_price), created_day,
-                 popularity)
+    return Items(
+        type_,
+        top,
+        w.type_sub[type_],
+        brand,
+        pick(n_colours),
+        pick(n_materials),
+        pick(n_sizes),
+        np.stack([f1, f2], axis=1),
+        quality,
+        price,
+        np.log(price / median_price),
+        created_day,
+        popularity,
+    )
 
 
 def item_attributes(w: World, items: Items, i: int) -> dict:
@@ -120,25 +132,29 @@ def render_catalog(
         observed.append(json.dumps(obs, sort_keys=True))
         true_attrs.append(attrs)
     created = start + pd.to_timedelta(items.created_day, unit="D")
-    catalog = pd.DataFrame({
-        "item_id": ids,
-        "title": titles,
-        "description": descriptions,
-        "category": [w.category_path(t) for t in items.type],
-        "brand": [w.brands[b] for b in items.brand],
-        "price": items.price,
-        "attributes": observed,
-        "created_at": created.floor("s"),
-    })
-    truth = pd.DataFrame({
-        "item_id": ids,
-        "product_type": [w.types[t].name for t in items.type],
-        "colour": [a["colour"] for a in true_attrs],
-        "material": [a["material"] for a in true_attrs],
-        "size": [a.get("size") for a in true_attrs],
-        "features": [json.dumps(a["features"]) for a in true_attrs],
-        "quality": items.quality,
-        "past_sales": items.popularity,
-        "is_new": items.created_day >= 0,
-    })
+    catalog = pd.DataFrame(
+        {
+            "item_id": ids,
+            "title": titles,
+            "description": descriptions,
+            "category": [w.category_path(t) for t in items.type],
+            "brand": [w.brands[b] for b in items.brand],
+            "price": items.price,
+            "attributes": observed,
+            "created_at": created.floor("s"),
+        }
+    )
+    truth = pd.DataFrame(
+        {
+            "item_id": ids,
+            "product_type": [w.types[t].name for t in items.type],
+            "colour": [a["colour"] for a in true_attrs],
+            "material": [a["material"] for a in true_attrs],
+            "size": [a.get("size") for a in true_attrs],
+            "features": [json.dumps(a["features"]) for a in true_attrs],
+            "quality": items.quality,
+            "past_sales": items.popularity,
+            "is_new": items.created_day >= 0,
+        }
+    )
     return catalog, truth

@@ -32,8 +32,14 @@ def _by_intent(table: dict[str, float], intent: np.ndarray) -> np.ndarray:
 
 
 def attractiveness(
-    items: Items, users: Users, req: Requests, rows: np.ndarray, cand: np.ndarray,
-    days: int, c: Clicks, rng: np.random.Generator,
+    items: Items,
+    users: Users,
+    req: Requests,
+    rows: np.ndarray,
+    cand: np.ndarray,
+    days: int,
+    c: Clicks,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """(len(rows), n_candidates) true P(click | examined) of each candidate item."""
     col = lambda a: a[rows][:, None]  # noqa: E731 - per-request value against (r, C) candidates
@@ -49,18 +55,27 @@ def attractiveness(
     match = np.where(
         level == LEVEL_TYPE,
         c.w_type * same_type + c.w_subcategory * (same_sub & ~same_type),
-        np.where(level == LEVEL_SUB, 0.8 * c.w_type * same_sub + 0.3 * c.w_subcategory * same_top,
-                 0.5 * c.w_type * same_top),
+        np.where(
+            level == LEVEL_SUB,
+            0.8 * c.w_type * same_sub + 0.3 * c.w_subcategory * same_top,
+            0.5 * c.w_type * same_top,
+        ),
     )
 
     # requested attributes; colour, material and size indices are per top category
-    asked = [col(req.colour) >= 0, col(req.material) >= 0, col(req.size) >= 0,
-             col(req.feature) >= 0, col(req.brand) >= 0]
+    asked = [
+        col(req.colour) >= 0,
+        col(req.material) >= 0,
+        col(req.size) >= 0,
+        col(req.feature) >= 0,
+        col(req.brand) >= 0,
+    ]
     has = [
         same_top & (items.colour[cand] == col(req.colour)),
         same_top & (items.material[cand] == col(req.material)),
         same_top & (items.size[cand] == col(req.size)),
-        same_type & ((items.feature[cand, 0] == col(req.feature)) | (items.feature[cand, 1] == col(req.feature))),
+        same_type
+        & ((items.feature[cand, 0] == col(req.feature)) | (items.feature[cand, 1] == col(req.feature))),
         items.brand[cand] == col(req.brand),
     ]
     n_asked = sum(a.astype(int) for a in asked)
@@ -79,8 +94,18 @@ def attractiveness(
     fresh = (col(req.day) - items.created_day[cand]) < FRESH_DAYS
     novelty = c.w_novelty * users.novelty[req.user[rows]][:, None] * fresh
 
-    utility = (c.base_utility + _by_intent(INTENT_BASE, intent) + match + attribute + affinity + brand
-               + price + quality + novelty + c.noise * rng.normal(size=cand.shape))
+    utility = (
+        c.base_utility
+        + _by_intent(INTENT_BASE, intent)
+        + match
+        + attribute
+        + affinity
+        + brand
+        + price
+        + quality
+        + novelty
+        + c.noise * rng.normal(size=cand.shape)
+    )
     return 1.0 / (1.0 + np.exp(-utility))
 
 
@@ -88,7 +113,10 @@ def purchase_probability(
     items: Items, users: Users, req: Requests, rows: np.ndarray, shown: np.ndarray, c: Clicks
 ) -> np.ndarray:
     """(len(rows), page) P(purchase | click) for the shown items."""
-    logit = (c.purchase_base + _by_intent(INTENT_PURCHASE, req.intent[rows])[:, None]
-             + 0.5 * items.quality[shown]
-             - 0.5 * users.price_sens_start[req.user[rows]][:, None] * items.rel_log_price[shown])
+    logit = (
+        c.purchase_base
+        + _by_intent(INTENT_PURCHASE, req.intent[rows])[:, None]
+        + 0.5 * items.quality[shown]
+        - 0.5 * users.price_sens_start[req.user[rows]][:, None] * items.rel_log_price[shown]
+    )
     return 1.0 / (1.0 + np.exp(-logit))

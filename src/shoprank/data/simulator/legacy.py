@@ -15,10 +15,10 @@ import numpy as np
 from scipy import sparse
 
 TOKEN = re.compile(r"[a-z0-9]+")
-STOPWORDS = frozenset(
-    "a an and the for of in on to with by at from is are i do what how vs my new best top under "
-    "size need".split()
-)
+STOPWORDS = frozenset({
+    "a", "an", "and", "the", "for", "of", "in", "on", "to", "with", "by", "at", "from", "is", "are",
+    "i", "do", "what", "how", "vs", "my", "new", "best", "top", "under", "size", "need",
+})  # fmt: skip
 
 
 def tokenize(text: str) -> list[str]:
@@ -52,9 +52,7 @@ class LexicalIndex:
                 if tok in self.vocab:
                     rows.append(q)
                     cols.append(self.vocab[tok])
-        return sparse.csr_matrix(
-            (np.ones(len(rows)), (rows, cols)), shape=(len(queries), len(self.vocab))
-        )
+        return sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(queries), len(self.vocab)))
 
     def top_items(self, q: sparse.csr_matrix, k: int, chunk: int = 1024) -> np.ndarray:
         """(n_queries, k) best-matching items per query, -1 where fewer than k match."""
@@ -63,8 +61,10 @@ class LexicalIndex:
         for lo in range(0, q.shape[0], chunk):
             scores = (q[lo : lo + chunk] @ wt).tocsr()
             for r in range(scores.shape[0]):
-                s, idx = scores.data[scores.indptr[r] : scores.indptr[r + 1]], scores.indices[
-                    scores.indptr[r] : scores.indptr[r + 1]]
+                s, idx = (
+                    scores.data[scores.indptr[r] : scores.indptr[r + 1]],
+                    scores.indices[scores.indptr[r] : scores.indptr[r + 1]],
+                )
                 if len(s) > k:
                     keep = np.argpartition(-s, k)[:k]
                     s, idx = s[keep], idx[keep]

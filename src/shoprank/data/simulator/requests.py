@@ -70,10 +70,21 @@ def sample_requests(
         RECOMMEND,
     )
     r = Requests(
-        user=user, day=day, intent=intent, level=np.where(search, LEVEL_TYPE, LEVEL_TOP),
-        target_type=type_, target_sub=w.type_sub[type_], target_top=top,
-        colour=np.full(n, -1), material=np.full(n, -1), size=np.full(n, -1), feature=np.full(n, -1),
-        brand=np.full(n, -1), price_cap=np.full(n, np.inf), query=[""] * n, query_name=[""] * n,
+        user=user,
+        day=day,
+        intent=intent,
+        level=np.where(search, LEVEL_TYPE, LEVEL_TOP),
+        target_type=type_,
+        target_sub=w.type_sub[type_],
+        target_top=top,
+        colour=np.full(n, -1),
+        material=np.full(n, -1),
+        size=np.full(n, -1),
+        feature=np.full(n, -1),
+        brand=np.full(n, -1),
+        price_cap=np.full(n, np.inf),
+        query=[""] * n,
+        query_name=[""] * n,
     )
     u = rng.random((n, 8))  # uniform draws for the slot choices below
     for i in np.flatnonzero(search):

@@ -14,7 +14,11 @@ from shoprank.data.io import write_tables
 from shoprank.data.simulator import clicks as click_model
 from shoprank.data.simulator.catalog import Items, render_catalog, sample_items
 from shoprank.data.simulator.legacy import (
-    LexicalIndex, first_unique_valid, plackett_luce, propensities, sample_groups,
+    LexicalIndex,
+    first_unique_valid,
+    plackett_luce,
+    propensities,
+    sample_groups,
 )
 from shoprank.data.simulator.requests import INTENT_NAMES, LEVEL_SUB, LEVEL_TYPE, Requests, sample_requests
 from shoprank.data.simulator.users import render_users, sample_users
@@ -38,16 +42,31 @@ class Simulation:
     summary: dict = field(default_factory=dict)
 
 
-def _retrieve(items: Items, req: Requests, rows: np.ndarray, lex_top: np.ndarray, q_of: np.ndarray,
-              draw_type, draw_sub, draw_top, n_cand: int, rng: np.random.Generator) -> np.ndarray:
+def _retrieve(
+    items: Items,
+    req: Requests,
+    rows: np.ndarray,
+    lex_top: np.ndarray,
+    q_of: np.ndarray,
+    draw_type,
+    draw_sub,
+    draw_top,
+    n_cand: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """(len(rows), n_cand) candidate item numbers the legacy engine retrieves."""
     search = q_of[rows] >= 0
     lex = np.where(search[:, None], lex_top[np.maximum(q_of[rows], 0)], -1)
     level = req.level[rows]
     target = np.where(
-        (level == LEVEL_TYPE)[:, None], draw_type(req.target_type[rows], TARGET_CANDIDATES, rng),
-        np.where((level == LEVEL_SUB)[:, None], draw_sub(req.target_sub[rows], TARGET_CANDIDATES, rng),
-                 draw_top(req.target_top[rows], TARGET_CANDIDATES, rng)))
+        (level == LEVEL_TYPE)[:, None],
+        draw_type(req.target_type[rows], TARGET_CANDIDATES, rng),
+        np.where(
+            (level == LEVEL_SUB)[:, None],
+            draw_sub(req.target_sub[rows], TARGET_CANDIDATES, rng),
+            draw_top(req.target_top[rows], TARGET_CANDIDATES, rng),
+        ),
+    )
     weights = items.popularity + 1.0
     popular = rng.choice(len(items), size=(len(rows), POPULAR_CANDIDATES), p=weights / weights.sum())
     raw = np.concatenate([lex, target, popular], axis=1)
@@ -89,8 +108,9 @@ def simulate(settings: Simulate, profile: str | None = None, seed: int | None = 
     draw_sub = sample_groups(items.sub, len(w.subs))
     draw_top = sample_groups(items.top, len(w.tops))
     pop_score = np.log1p(items.popularity) / np.log1p(items.popularity.max() + 1)
-    out: dict[str, list[np.ndarray]] = {k: [] for k in (
-        "cand", "attr", "legacy", "shown", "prop", "clicked", "purchased", "p_click")}
+    out: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("cand", "attr", "legacy", "shown", "prop", "clicked", "purchased", "p_click")
+    }
     chunks = range(0, len(req), CHUNK)
     for lo in progress(chunks, "simulating sessions", total=len(chunks)):
         rows = np.arange(lo, min(lo + CHUNK, len(req)))
@@ -107,8 +127,16 @@ def simulate(settings: Simulate, profile: str | None = None, seed: int | None = 
         shown_items = np.take_along_axis(cand, shown, axis=1)
         p_buy = click_model.purchase_probability(items, users, req, rows, shown_items, c)
         purchased = clicked & (rng_sess.random(p_click.shape) < p_buy)
-        for k, v in (("cand", cand), ("attr", attr), ("legacy", score), ("shown", shown), ("prop", prop),
-                     ("clicked", clicked), ("purchased", purchased), ("p_click", p_click)):
+        for k, v in (
+            ("cand", cand),
+            ("attr", attr),
+            ("legacy", score),
+            ("shown", shown),
+            ("prop", prop),
+            ("clicked", clicked),
+            ("purchased", purchased),
+            ("p_click", p_click),
+        ):
             out[k].append(v)
     arr = {k: np.concatenate(v) for k, v in out.items()}
     sim = _assemble(w, items, req, arr, catalog, user_table, item_truth, user_truth, exam, size.days)
@@ -124,44 +152,55 @@ def _assemble(w, items, req, arr, catalog, user_table, item_truth, user_truth, e
     ts = (WINDOW_START + pd.to_timedelta(req.day, unit="D")).floor("s")
     shown_items = np.take_along_axis(arr["cand"], arr["shown"], axis=1)
     query = np.array(req.query, dtype=object)
-    impressions = pd.DataFrame({
-        "request_id": np.repeat(request_ids, page),
-        "ts": np.repeat(ts, page),
-        "user_id": np.repeat(user_table["user_id"].to_numpy()[req.user], page),
-        "query": np.repeat(query, page),
-        "item_id": item_ids[shown_items.ravel()],
-        "position": np.tile(np.arange(1, page + 1), n_req),
-        "clicked": arr["clicked"].ravel().astype("int8"),
-        "purchased": arr["purchased"].ravel().astype("int8"),
-        "propensity": arr["prop"].ravel(),
-    })
+    impressions = pd.DataFrame(
+        {
+            "request_id": np.repeat(request_ids, page),
+            "ts": np.repeat(ts, page),
+            "user_id": np.repeat(user_table["user_id"].to_numpy()[req.user], page),
+            "query": np.repeat(query, page),
+            "item_id": item_ids[shown_items.ravel()],
+            "position": np.tile(np.arange(1, page + 1), n_req),
+            "clicked": arr["clicked"].ravel().astype("int8"),
+            "purchased": arr["purchased"].ravel().astype("int8"),
+            "propensity": arr["prop"].ravel(),
+        }
+    )
     position = np.zeros((n_req, n_cand), dtype=np.int64)  # 0: retrieved but not shown
     np.put_along_axis(position, arr["shown"], np.arange(1, page + 1)[None, :], axis=1)
-    candidates = pd.DataFrame({
-        "request_id": np.repeat(request_ids, n_cand),
-        "item_id": item_ids[arr["cand"].ravel()],
-        "attractiveness": arr["attr"].ravel(),
-        "legacy_score": arr["legacy"].ravel(),
-        "position": position.ravel(),
-    })
-    requests = pd.DataFrame({
-        "request_id": request_ids,
-        "ts": ts,
-        "intent": np.array(INTENT_NAMES, dtype=object)[req.intent],
-        "target_level": np.array(["product_type", "subcategory", "category"], dtype=object)[req.level],
-        "target_product_type": [w.types[t].name for t in req.target_type],
-        "target_category": [w.tops[t].name for t in req.target_top],
-        "query": query,
-        "query_name": req.query_name,
-    })
+    candidates = pd.DataFrame(
+        {
+            "request_id": np.repeat(request_ids, n_cand),
+            "item_id": item_ids[arr["cand"].ravel()],
+            "attractiveness": arr["attr"].ravel(),
+            "legacy_score": arr["legacy"].ravel(),
+            "position": position.ravel(),
+        }
+    )
+    requests = pd.DataFrame(
+        {
+            "request_id": request_ids,
+            "ts": ts,
+            "intent": np.array(INTENT_NAMES, dtype=object)[req.intent],
+            "target_level": np.array(["product_type", "subcategory", "category"], dtype=object)[req.level],
+            "target_product_type": [w.types[t].name for t in req.target_type],
+            "target_category": [w.tops[t].name for t in req.target_top],
+            "query": query,
+            "query_name": req.query_name,
+        }
+    )
     truth = {
         "items": item_truth,
         "users": user_truth,
         "requests": requests,
         "candidates": candidates,
         "examination": pd.DataFrame({"position": np.arange(1, page + 1), "examination": exam}),
-        "impressions": pd.DataFrame({"request_id": impressions["request_id"], "item_id": impressions["item_id"],
-                                     "p_click": arr["p_click"].ravel()}),
+        "impressions": pd.DataFrame(
+            {
+                "request_id": impressions["request_id"],
+                "item_id": impressions["item_id"],
+                "p_click": arr["p_click"].ravel(),
+            }
+        ),
     }
     tables = {"catalog": catalog, "users": user_table, "impressions": impressions}
     return Simulation(tables=tables, truth=truth)

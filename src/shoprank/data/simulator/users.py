@@ -66,18 +66,28 @@ def sample_users(w: World, n: int, days: int, market: Market, rng: np.random.Gen
     )
 
 
-def render_users(w: World, users: Users, start: pd.Timestamp, rng: np.random.Generator) -> tuple[pd.DataFrame, ...]:
+def render_users(
+    w: World, users: Users, start: pd.Timestamp, rng: np.random.Generator
+) -> tuple[pd.DataFrame, ...]:
     """Return (users table, latent-preference truth table)."""
     n = len(users)
     ids = np.array([f"user_{i:06d}" for i in range(n)], dtype=object)
-    table = pd.DataFrame({
-        "user_id": ids,
-        "created_at": (start + pd.to_timedelta(users.created_day, unit="D")).floor("s"),
-        "region": np.array(REGIONS)[rng.integers(len(REGIONS), size=n)],
-        "device": np.array(DEVICES)[rng.integers(len(DEVICES), size=n)],
-    })
-    truth = pd.DataFrame({"user_id": ids, "price_sensitivity": users.price_sens_start,
-                          "novelty_appetite": users.novelty, "activity": users.activity})
+    table = pd.DataFrame(
+        {
+            "user_id": ids,
+            "created_at": (start + pd.to_timedelta(users.created_day, unit="D")).floor("s"),
+            "region": np.array(REGIONS)[rng.integers(len(REGIONS), size=n)],
+            "device": np.array(DEVICES)[rng.integers(len(DEVICES), size=n)],
+        }
+    )
+    truth = pd.DataFrame(
+        {
+            "user_id": ids,
+            "price_sensitivity": users.price_sens_start,
+            "novelty_appetite": users.novelty,
+            "activity": users.activity,
+        }
+    )
     for t, top in enumerate(w.tops):
         truth[f"pref_start:{top.name}"] = users.top_pref_start[:, t]
         truth[f"pref_end:{top.name}"] = users.top_pref_end[:, t]
