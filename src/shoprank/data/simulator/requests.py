@@ -129,3 +129,21 @@ def sample_requests(
             fill["price"] = str(int(cap))
         r.query[i] = tmpl.format(**fill)
     return r
+
+
+def requested_attributes(w: World, r: Requests) -> dict[str, list]:
+    """The attributes each query insists on, as names (None where not asked for)."""
+    tops = [w.tops[t] for t in r.target_top]
+    types = [w.types[t] for t in r.target_type]
+
+    def names(codes: np.ndarray, values) -> list:
+        return [values(i)[c] if c >= 0 else None for i, c in enumerate(codes)]
+
+    return {
+        "colour": names(r.colour, lambda i: tops[i].colours),
+        "material": names(r.material, lambda i: tops[i].materials),
+        "size": names(r.size, lambda i: tops[i].sizes),
+        "feature": names(r.feature, lambda i: types[i].features),
+        "brand": [w.brands[b] if b >= 0 else None for b in r.brand],
+        "price_cap": np.where(np.isfinite(r.price_cap), r.price_cap, np.nan).tolist(),
+    }

@@ -20,7 +20,14 @@ from shoprank.data.simulator.legacy import (
     propensities,
     sample_groups,
 )
-from shoprank.data.simulator.requests import INTENT_NAMES, LEVEL_SUB, LEVEL_TYPE, Requests, sample_requests
+from shoprank.data.simulator.requests import (
+    INTENT_NAMES,
+    LEVEL_SUB,
+    LEVEL_TYPE,
+    Requests,
+    requested_attributes,
+    sample_requests,
+)
 from shoprank.data.simulator.users import render_users, sample_users
 from shoprank.data.simulator.world import world
 from shoprank.logs import log, progress, timed
@@ -186,6 +193,7 @@ def _assemble(w, items, req, arr, catalog, user_table, item_truth, user_truth, e
             "target_category": [w.tops[t].name for t in req.target_top],
             "query": query,
             "query_name": req.query_name,
+            **{f"asked_{k}": v for k, v in requested_attributes(w, req).items()},
         }
     )
     truth = {
