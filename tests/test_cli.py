@@ -77,3 +77,34 @@ def test_bad_params_file_is_reported_not_a_traceback(tmp_path):
     )
     assert result.exit_code == 2
     assert "simulate.sed" in result.output
+
+
+def _params_in(tmp_path) -> list[str]:
+    """params.yaml with every path under tmp_path, so CLI runs never touch ./data."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["paths"] = {k: str(tmp_path / v) for k, v in raw["paths"].items()}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return ["--params", str(path)]
+
+
+def test_validate_passes_a_good_batch_and_quarantines_a_bad_one(tmp_path, tiny_batch):
+    params = _params_in(tmp_path)
+    ok = runner.invoke(app, ["validate", "--batch", str(tiny_batch), *params])
+    assert ok.exit_code == 0, ok.output
+    assert "passed" in ok.output
+    assert (tmp_path / "data/validated/CURRENT").is_file()
+
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    for name in ("catalog", "users"):
+        (bad_dir / f"{name}.parquet").write_bytes((tiny_batch / f"{name}.parquet").read_bytes())
+    imp = pd.read_parquet(tiny_batch / "impressions.parquet")
+    imp.loc[5, "item_id"] = "item_999999"
+    imp.to_parquet(bad_dir / "impressions.parquet")
+    failed = runner.invoke(app, ["validate", "--batch", str(bad_dir), *params])
+    assert failed.exit_code == 1
+    assert "item_id" in failed.output
+    assert any((tmp_path / "data/quarantine").iterdir())

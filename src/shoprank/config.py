@@ -8,11 +8,12 @@ params.yaml is an error naming the key instead of a silent default.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PARAMS_ENV = "SHOPRANK_PARAMS"
 DEFAULT_PARAMS = Path("params.yaml")
@@ -114,6 +115,13 @@ class Validate(Strict):
     min_ctr: float = Field(0.001, ge=0, le=1)  # plausible bounds of a batch's overall CTR
     max_ctr: float = Field(0.5, ge=0, le=1)
     min_row_ratio: float = Field(0.5, ge=0)  # rows must not collapse below this share of the previous batch
+    max_position: int = Field(20, gt=0)  # largest 1-based position: the page size of the logging system
+    min_timestamp: datetime = datetime(2000, 1, 1, tzinfo=UTC)  # earlier timestamps are junk (epoch zero)
+
+    @field_validator("min_timestamp")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)  # naive means UTC, as in the contract
 
 
 class Text(Strict):
@@ -131,9 +139,36 @@ class Features(Strict):
     windows_days: tuple[int, ...] = (1, 7, 28)  # history windows of the CTR and count features
     ctr_prior_strength: float = Field(20.0, gt=0)  # pseudo-impressions of the smoothed CTR prior
     history_length: int = Field(20, gt=0)  # recent clicked items kept per user
+    new_item_days: int = Field(14, gt=0)  # an item younger than this is flagged new (cold start)
     repo: Path = Path("features")  # the Feast feature repository
     online_store: str = Field("sqlite", pattern="^(sqlite|redis)$")
     redis_url: str = "127.0.0.1:6379"
+
+
+class Train(Strict):
+    """Candidates, the time split and the BERT-CTR training loop (issue 5)."""
+
+    candidates: tuple[str, ...] = ("bert_ctr", "no_text", "lightgbm", "popularity")
+    mode: str = Field("frozen", pattern="^(frozen|finetune|lora)$")  # how bert_ctr uses the encoder
+    val_share: float = Field(0.1, gt=0, lt=0.5)  # last shares of the time range (by request time)
+    test_share: float = Field(0.2, gt=0, lt=0.5)
+    batch_size: int = Field(1024, gt=0)
+    max_epochs: int = Field(6, gt=0)
+    patience: int = Field(1, ge=0)  # early stopping on validation loss
+    lr: float = Field(2e-3, gt=0)
+    encoder_lr: float = Field(3e-5, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    d: int = Field(64, gt=0)  # projection width of the text towers
+    cross_layers: int = Field(2, ge=0)
+    mlp: tuple[int, ...] = (256, 128)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    accelerator: str = "auto"  # Lightning: auto picks a GPU when present
+    devices: str | int = "auto"
+    strategy: str = "auto"  # e.g. ddp, ddp_spawn (tests run gloo DDP on CPU)
+    precision: str = "auto"  # auto: bf16-mixed on GPUs that support it, 32 on CPU
+    lightgbm_rounds: int = Field(400, gt=0)
+    seed: int = 0
 
 
 class Params(Strict):
@@ -143,6 +178,7 @@ class Params(Strict):
     validate_: Validate = Field(Validate(), alias="validate")
     text: Text = Text()
     features: Features = Features()
+    train: Train = Train()
 
 
 class ParamsError(ValueError):
