@@ -1,0 +1,107 @@
+"""`shoprank evaluate`: every candidate on the same time-based test split.
+
+Two kinds of scores per model: with the logged position (the click likelihood: AUC, log
+loss, calibration) and position-free relevance (what a ranking uses: group AUC, NDCG,
+MRR, re-ranking, off-policy CTR). On simulated data the ground truth adds the ratio to
+the Bayes-optimal AUC and expected clicks of re-ranking each request's full candidate set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from shoprank.evaluation import metrics as M
+from shoprank.evaluation.offpolicy import rank_within_requests, snips_ctr
+from shoprank.evaluation.oracle import expected_clicks
+from shoprank.models.scorers import Scorer
+from shoprank.training.data import Frame
+
+TOP_K = 10
+
+
+@dataclass
+class Truth:
+    """What only a simulator knows, aligned with the frames being evaluated."""
+
+    p_click: np.ndarray  # true click probability of each test impression
+    candidates: pd.DataFrame  # request_id, item_id, attractiveness, legacy_score per candidate row
+    examination: np.ndarray  # by position, 1-based positions at index 0..
+
+
+def _rows(mask: np.ndarray, y: np.ndarray, p: np.ndarray) -> float:
+    return M.auc(y[mask], p[mask]) if mask.any() else float("nan")
+
+
+def evaluate_scorer(
+    scorer: Scorer,
+    test: Frame,
+    train_queries: set[str],
+    truth: Truth | None = None,
+    candidates: Frame | None = None,
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """(metrics, reliability curve) of one model on the test frame.
+
+    ``candidates`` holds features of every retrieved candidate of the test requests
+    (same columns as the training set, rows aligned with ``truth.candidates``).
+    """
+    df = test.df
+    y = df["clicked"].to_numpy()
+    groups = df["request_id"].to_numpy()
+    p = np.clip(scorer.predict(test, with_position=True), 1e-7, 1 - 1e-7)
+    rel = scorer.predict(test, with_position=False)
+    new = df["item_is_new"].to_numpy() == 1 if "item_is_new" in df else np.zeros(len(df), bool)
+    query = df["query"].fillna("").to_numpy()
+    unseen = (query != "") & ~pd.Series(query).isin(train_queries).to_numpy()
+    out = {
+        "auc": M.auc(y, p),
+        "logloss": M.log_loss(y, p),
+        "gauc": M.group_auc(y, rel, groups),
+        f"ndcg@{TOP_K}": M.ndcg_at_k(y, rel, groups, TOP_K),
+        "mrr": M.mrr(y, rel, groups),
+        "ece": M.expected_calibration_error(y, p),
+        "auc_new_items": _rows(new, y, p),
+        "auc_unseen_queries": _rows(unseen, y, p),
+        "share_new_items": float(new.mean()),
+        "share_unseen_queries": float(unseen.mean()),
+    }
+    if truth is not None:
+        out["bayes_auc"] = M.auc(y, truth.p_click)
+        out["auc_over_oracle"] = out["auc"] / out["bayes_auc"]
+    if candidates is not None and truth is not None:
+        out.update(rerank_metrics(scorer, df, candidates, truth))
+    else:  # re-rank the logged items only (exact when the log holds every candidate)
+        target = rank_within_requests(groups, rel)
+        est = snips_ctr(df["position"], y, df["propensity"], target)
+        out.update({"snips_ctr": est.ctr, "snips_ess": est.ess, "logged_ctr": est.logged_ctr})
+    return {k: float(v) for k, v in out.items()}, M.reliability_curve(y, p)
+
+
+def rerank_metrics(scorer: Scorer, logged: pd.DataFrame, candidates: Frame, truth: Truth) -> dict[str, float]:
+    """Expected top-10 clicks of re-ranking every candidate, and SNIPS over the full pool."""
+    cand = truth.candidates
+    scores = scorer.predict(candidates, with_position=False)
+    model = expected_clicks(cand, scores, truth.examination, TOP_K)
+    legacy = expected_clicks(cand, cand["legacy_score"].to_numpy(), truth.examination, TOP_K)
+    oracle = expected_clicks(cand, cand["attractiveness"].to_numpy(), truth.examination, TOP_K)
+    # where the model would put each logged item among its request's full candidate set
+    target = rank_within_requests(cand["request_id"].to_numpy(), scores)
+    where = pd.Series(target, index=pd.MultiIndex.from_frame(cand[["request_id", "item_id"]]))
+    logged_target = where.reindex(pd.MultiIndex.from_frame(logged[["request_id", "item_id"]])).to_numpy()
+    est = snips_ctr(
+        logged["position"],
+        logged["clicked"],
+        logged["propensity"],
+        np.nan_to_num(logged_target, nan=0).astype(np.int64),
+    )
+    return {
+        "expected_clicks@10": model,
+        "expected_clicks@10_legacy": legacy,
+        "expected_clicks@10_oracle": oracle,
+        "oracle_uplift_share": (model - legacy) / (oracle - legacy) if oracle > legacy else float("nan"),
+        "snips_ctr": est.ctr,
+        "snips_ess": est.ess,
+        "logged_ctr": est.logged_ctr,
+    }

@@ -1,0 +1,1 @@
+"""CTR models: the BERT-CTR Lightning module and baselines."""

@@ -1,0 +1,109 @@
+"""Baselines trained and evaluated on the same training set as BERT-CTR every run.
+
+Every model answers ``predict(frame, with_position)``: P(click) for the rows of a
+training-set :class:`~shoprank.training.data.Frame`. ``with_position=True`` uses the logged position (the logged
+click likelihood, for AUC and log loss); ``False`` gives the position-free relevance
+that rankings are built from.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from shoprank.models.preprocess import FeatureSpec
+from shoprank.training.data import Frame
+
+SERVING_POSITION = 1  # position-aware baselines are scored as if every item were on top
+
+
+class PopularityModel:
+    """Smoothed historical CTR of the item, corrected for the positions it was shown at."""
+
+    def __init__(self, prior_strength: float = 20.0):
+        self.prior_strength = prior_strength
+        self.item_ctr: dict[str, float] = {}
+        self.global_ctr = 0.0
+        self.position_ctr: dict[int, float] = {}
+
+    def fit(self, frame: Frame, spec: FeatureSpec) -> PopularityModel:
+        df = frame.df
+        y = df[spec.label].astype(float)
+        self.global_ctr = float(y.mean())
+        pos = df[spec.position].astype(int)
+        self.position_ctr = (df.groupby(pos)[spec.label].mean() / self.global_ctr).to_dict()
+        # clicks over expected clicks at the positions shown: a position-debiased CTR
+        expected = pos.map(self.position_ctr).to_numpy() * self.global_ctr
+        g = pd.DataFrame({"item": df[spec.item_id], "y": y, "e": expected}).groupby("item")
+        clicks, exp = g["y"].sum(), g["e"].sum()
+        a = self.prior_strength
+        self.item_ctr = ((clicks + a * self.global_ctr) / (exp + a)).mul(self.global_ctr).to_dict()
+        self.spec = spec
+        return self
+
+    def predict(self, frame: Frame, with_position: bool = False) -> np.ndarray:
+        df = frame.df
+        p = df[self.spec.item_id].map(self.item_ctr).fillna(self.global_ctr).to_numpy(np.float64)
+        if with_position:
+            p = p * df[self.spec.position].map(self.position_ctr).fillna(1.0).to_numpy()
+        return np.clip(p, 1e-6, 1 - 1e-6)
+
+
+def tabular(frame: Frame, spec: FeatureSpec, position: int | None) -> pd.DataFrame:
+    """LightGBM's view: numeric, categorical, query-item cosine, has_query, position."""
+    df = frame.df
+    x = pd.DataFrame({c: df[c].astype("float64") for c in spec.numeric}, index=df.index)
+    for c in spec.categorical:
+        x[c] = df[c].astype("string").fillna("<na>").astype("category")
+    if spec.query_embedding in frame.vectors:
+        q, i = frame.vectors[spec.query_embedding], frame.vectors[spec.item_embedding]
+        norm = np.linalg.norm(q, axis=1) * np.linalg.norm(i, axis=1)
+        x["query_item_cosine"] = np.where(norm > 0, (q * i).sum(axis=1) / np.maximum(norm, 1e-9), np.nan)
+    x["has_query"] = (df[spec.query].fillna("") != "").astype("float64")
+    x["position"] = df[spec.position].astype("float64") if position is None else float(position)
+    return x
+
+
+class LightGBMModel:
+    """Gradient-boosted trees on tabular features plus query-item text similarity."""
+
+    def __init__(self, params: dict | None = None, rounds: int = 400, seed: int = 0):
+        self.params = {
+            "objective": "binary",
+            "learning_rate": 0.05,
+            "num_leaves": 63,
+            "min_data_in_leaf": 50,
+            "feature_fraction": 0.9,
+            "verbose": -1,
+            "seed": seed,
+            "num_threads": 0,
+            **(params or {}),
+        }
+        self.rounds = rounds
+
+    def fit(self, train: Frame, val: Frame, spec: FeatureSpec) -> LightGBMModel:
+        import lightgbm as lgb
+
+        self.spec = spec
+        x_train = tabular(train, spec, None)
+        self.categories = {c: x_train[c].cat.categories for c in spec.categorical}
+        x_val = self._align(tabular(val, spec, None))
+        dtrain = lgb.Dataset(x_train, train.df[spec.label].astype(int))
+        dval = lgb.Dataset(x_val, val.df[spec.label].astype(int), reference=dtrain)
+        self.booster = lgb.train(
+            self.params,
+            dtrain,
+            self.rounds,
+            valid_sets=[dval],
+            callbacks=[lgb.early_stopping(30, verbose=False)],
+        )
+        return self
+
+    def _align(self, x: pd.DataFrame) -> pd.DataFrame:
+        for c, cats in self.categories.items():
+            x[c] = pd.Categorical(x[c].astype("string"), categories=cats)
+        return x
+
+    def predict(self, frame: Frame, with_position: bool = False) -> np.ndarray:
+        x = self._align(tabular(frame, self.spec, None if with_position else SERVING_POSITION))
+        return self.booster.predict(x, num_iteration=self.booster.best_iteration)

@@ -1,0 +1,161 @@
+"""The BERT-CTR model: (query, user, item, context) -> P(click).
+
+    query text ─┐                               ┌─ cosine(q, i), q ⊙ i
+    item text  ─┼─ BERT (frozen cache | fine-tune | LoRA) ─┤
+                │                               └─ projections q, i
+    user history (clicked items' text) ── target attention against the item ─┐
+    categorical ids, numeric features ─────────────────────────────────────┼─ cross network ─ MLP ─ relevance logit
+                                                                            ┘
+    position (training only) ── shallow tower ── position logit
+
+P(click | shown at k) = sigmoid(relevance + position(k)) during training, the
+position-based factorisation of the simulator and of most click logs. At serving the
+position tower is dropped: scores are sigmoid(relevance), so where the legacy engine
+happened to show an item does not leak into its relevance.
+
+Batches are dicts of tensors (B = batch, D = text dim, L = history length):
+    q_emb (B, D), i_emb (B, D)        text embeddings (frozen mode; zeros for feeds)
+    q_ids/q_mask, i_ids/i_mask (B, T)  token ids (fine-tune and LoRA modes)
+    has_query (B,)                    1 for searches, 0 for recommendation feeds
+    hist (B, L) long                  rows of `item_table` (0 = padding)
+    cat (B, C) long, num (B, N)       categorical codes (0 = unknown), standardised numbers
+    position (B,) long                1-based logged position (0 = unknown)
+    label (B,)                        clicked
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class CTRConfig:
+    text_dim: int = 384  # width of the text encoder's embeddings
+    n_numeric: int = 0
+    cat_cardinalities: tuple[int, ...] = ()  # codes per categorical column, incl. 0 = unknown
+    cat_dim: int = 16
+    d: int = 64  # width of projected text and of the attention space
+    cross_layers: int = 2
+    mlp: tuple[int, ...] = (256, 128)
+    dropout: float = 0.1
+    page_size: int = 20  # positions the position tower knows
+    use_text: bool = True  # False: the no-text ablation (no query/item text, no history)
+    use_history: bool = True
+    mode: str = "frozen"  # frozen | finetune | lora
+    lora_rank: int = 8
+    extra: dict = field(default_factory=dict)  # free-form metadata kept with checkpoints
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("frozen", "finetune", "lora"):
+            raise ValueError(f"mode must be frozen, finetune or lora, not {self.mode!r}")
+
+
+class CrossNetwork(nn.Module):
+    """DCN-v2: x_{l+1} = x_0 * (W_l x_l + b_l) + x_l, explicit feature crosses of rising order."""
+
+    def __init__(self, width: int, layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(layers))
+
+    def forward(self, x0: Tensor) -> Tensor:
+        x = x0
+        for layer in self.layers:
+            x = x0 * layer(x) + x
+        return x
+
+
+class TargetAttention(nn.Module):
+    """DIN-style attention of the candidate item over the user's clicked items."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(4 * d, d), nn.ReLU(), nn.Linear(d, 1))
+
+    def forward(self, hist: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+        # hist (B, L, d), target (B, d), mask (B, L) True where a real item
+        t = target[:, None, :].expand_as(hist)
+        logits = self.score(torch.cat([hist, t, hist * t, hist - t], dim=-1)).squeeze(-1)  # (B, L)
+        logits = logits.masked_fill(~mask, -1e4)
+        weights = torch.softmax(logits, dim=-1) * mask  # all-padding rows give zeros
+        return torch.einsum("bl,bld->bd", weights, hist)
+
+
+class BertCTR(nn.Module):
+    """The scoring network; the Lightning wrapper lives in models/lightning.py."""
+
+    def __init__(self, cfg: CTRConfig, item_table: Tensor | None = None, encoder: nn.Module | None = None):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d
+        self.encoder = encoder  # only in fine-tune / LoRA modes
+        # frozen text embeddings of every item (row 0 = padding) for the user history
+        table = item_table if item_table is not None else torch.zeros(1, cfg.text_dim)
+        self.register_buffer("item_table", table.float(), persistent=True)
+        self.cats = nn.ModuleList(nn.Embedding(n, cfg.cat_dim) for n in cfg.cat_cardinalities)
+        self.q_proj = nn.Linear(cfg.text_dim, d)
+        self.i_proj = nn.Linear(cfg.text_dim, d)
+        self.h_proj = nn.Linear(cfg.text_dim, d)
+        self.attention = TargetAttention(d)
+        text_width = (3 * d + 2) if cfg.use_text else 0  # q, i, q*i, cosine, has_query
+        hist_width = d if (cfg.use_text and cfg.use_history) else 0
+        width = text_width + hist_width + cfg.cat_dim * len(cfg.cat_cardinalities) + cfg.n_numeric
+        self.input_norm = nn.LayerNorm(width)
+        self.cross = CrossNetwork(width, cfg.cross_layers)
+        layers: list[nn.Module] = []
+        prev = width
+        for h in cfg.mlp:
+            layers += [nn.Linear(prev, h), nn.ReLU(), nn.Dropout(cfg.dropout)]
+            prev = h
+        self.mlp = nn.Sequential(*layers, nn.Linear(prev, 1))
+        # shallow: one learned logit per position, 0 = unknown/serving contributes nothing
+        self.position = nn.Embedding(cfg.page_size + 1, 1)
+        nn.init.zeros_(self.position.weight)
+
+    def text(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(q, i) text embeddings (B, D), from the batch or from the encoder."""
+        if self.cfg.mode == "frozen" or self.encoder is None:
+            return batch["q_emb"], batch["i_emb"]
+        q = mean_pool(self.encoder(input_ids=batch["q_ids"], attention_mask=batch["q_mask"]), batch["q_mask"])
+        i = mean_pool(self.encoder(input_ids=batch["i_ids"], attention_mask=batch["i_mask"]), batch["i_mask"])
+        return q * batch["has_query"][:, None], i
+
+    def relevance(self, batch: dict[str, Tensor]) -> Tensor:
+        """(B,) position-free logit: what serving and evaluation rank by."""
+        parts: list[Tensor] = []
+        if self.cfg.use_text:
+            q, i = self.text(batch)
+            cos = nn.functional.cosine_similarity(q, i, dim=-1, eps=1e-6)[:, None]
+            qp, ip = self.q_proj(q), self.i_proj(i)
+            parts += [qp, ip, qp * ip, cos, batch["has_query"][:, None].float()]
+            if self.cfg.use_history:
+                hist_idx = batch["hist"]
+                # project each distinct history item once: (U, D) -> (U, d), U <= min(B * L, items)
+                uniq, inverse = torch.unique(hist_idx, return_inverse=True)
+                hist = self.h_proj(self.item_table[uniq])[inverse]  # (B, L, d)
+                parts.append(self.attention(hist, self.h_proj(i), hist_idx > 0))
+        if self.cats:
+            parts += [emb(batch["cat"][:, j]) for j, emb in enumerate(self.cats)]
+        if self.cfg.n_numeric:
+            parts.append(batch["num"])
+        x = self.input_norm(torch.cat(parts, dim=-1))
+        return self.mlp(self.cross(x)).squeeze(-1)
+
+    def forward(self, batch: dict[str, Tensor], with_position: bool = False) -> Tensor:
+        logit = self.relevance(batch)
+        if with_position:
+            logit = logit + self.position(batch["position"].clamp(0, self.cfg.page_size)).squeeze(-1)
+        return logit
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
+
+
+def mean_pool(output, mask: Tensor) -> Tensor:
+    """Masked mean of the last hidden states, L2-normalised (sentence-transformers convention)."""
+    hidden = output.last_hidden_state  # (B, T, H)
+    m = mask[:, :, None].to(hidden.dtype)
+    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    return nn.functional.normalize(pooled, dim=-1)

@@ -1,0 +1,1 @@
+"""Training candidates on the point-in-time training set."""

@@ -1,0 +1,223 @@
+"""`shoprank train`: fit one candidate on the training split, checkpoint it, report.
+
+Candidates: ``bert_ctr`` (text + behaviour, params.train.mode), ``no_text`` (the same
+network without language-model inputs: the ablation), ``lightgbm`` and ``popularity``.
+All read the same point-in-time training set and the same time split.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shoprank.config import Train
+from shoprank.logs import log
+from shoprank.models.baselines import LightGBMModel, PopularityModel
+from shoprank.models.bert_ctr import CTRConfig
+from shoprank.models.preprocess import FeatureSpec, Preprocessor, TensorData, loader
+from shoprank.models.scorers import NeuralScorer, save
+from shoprank.training.data import Frame
+
+logger = logging.getLogger(__name__)
+CANDIDATES = ("bert_ctr", "no_text", "lightgbm", "popularity")
+CATEGORICAL = ("category", "category_top", "brand", "colour", "material", "size", "region", "device")
+NUMERIC_FIXED = (
+    "log_price",
+    "item_age_days",
+    "item_is_new",
+    "n_attributes",
+    "n_features",
+    "user_clicks",
+    "hist_category_share",
+    "hist_top_share",
+    "price_vs_pref",
+)
+
+
+def feature_spec(columns: list[str]) -> FeatureSpec:
+    """The model inputs present in a training table (windowed stats found by name)."""
+    windowed = tuple(
+        c
+        for c in columns
+        if c.startswith(("item_ctr_", "item_impressions_", "user_ctr_", "user_impressions_"))
+    )
+    numeric = tuple(c for c in NUMERIC_FIXED if c in columns) + windowed
+    return FeatureSpec(numeric=numeric, categorical=tuple(c for c in CATEGORICAL if c in columns))
+
+
+@dataclass
+class TrainResult:
+    name: str
+    artifact: Path
+    seconds: float
+    impressions_per_s: float
+    epochs: int = 0
+    best_val_loss: float = float("nan")
+
+    def as_dict(self) -> dict:
+        return {
+            "candidate": self.name,
+            "artifact": str(self.artifact),
+            "seconds": round(self.seconds, 2),
+            "impressions_per_s": round(self.impressions_per_s),
+            "epochs": self.epochs,
+            "best_val_loss": self.best_val_loss,
+        }
+
+
+def precision_for(setting: str) -> str:
+    """'auto': bf16 mixed precision on a GPU that supports it, full precision otherwise."""
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def fit_neural(
+    train: Frame,
+    val: Frame,
+    spec: FeatureSpec,
+    item_ids: list[str],
+    item_table: np.ndarray,
+    settings: Train,
+    history_length: int,
+    use_text: bool,
+    log_dir: Path | None = None,
+    encoder=None,
+) -> tuple[NeuralScorer, dict]:
+    """Train BertCTR with Lightning; returns the best checkpoint (validation loss) as a scorer.
+
+    ``encoder`` (a :class:`~shoprank.text.TextEncoder`) is required in fine-tune and LoRA
+    modes; the frames then need an ``item_text`` column (title + description).
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from shoprank.models.lightning import LitCTR, OptimConfig
+
+    L.seed_everything(settings.seed, workers=True, verbose=False)
+    pre = Preprocessor(spec).fit(train.df, item_ids)
+    end_to_end = use_text and settings.mode != "frozen"
+    if end_to_end:
+        if encoder is None:
+            raise ValueError(f"train.mode={settings.mode} needs the text encoder")
+        pre.tokenizer_dir, pre.max_tokens = str(encoder.tokenizer.name_or_path), encoder.max_length
+    tr = TensorData(pre.transform(train, history_length))
+    va = TensorData(pre.transform(val, history_length))
+    cfg = CTRConfig(
+        text_dim=item_table.shape[1],
+        n_numeric=len(spec.numeric),
+        cat_cardinalities=pre.cardinalities,
+        d=settings.d,
+        cross_layers=settings.cross_layers,
+        mlp=tuple(settings.mlp),
+        dropout=settings.dropout,
+        use_text=use_text,
+        mode=settings.mode if use_text else "frozen",
+        page_size=int(max(train.df["position"].max(), 1)),
+    )
+    steps = settings.max_epochs * math.ceil(len(tr) / settings.batch_size)
+    optim = OptimConfig(
+        lr=settings.lr,
+        encoder_lr=settings.encoder_lr,
+        weight_decay=settings.weight_decay,
+        warmup_steps=min(settings.warmup_steps, steps // 10),
+        total_steps=steps,
+    )
+    table = torch.from_numpy(np.concatenate([np.zeros((1, item_table.shape[1]), np.float32), item_table]))
+    # train a copy: the caller's encoder keys the embedding cache and must never change
+    lit = LitCTR(cfg, optim, table, copy.deepcopy(encoder.model).train() if end_to_end else None)
+    with tempfile.TemporaryDirectory() as ckpt_dir:
+        checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor="val_loss", save_top_k=1, mode="min")
+        trainer = L.Trainer(
+            max_epochs=settings.max_epochs,
+            accelerator=settings.accelerator,
+            devices=settings.devices,
+            strategy=settings.strategy,
+            precision=precision_for(settings.precision),
+            callbacks=[EarlyStopping("val_loss", patience=settings.patience), checkpoint],
+            logger=_logger(log_dir),
+            enable_progress_bar=sys.stderr.isatty(),
+            enable_model_summary=False,
+            deterministic=False,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(
+            lit,
+            loader(tr, settings.batch_size, shuffle=True, seed=settings.seed),
+            loader(va, settings.batch_size * 4, shuffle=False),
+        )
+        best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+    state = {k.removeprefix("model."): v for k, v in best.items()}
+    info = {
+        "epochs": trainer.current_epoch,
+        "best_val_loss": float(checkpoint.best_model_score or float("nan")),
+    }
+    enc_cfg = encoder.model.config.to_dict() if end_to_end else None
+    return NeuralScorer(cfg, state, pre, history_length, enc_cfg), info
+
+
+def _logger(log_dir: Path | None):
+    if log_dir is None:
+        return False
+    from dvclive.lightning import DVCLiveLogger
+
+    return DVCLiveLogger(dir=str(log_dir), save_dvc_exp=False, dvcyaml=None)
+
+
+def train_candidate(
+    name: str,
+    train: Frame,
+    val: Frame,
+    item_ids: list[str],
+    item_table: np.ndarray,
+    settings: Train,
+    history_length: int,
+    out_dir: Path,
+    log_dir: Path | None = None,
+) -> TrainResult:
+    """Fit candidate ``name`` and write ``out_dir/<name>.pt`` (+ checksum)."""
+    if name not in CANDIDATES:
+        raise ValueError(f"unknown candidate {name!r}; known: {', '.join(CANDIDATES)}")
+    spec = feature_spec(list(train.df.columns))
+    start = time.perf_counter()
+    info: dict = {}
+    if name in ("bert_ctr", "no_text"):
+        scorer, info = fit_neural(
+            train,
+            val,
+            spec,
+            item_ids,
+            item_table,
+            settings,
+            history_length,
+            use_text=name == "bert_ctr",
+            log_dir=log_dir,
+        )
+    elif name == "lightgbm":
+        scorer = LightGBMModel(rounds=settings.lightgbm_rounds, seed=settings.seed).fit(train, val, spec)
+    else:
+        scorer = PopularityModel().fit(train, spec)
+    seconds = time.perf_counter() - start
+    path = save(scorer, Path(out_dir) / f"{name}.pt", kind=name)
+    epochs = max(info.get("epochs", 1), 1)
+    result = TrainResult(
+        name,
+        path,
+        seconds,
+        len(train) * epochs / seconds,
+        info.get("epochs", 0),
+        info.get("best_val_loss", float("nan")),
+    )
+    log(logger, "trained", **result.as_dict())
+    return result
