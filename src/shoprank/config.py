@@ -171,6 +171,14 @@ class Train(Strict):
     seed: int = 0
 
 
+class Select(Strict):
+    """Champion selection (issue 5)."""
+
+    metric: str = "auc"  # a key of each candidate's entry in metrics/evaluate.json
+    higher_is_better: bool = True
+    margin: float = Field(0.002, ge=0)  # the challenger must beat the champion by more than this
+
+
 class Params(Strict):
     paths: Paths = Paths()
     simulate: Simulate
@@ -179,6 +187,7 @@ class Params(Strict):
     text: Text = Text()
     features: Features = Features()
     train: Train = Train()
+    select: Select = Select()
 
 
 class ParamsError(ValueError):

@@ -234,3 +234,46 @@ def _atomic_write(path: Path, text: str) -> None:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+
+
+def lineage(params_file: Path, data_version: str) -> dict[str, Any]:
+    """What a champion was made from: the data batch, the params, the code."""
+    import subprocess
+
+    try:
+        code = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        code += "-dirty" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        code = "unknown"
+    return {"data_version": data_version, "params_hash": sha256_of(Path(params_file)), "code_version": code}
+
+
+def run_select(params: Any, params_file: Path, evaluation: Path) -> PromotionResult:
+    """The `select` step: the winner of metrics/evaluate.json challenges the champion."""
+    from shoprank.models.scorers import load as load_scorer
+    from shoprank.quality import current_batch
+
+    report = json.loads(Path(evaluation).read_text())
+    s = params.select
+    winner = select_winner(report["candidates"], s.metric, s.higher_is_better)
+    artifact = Path(params.paths.models) / "candidates" / f"{winner}.pt"
+    data_version = current_batch(params.paths.validated).name
+    return promote(
+        Path(params.paths.models),
+        winner,
+        artifact,
+        report["candidates"][winner],
+        lineage(params_file, data_version),
+        s.metric,
+        s.margin,
+        s.higher_is_better,
+        verify=load_scorer,
+    )

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
-from shoprank.config import Train
+from shoprank.config import Params, Train
 from shoprank.logs import log
 from shoprank.models.baselines import LightGBMModel, PopularityModel
 from shoprank.models.bert_ctr import CTRConfig
@@ -221,3 +223,57 @@ def train_candidate(
     )
     log(logger, "trained", **result.as_dict())
     return result
+
+
+def item_embeddings(features_dir: Path) -> tuple[list[str], np.ndarray]:
+    """Every item's latest text embedding from the feature tables: (ids, (n, dim))."""
+    from shoprank.training.data import dense
+
+    table = pq.read_table(Path(features_dir) / "item_text.parquet")
+    df = table.select(["item_id", "event_timestamp"]).to_pandas()
+    last = df.sort_values("event_timestamp", kind="stable").drop_duplicates("item_id", keep="last").index
+    vec = dense(table["item_embedding"].take(pa.array(last.to_numpy())))
+    return df.loc[last, "item_id"].astype(str).tolist(), vec
+
+
+def item_texts(batch_dir: Path) -> dict[str, str]:
+    """Title + description per item (fine-tune and LoRA modes read text, not cached vectors)."""
+    import pandas as pd
+
+    from shoprank.features.items import item_text_inputs
+
+    cat = pd.read_parquet(Path(batch_dir) / "catalog.parquet")
+    return dict(zip(cat["item_id"].astype(str), item_text_inputs(cat), strict=True))
+
+
+def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict:
+    """The `train` step: fit the candidates on the training split of the training set."""
+    from shoprank.quality import current_batch
+    from shoprank.training.data import derive, read_frame, time_split
+
+    s = params.train
+    frame = read_frame(training_set_path(params))
+    derive(frame.df)
+    split = time_split(frame.df, s.val_share, s.test_share)
+    train, val = frame.take(split["train"]), frame.take(split["val"])
+    item_ids, table = item_embeddings(params.paths.features)
+    encoder = None
+    if s.mode != "frozen":
+        from shoprank.text import load_encoder
+
+        texts = item_texts(current_batch(params.paths.validated))
+        for f in (train, val):
+            f.df["item_text"] = f.df["item_id"].map(texts)
+        encoder = load_encoder(params.text)
+    out_dir = Path(params.paths.models) / "candidates"
+    results = {}
+    for name in candidates or s.candidates:
+        log_dir = Path(params.paths.metrics) / "train" / name if name in ("bert_ctr", "no_text") else None
+        results[name] = train_candidate(
+            name, train, val, item_ids, table, s, params.features.history_length, out_dir, log_dir, encoder
+        ).as_dict()
+    return {"rows": {k: len(v) for k, v in split.items()}, "candidates": results}
+
+
+def training_set_path(params: Params) -> Path:
+    return Path(params.paths.features) / "training_set.parquet"
