@@ -42,6 +42,8 @@ def test_simulate_tiny_writes_contract_tables_and_truth_and_prints_summary(tmp_p
         "impressions.parquet",
     }
     assert (out / "truth" / "candidates.parquet").is_file()
+    truth = pd.read_parquet(out / "truth" / "impressions.parquet")  # not cut down to the contract's columns
+    assert list(truth.columns) == ["request_id", "item_id", "p_click"]
     summary = json.loads((out / "truth" / "summary.json").read_text())
     impressions = pd.read_parquet(out / "impressions.parquet")
     assert summary["rows"]["impressions"] == len(impressions)

@@ -28,12 +28,12 @@ def read_table(directory: Path, name: str, *, check: bool = True) -> pd.DataFram
     return check_table(df, TABLES[name]) if check and name in TABLES else df
 
 
-def write_tables(directory: Path, tables: Mapping[str, pd.DataFrame]) -> list[Path]:
+def write_tables(directory: Path, tables: Mapping[str, pd.DataFrame], contract: bool = True) -> list[Path]:
     """Write several tables so that readers see all of them or none of the new ones.
 
     Files go to a temporary folder on the same file system first and are then moved
     into place with ``os.replace``; a failure while writing leaves ``directory``
-    untouched. Contract tables are cast to their canonical dtypes.
+    untouched. With ``contract``, contract tables are cast to their canonical dtypes.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -41,7 +41,7 @@ def write_tables(directory: Path, tables: Mapping[str, pd.DataFrame]) -> list[Pa
     try:
         staged = []
         for name, df in tables.items():
-            out = conform(df, TABLES[name]) if name in TABLES else df
+            out = conform(df, TABLES[name]) if contract and name in TABLES else df
             path = table_path(tmp, name)
             out.to_parquet(path, index=False)
             staged.append(path)

@@ -187,6 +187,7 @@ def train_candidate(
     history_length: int,
     out_dir: Path,
     log_dir: Path | None = None,
+    encoder=None,
 ) -> TrainResult:
     """Fit candidate ``name`` and write ``out_dir/<name>.pt`` (+ checksum)."""
     if name not in CANDIDATES:
@@ -204,6 +205,7 @@ def train_candidate(
             settings,
             history_length,
             use_text=name == "bert_ctr",
+            encoder=encoder,
             log_dir=log_dir,
         )
     elif name == "lightgbm":

@@ -242,6 +242,6 @@ def summarize(sim: Simulation) -> dict:
 def write_simulation(sim: Simulation, out: Path) -> list[Path]:
     """Contract tables in ``out``, ground truth in ``out/truth`` (never a model input)."""
     paths = write_tables(out, sim.tables)
-    paths += write_tables(Path(out) / TRUTH_DIR, sim.truth)
+    paths += write_tables(Path(out) / TRUTH_DIR, sim.truth, contract=False)  # not contract tables
     log(logger, "written", out=str(out), files=len(paths))
     return paths

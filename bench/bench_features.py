@@ -1,0 +1,204 @@
+"""Feature pipeline timings: tables, materialisation, training set, online lookup latency.
+
+Per profile (tiny, default; large with ``--large``): the batch is simulated in a
+subprocess (not timed, and not counted in this process's peak RSS), then
+``build_features`` (the text encoder replaced by a 384-dim random stand-in, so the
+figure is the table computation alone: bench_embeddings measures encoding), then
+``materialize`` into SQLite (and into Redis when ``redis-server`` is installed), then
+``training_set`` (for large only with ``--large-training-set``: ~20 min). Online latency: one
+``get_online_features`` call of ctr_model_v1 for 1 and for 100 items of one user
+and query, p50/p99 over repeated calls, per online store.
+Run: `python -m bench.bench_features [--large [--large-training-set]] [--no-training-set] [--lookups N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.hardware import describe
+from shoprank.config import load_params
+from shoprank.features import build_features, materialize, online_features, open_store, training_set
+
+ROOT = Path(__file__).resolve().parents[1]
+DIM = 384  # all-MiniLM-L6-v2
+
+
+def stand_in_embed(texts: list[str]) -> np.ndarray:
+    return np.random.default_rng(len(texts)).standard_normal((len(texts), DIM), dtype=np.float32)
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process since start or the last :func:`reset_peak` (GiB)."""
+    try:
+        with open("/proc/self/status") as fh:  # VmHWM: resettable, unlike ru_maxrss
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 2**20, 2)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+
+
+def reset_peak() -> bool:
+    """Start a new peak-RSS measurement (Linux); False where the process-lifetime peak is all there is."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def copy_repo(root: Path) -> Path:
+    repo = root / "features"
+    repo.mkdir(parents=True)
+    for path in (ROOT / "features").iterdir():
+        if path.suffix in (".py", ".yaml"):
+            shutil.copy(path, repo / path.name)
+    return repo
+
+
+@contextmanager
+def redis_server():
+    """A throwaway redis-server on a free 127.0.0.1 port, or None when it is not installed."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def latency(store, rows: list[dict], repeats: int) -> dict:
+    online_features(store, "ctr_model_v1", rows)  # warm-up: registry, connection
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        online_features(store, "ctr_model_v1", rows)
+        times.append(time.perf_counter() - start)
+    ms = np.asarray(times) * 1000
+    p50, p99 = np.percentile(ms, [50, 99])
+    return {"p50_ms": round(float(p50), 2), "p99_ms": round(float(p99), 2)}
+
+
+def lookups(settings, batch: Path, repeats: int) -> dict:
+    imp = pd.read_parquet(batch / "impressions.parquet", columns=["user_id", "query", "item_id"])
+    from shoprank.features import query_id
+
+    search = imp[imp["query"] != ""].iloc[0]
+    items = imp["item_id"].drop_duplicates().head(100).astype(str).tolist()
+    base = {"user_id": str(search["user_id"]), "query_id": query_id(str(search["query"]))}
+    store = open_store(settings)
+    return {
+        "1_item": latency(store, [{**base, "item_id": items[0]}], repeats),
+        "100_items": latency(store, [{**base, "item_id": i} for i in items], max(repeats // 4, 10)),
+    }
+
+
+def measure(profile: str, work: Path, redis_url: str | None, with_training: bool, repeats: int) -> dict:
+    params = load_params(ROOT / "params.yaml")
+    per_profile = reset_peak()
+    batch = work / profile / "batch"
+    cmd = [sys.executable, "-m", "shoprank.cli", "simulate", "--profile", profile, "--out", str(batch)]
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    root = work / profile / "sqlite"
+    settings = params.features.model_copy(update={"repo": copy_repo(root)})
+    tables = root / "data" / "features"
+    built = build_features(batch, tables, settings, stand_in_embed)
+    out = {"profile": profile, "impressions": built["impressions"], "features_s": built["seconds"]["total"]}
+    out["feature_rows"] = sum(built["rows"].values())
+    out["materialize_sqlite_s"] = materialize(settings, tables)["seconds"]
+    out["lookup_sqlite"] = lookups(settings, batch, repeats)
+    if redis_url is not None:
+        rroot = work / profile / "redis"
+        shutil.copytree(root / "data" / "features", rroot / "data" / "features")
+        rsettings = settings.model_copy(
+            update={"repo": copy_repo(rroot), "online_store": "redis", "redis_url": redis_url}
+        )
+        out["materialize_redis_s"] = materialize(rsettings, rroot / "data" / "features")["seconds"]
+        out["lookup_redis"] = lookups(rsettings, batch, repeats)
+    if with_training:
+        out["training_set_s"] = training_set(settings, batch, tables, root / "train.parquet")["seconds"]
+    out["peak_rss_gib"] = peak_rss_gib()
+    out["peak_rss_scope"] = "this profile" if per_profile else "process so far"
+    return out
+
+
+def run(
+    large: bool = False, with_training: bool = True, repeats: int = 200, large_training: bool = False
+) -> dict:
+    profiles = ["tiny", "default"] + (["large"] if large else [])
+    import feast  # noqa: F401  (seconds to import: paid here, not by the first timing)
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp, redis_server() as redis_url:
+        for profile in profiles:
+            training = large_training if profile == "large" else with_training
+            results.append(measure(profile, Path(tmp), redis_url, training, repeats))
+    redis = redis_url is not None
+    return {"hardware": describe(), "redis": redis, "results": results, "peak_rss_gib": peak_rss_gib()}
+
+
+def _fmt(lat: dict | None) -> str:
+    if not lat:
+        return "n/a"
+    one, hundred = lat["1_item"], lat["100_items"]
+    return (
+        f"{one['p50_ms']}/{one['p99_ms']} ms (1 item), {hundred['p50_ms']}/{hundred['p99_ms']} ms (100 items)"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--large", action="store_true", help="also the large profile (~6M impressions)")
+    ap.add_argument("--no-training-set", action="store_true", help="skip the training-set timing")
+    ap.add_argument(
+        "--large-training-set", action="store_true", help="with --large: its training set (~20 min)"
+    )
+    ap.add_argument("--lookups", type=int, default=200, help="online lookups per latency figure")
+    args = ap.parse_args()
+    out = run(args.large, not args.no_training_set, args.lookups, args.large_training_set)
+    print(f"feature pipeline on {out['hardware']}")
+    for r in out["results"]:
+        print(f"\n{r['profile']}: {r['impressions']:,} impressions -> {r['feature_rows']:,} feature rows")
+        print(f"  build_features     {r['features_s']:8.2f} s  (text encoder excluded)")
+        print(f"  materialize sqlite {r['materialize_sqlite_s']:8.2f} s")
+        if "materialize_redis_s" in r:
+            print(f"  materialize redis  {r['materialize_redis_s']:8.2f} s")
+        if "training_set_s" in r:
+            print(f"  training_set       {r['training_set_s']:8.2f} s  (ctr_model_v1, point-in-time join)")
+        print(f"  online p50/p99 sqlite: {_fmt(r['lookup_sqlite'])}")
+        print(f"  online p50/p99 redis:  {_fmt(r.get('lookup_redis'))}")
+        print(f"  peak RSS {r['peak_rss_gib']} GiB ({r['peak_rss_scope']})")
+    if not out["redis"]:
+        print("\nredis-server not installed: Redis figures skipped")
+
+
+if __name__ == "__main__":
+    main()

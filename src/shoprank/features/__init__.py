@@ -1,0 +1,30 @@
+"""Feature computation and the Feast client helpers (issue 4).
+
+- :func:`build_features`: a validated batch -> time-stamped feature tables (Parquet)
+- :func:`materialize`: apply the Feast repository and load the online store incrementally
+- :func:`training_set`: impressions + Feast point-in-time join -> the training table
+- :func:`online_features`: what serving reads from the online store
+
+Feast (slow to import) is imported inside the functions that use it.
+"""
+
+from shoprank.features.build import TABLES, build_features, cached_embedder, text_embedder
+from shoprank.features.pit import historical_features
+from shoprank.features.queries import normalise_query, query_id
+from shoprank.features.store import apply_repo, materialize, online_features, open_store
+from shoprank.features.training import training_set
+
+__all__ = [
+    "TABLES",
+    "apply_repo",
+    "build_features",
+    "cached_embedder",
+    "historical_features",
+    "materialize",
+    "normalise_query",
+    "online_features",
+    "open_store",
+    "query_id",
+    "text_embedder",
+    "training_set",
+]

@@ -1,0 +1,122 @@
+"""Item feature tables: profile (static), stats (daily snapshots) and text embedding.
+
+Every table has ``item_id`` and ``event_timestamp``; docs/features.md lists the columns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from shoprank.config import Features
+from shoprank.features.batch import Batch
+from shoprank.features.history import DAY, cumulative, prior_ctr, smoothed_ctr, snapshot_rows, windowed
+
+Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) float32, input order
+ATTRIBUTE_FIELDS = ("colour", "material", "size")  # parsed from the attributes JSON
+
+
+def _attributes(raw: pd.Series) -> pd.DataFrame:
+    """The catalog's attributes JSON -> a few typed columns (null where unknown)."""
+    parsed = [json.loads(s) if isinstance(s, str) and s else {} for s in raw]
+    out = pd.DataFrame(
+        {
+            f: pd.array([a.get(f) if isinstance(a.get(f), str) else None for a in parsed], dtype="string")
+            for f in ATTRIBUTE_FIELDS
+        }
+    )
+    out["n_attributes"] = np.array([len(a) for a in parsed], dtype=np.int64)
+    out["n_features"] = np.array([len(a.get("features") or []) for a in parsed], dtype=np.int64)
+    return out
+
+
+def item_profile(batch: Batch) -> pd.DataFrame:
+    """One row per item stamped at its creation: what the catalog says about it.
+
+    The catalog is a snapshot, so a price that changed later is read as if it had
+    always been the current one; the contract has no price history to do better.
+    """
+    c = batch.catalog
+    out = pd.DataFrame(
+        {
+            "item_id": c["item_id"].astype("string"),
+            "event_timestamp": c["created_at"],
+            "price": c["price"].astype(np.float32),
+            "log_price": np.log1p(c["price"].to_numpy(np.float64)).astype(np.float32),
+            "category": c["category"].astype("string"),
+            "category_top": c["category"].astype("string").str.split(" > ").str[0],
+            "brand": c["brand"].astype("string"),
+        }
+    )
+    return pd.concat([out, _attributes(c["attributes"])], axis=1)
+
+
+def item_stats(batch: Batch, settings: Features) -> pd.DataFrame:
+    """Daily snapshots per item: age, new flag, impression counts and smoothed CTR per window.
+
+    A row stamped at t counts impressions strictly before t (see history.py), so an
+    impression never sees its own click. The prior is the global CTR before t.
+    """
+    imp, tl = batch.impressions, batch.timeline
+    n = len(batch.catalog)
+    shown = cumulative(imp["item"].to_numpy(), imp["day"].to_numpy(), n, tl.n_days)
+    clicks = cumulative(
+        imp["item"].to_numpy(), imp["day"].to_numpy(), n, tl.n_days, imp["clicked"].to_numpy(np.float64)
+    )
+    prior = prior_ctr(clicks, shown)
+    item, snap, stamp = snapshot_rows(batch.catalog["created_at"], tl)
+    age = ((stamp - batch.catalog["created_at"].iloc[item].reset_index(drop=True)) / DAY).to_numpy()
+    out = {
+        "item_id": batch.catalog["item_id"].astype("string").iloc[item].reset_index(drop=True),
+        "event_timestamp": stamp,
+        "item_age_days": age.astype(np.float32),
+        "item_is_new": (age < settings.new_item_days).astype(np.int64),
+    }
+    for w in settings.windows_days:
+        shown_w, clicks_w = windowed(shown, w), windowed(clicks, w)
+        out[f"item_impressions_{w}d"] = shown_w[item, snap].astype(np.int64)
+        ctr = smoothed_ctr(clicks_w, shown_w, prior, settings.ctr_prior_strength)
+        out[f"item_ctr_{w}d"] = ctr[item, snap].astype(np.float32)
+    return pd.DataFrame(out)
+
+
+def item_text_inputs(catalog: pd.DataFrame) -> list[str]:
+    """The text each item is embedded from: title, then description."""
+    return (catalog["title"].astype(str) + ". " + catalog["description"].astype(str)).tolist()
+
+
+def vectors(matrix: np.ndarray) -> pa.Array:
+    """(n, dim) float32 -> a list<float> column, one vector per row (Feast Array(Float32))."""
+    n, dim = matrix.shape
+    offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1).astype(np.float32)))
+
+
+def versions(stamps: pd.Series) -> pa.Array:
+    """Each row's stamp as int64 microseconds since the epoch: the ``<view>_version`` feature.
+
+    Views with array features carry it so that a point-in-time join can select rows by
+    this scalar and read the arrays back by (key, version) (see training.py), and so
+    that serving can see how old a value is.
+    """
+    return pa.array(pd.Series(stamps).dt.tz_convert("UTC").astype("datetime64[us, UTC]").astype("int64"))
+
+
+def item_text(batch: Batch, embed: Embed) -> pa.Table:
+    """One row per item stamped at its creation: the embedding of its title and description."""
+    c = batch.catalog
+    vecs = np.asarray(embed(item_text_inputs(c)), dtype=np.float32)
+    if vecs.shape[0] != len(c):
+        raise ValueError(f"embed returned {vecs.shape[0]} vectors for {len(c)} item texts")
+    return pa.table(
+        {
+            "item_id": pa.array(c["item_id"].astype(str)),
+            "event_timestamp": pa.array(c["created_at"]),
+            "item_text_version": versions(c["created_at"]),
+            "item_embedding": vectors(vecs),
+        }
+    )

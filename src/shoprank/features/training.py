@@ -1,0 +1,142 @@
+"""`shoprank training-set`: impressions + Feast point-in-time join -> one Parquet training table.
+
+Every impression is an entity row (``item_id``, ``user_id``, ``query_id``,
+``event_timestamp = ts``) and gets each feature of a service from the latest row
+stamped at or before it, through Feast (pit.py says how the views are joined).
+Impressions are processed in time-ordered chunks appended to one Parquet file, so
+memory is bounded by a chunk, not by the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shoprank.config import Features
+from shoprank.data.io import table_path
+from shoprank.features.pit import join_view, service_views, versions
+from shoprank.features.queries import query_ids
+from shoprank.features.store import apply_repo, check_tables, open_store
+from shoprank.logs import log
+
+logger = logging.getLogger(__name__)
+CHUNK_ROWS = 200_000  # impressions per point-in-time join: bounds memory (embeddings are 1.5 kB a row)
+VERSION_ROWS = 2_000_000  # impressions per step-one join of the two-step views (only versions come back)
+LABEL_COLUMNS = [
+    "request_id",
+    "event_timestamp",
+    "user_id",
+    "item_id",
+    "query",
+    "query_id",
+    "is_search",
+    "position",
+    "clicked",
+    "purchased",
+    "propensity",
+]
+
+
+def read_impressions(batch_dir: Path | str) -> pd.DataFrame:
+    """The batch's impressions as entity rows: keys, ``event_timestamp``, labels, in time order."""
+    imp = pd.read_parquet(table_path(Path(batch_dir), "impressions"))
+    for col, fill in (("purchased", 0), ("propensity", np.nan)):
+        if col not in imp:
+            imp[col] = fill
+    imp = imp.rename(columns={"ts": "event_timestamp"})
+    imp["query_id"] = query_ids(imp["query"])
+    imp["is_search"] = (imp["query_id"] != "").astype(np.int8)
+    imp = imp.sort_values(["event_timestamp", "request_id", "position"], kind="stable", ignore_index=True)
+    return imp[LABEL_COLUMNS]
+
+
+def _to_arrow(chunk: pd.DataFrame, joined: dict[str, pd.Series | pa.ChunkedArray], types: dict) -> pa.Table:
+    """Labels + joined features with a fixed schema, so every chunk appends to the same file."""
+    base = pa.Table.from_pandas(chunk[LABEL_COLUMNS], preserve_index=False)
+    cols = []
+    for name, t in types.items():
+        v = joined[name]
+        if isinstance(v, pa.ChunkedArray):
+            cols.append(v.cast(t))
+            continue
+        if pa.types.is_list(t):  # object column of arrays (a view without a version); NaN -> null
+            v = [None if x is None or (isinstance(x, float) and np.isnan(x)) else x for x in v.tolist()]
+        cols.append(pa.chunked_array([pa.array(v, type=t, from_pandas=True)]))
+    return pa.Table.from_arrays([*base.columns, *cols], names=[*base.column_names, *types])
+
+
+def training_set(
+    settings: Features,
+    batch_dir: Path | str,
+    features_dir: Path | str,
+    out: Path | str,
+    service: str = "ctr_model_v1",
+    chunk_rows: int = CHUNK_ROWS,
+) -> dict:
+    """Write the training table of ``service`` for the impressions of ``batch_dir`` to ``out``.
+
+    Columns: the labels and keys of each impression (LABEL_COLUMNS; ``is_search`` is 0
+    for feeds, whose query features are null), then every feature of the service.
+    Rows are in time order. Returns ``{"path", "rows", "columns", "service", "seconds"}``.
+    """
+    start = time.perf_counter()
+    store = open_store(settings)
+    apply_repo(store, settings.repo)
+    check_tables(store, features_dir)
+    views = service_views(store, service)
+    types = {name: t for view in views for name, t in view.features.items()}
+    imp = read_impressions(batch_dir)
+    # two-step views: Feast's per-call cost is the whole table, so pick their rows in big batches
+    picked = {
+        v.name: pd.concat(
+            [versions(store, imp.iloc[lo : lo + VERSION_ROWS], v) for lo in range(0, len(imp), VERSION_ROWS)],
+            ignore_index=True,
+        )
+        for v in views
+        if v.version is not None
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    writer = None
+    try:
+        for lo in range(0, len(imp), chunk_rows):
+            chunk = imp.iloc[lo : lo + chunk_rows].reset_index(drop=True)
+            joined = {}
+            for view in views:
+                version = picked[view.name].iloc[lo : lo + chunk_rows] if view.name in picked else None
+                joined.update(join_view(store, chunk, view, version))
+            table = _to_arrow(chunk, joined, types)
+            writer = writer or pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+            log(
+                logger,
+                "training chunk",
+                rows=lo + len(chunk),
+                of=len(imp),
+                seconds=round(time.perf_counter() - start, 1),
+            )
+        if writer is None:
+            raise ValueError(f"{batch_dir}: no impressions to build a training set from")
+        writer.close()
+        os.replace(tmp, out)
+    finally:
+        if writer is not None and writer.is_open:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+    seconds = round(time.perf_counter() - start, 3)
+    log(logger, "training set written", path=str(out), rows=len(imp), service=service, seconds=seconds)
+    return {
+        "path": str(out),
+        "rows": len(imp),
+        "columns": LABEL_COLUMNS + list(types),
+        "service": service,
+        "seconds": seconds,
+    }
