@@ -220,14 +220,14 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     (out / "train.json").write_text(json.dumps(report, indent=2))
     for name, r in report["candidates"].items():
-        typer.echo(
-            f"{name:10s} {r['seconds']:8.1f} s  {r['impressions_per_s']:>9,} impressions/s  -> {r['artifact']}"
-        )
+        rate = f"{r['impressions_per_s']:>9,} impressions/s"
+        typer.echo(f"{name:10s} {r['seconds']:8.1f} s  {rate}  -> {r['artifact']}")
 
 
 @app.command()
 def evaluate(params: ParamsOpt = None) -> None:
     """Evaluate every candidate on the time-based test split; write metrics/evaluate.json."""
+    from shoprank.evaluation.evaluate import HEADLINE
     from shoprank.evaluation.step import run_evaluate
 
     p = _params(params)
@@ -235,19 +235,7 @@ def evaluate(params: ParamsOpt = None) -> None:
         report = run_evaluate(p)
     except FileNotFoundError as exc:
         _fail(str(exc), 2)
-    keys = [
-        "auc",
-        "logloss",
-        "gauc",
-        "ndcg@10",
-        "mrr",
-        "ece",
-        "auc_new_items",
-        "auc_unseen_queries",
-        "auc_over_oracle",
-        "oracle_uplift_share",
-        "snips_ctr",
-    ]
+    keys = HEADLINE
     typer.echo(f"{'candidate':10s} " + " ".join(f"{k[:12]:>12s}" for k in keys))
     for name, m in report["candidates"].items():
         typer.echo(f"{name:10s} " + " ".join(f"{m.get(k, float('nan')):12.4f}" for k in keys))

@@ -20,6 +20,20 @@ from shoprank.models.scorers import Scorer
 from shoprank.training.data import Frame
 
 TOP_K = 10
+# the headline keys of every candidate's entry in metrics/evaluate.json (what the CLI prints)
+HEADLINE = (
+    "auc",
+    "logloss",
+    "gauc",
+    f"ndcg@{TOP_K}",
+    "mrr",
+    "ece",
+    "auc_new_items",
+    "auc_unseen_queries",
+    "auc_over_oracle",
+    "oracle_uplift_share",
+    "snips_ctr",
+)
 
 
 @dataclass
