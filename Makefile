@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 PROFILE ?= default
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint bench clean
+.PHONY: help setup demo pipeline test lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -23,6 +23,10 @@ demo: $(STAMP) ## the main job: simulate the $(PROFILE) data set and check it ag
 	$(BIN)/shoprank simulate --profile $(PROFILE)
 	$(BIN)/shoprank check data/raw
 
+pipeline: $(STAMP) ## every built step on the $(PROFILE) profile: simulate .. select (about 20 min on 2 cores)
+	$(BIN)/shoprank simulate --profile $(PROFILE)
+	for step in validate features materialize training-set train evaluate select; do $(BIN)/shoprank $$step || exit 1; done
+
 test: $(STAMP) ## run the test suite
 	$(BIN)/python -m pytest
 
@@ -35,4 +39,4 @@ bench: $(STAMP) ## run the benchmarks in bench/ and print figures
 	$(BIN)/python -m bench
 
 clean: ## remove generated data (keeps .venv)
-	rm -rf data/raw data/quarantine data/validated data/features
+	rm -rf data/raw data/quarantine data/validated data/features metrics models/candidates
