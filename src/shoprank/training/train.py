@@ -258,6 +258,7 @@ def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict
     derive(frame.df)
     split = time_split(frame.df, s.val_share, s.test_share)
     train, val = frame.take(split["train"]), frame.take(split["val"])
+    del frame  # the test rows are evaluate's; holding the whole table here doubled peak memory
     item_ids, table = item_embeddings(params.paths.features)
     encoder = None
     if s.mode != "frozen":
