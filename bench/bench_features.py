@@ -30,8 +30,10 @@ import pandas as pd
 from bench.hardware import describe
 from shoprank.config import load_params
 from shoprank.features import build_features, materialize, online_features, open_store, training_set
+from shoprank.features.store import copy_repo
 
 ROOT = Path(__file__).resolve().parents[1]
+REPO = ROOT / "features"  # the project's Feast repository; tests and benchmarks use private copies
 DIM = 384  # all-MiniLM-L6-v2
 
 
@@ -59,15 +61,6 @@ def reset_peak() -> bool:
         return True
     except OSError:
         return False
-
-
-def copy_repo(root: Path) -> Path:
-    repo = root / "features"
-    repo.mkdir(parents=True)
-    for path in (ROOT / "features").iterdir():
-        if path.suffix in (".py", ".yaml"):
-            shutil.copy(path, repo / path.name)
-    return repo
 
 
 @contextmanager
@@ -128,7 +121,7 @@ def measure(profile: str, work: Path, redis_url: str | None, with_training: bool
     cmd = [sys.executable, "-m", "shoprank.cli", "simulate", "--profile", profile, "--out", str(batch)]
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     root = work / profile / "sqlite"
-    settings = params.features.model_copy(update={"repo": copy_repo(root)})
+    settings = params.features.model_copy(update={"repo": copy_repo(REPO, root)})
     tables = root / "data" / "features"
     built = build_features(batch, tables, settings, stand_in_embed)
     out = {"profile": profile, "impressions": built["impressions"], "features_s": built["seconds"]["total"]}
@@ -139,7 +132,11 @@ def measure(profile: str, work: Path, redis_url: str | None, with_training: bool
         rroot = work / profile / "redis"
         shutil.copytree(root / "data" / "features", rroot / "data" / "features")
         rsettings = settings.model_copy(
-            update={"repo": copy_repo(rroot), "online_store": "redis", "redis_url": redis_url}
+            update={
+                "repo": copy_repo(REPO, rroot),
+                "online_store": "redis",
+                "redis_url": redis_url,
+            }
         )
         out["materialize_redis_s"] = materialize(rsettings, rroot / "data" / "features")["seconds"]
         out["lookup_redis"] = lookups(rsettings, batch, repeats)

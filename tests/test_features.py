@@ -31,21 +31,12 @@ from shoprank.features import (
     training_set,
 )
 from shoprank.features.history import Timeline, cumulative, windowed
-from shoprank.features.store import FeatureRepoError, check_tables, store_config
+from shoprank.features.store import FeatureRepoError, check_tables, copy_repo, store_config
 
 ROOT = Path(__file__).resolve().parents[1]
+REPO = ROOT / "features"  # the project's Feast repository; tests and benchmarks use private copies
 SERVICE = "ctr_model_v1"
 T0 = pd.Timestamp("2026-03-01", tz="UTC")
-
-
-def copy_repo(dest: Path) -> Path:
-    """A private copy of the project's Feast repository (its registry and online store go there)."""
-    repo = dest / "features"
-    repo.mkdir(parents=True)
-    for path in (ROOT / "features").iterdir():
-        if path.suffix in (".py", ".yaml"):
-            shutil.copy(path, repo / path.name)
-    return repo
 
 
 def same(a, b) -> bool:
@@ -88,7 +79,7 @@ def tiny_encoder():
 def tiny_features(tiny_batch, params, tiny_encoder, tmp_path_factory):
     """The tiny batch's feature tables, a repo copy beside them, and a training set of ctr_model_v1."""
     root = tmp_path_factory.mktemp("tiny_features")
-    settings = params.features.model_copy(update={"repo": copy_repo(root)})
+    settings = params.features.model_copy(update={"repo": copy_repo(REPO, root)})
     embed = cached_embedder(tiny_encoder, root / "cache")
     built = build_features(tiny_batch, root / "data" / "features", settings, embed)
     out = training_set(settings, tiny_batch, root / "data" / "features", root / "train.parquet", SERVICE)
@@ -177,7 +168,7 @@ def _hand_batch(folder: Path) -> Path:
 def hand(params, tmp_path_factory):
     root = tmp_path_factory.mktemp("hand")
     batch = _hand_batch(root / "batch")
-    settings = params.features.model_copy(update={"repo": copy_repo(root), "ctr_prior_strength": 2.0})
+    settings = params.features.model_copy(update={"repo": copy_repo(REPO, root), "ctr_prior_strength": 2.0})
     build_features(batch, root / "data" / "features", settings, text_length_embed)
     out = training_set(settings, batch, root / "data" / "features", root / "train.parquet", SERVICE)
     train = pd.read_parquet(out["path"]).set_index(["request_id", "item_id"])
@@ -235,7 +226,7 @@ def test_query_features_join_by_normalised_text(hand):
 def test_catalog_edits_reach_the_online_store(hand, tmp_path):
     batch = tmp_path / "batch"
     shutil.copytree(hand["batch"], batch)
-    settings = hand["settings"].model_copy(update={"repo": copy_repo(tmp_path)})
+    settings = hand["settings"].model_copy(update={"repo": copy_repo(REPO, tmp_path)})
     tables = tmp_path / "data" / "features"
     build_features(batch, tables, settings, text_length_embed)
     materialize(settings, tables)
@@ -293,7 +284,7 @@ def test_repo_and_params_drift_is_an_error(tiny_features, tmp_path):
     with pytest.raises(FeatureRepoError, match="paths.features is"):
         check_tables(store, tmp_path)  # the repo reads ../data/features, not this folder
     # windows_days changed on one side only: tables lack the 28-day columns the views declare
-    settings = tiny_features["settings"].model_copy(update={"repo": copy_repo(tmp_path)})
+    settings = tiny_features["settings"].model_copy(update={"repo": copy_repo(REPO, tmp_path)})
     tables = tmp_path / "data" / "features"
     tables.mkdir(parents=True)
     for path in (tiny_features["root"] / "data" / "features").glob("*.parquet"):
@@ -358,7 +349,11 @@ def test_online_store_equals_offline_point_in_time(tiny_features, tiny_batch):
 
 def test_redis_switch_is_a_setting(tmp_path, params, monkeypatch):
     settings = params.features.model_copy(
-        update={"repo": copy_repo(tmp_path), "online_store": "redis", "redis_url": "${SHOPRANK_TEST_REDIS}"}
+        update={
+            "repo": copy_repo(REPO, tmp_path),
+            "online_store": "redis",
+            "redis_url": "${SHOPRANK_TEST_REDIS}",
+        }
     )
     monkeypatch.setenv("SHOPRANK_TEST_REDIS", "127.0.0.1:6390,db=2")
     config = store_config(settings)
@@ -411,7 +406,11 @@ def test_materialize_into_redis_and_read_back(redis_server, tiny_features, tmp_p
     # the repo copy sits beside the tables, as features/ sits beside data/ in the project
     shutil.copytree(root / "data", tmp_path / "data")
     settings = tiny_features["settings"].model_copy(
-        update={"repo": copy_repo(tmp_path), "online_store": "redis", "redis_url": redis_server}
+        update={
+            "repo": copy_repo(REPO, tmp_path),
+            "online_store": "redis",
+            "redis_url": redis_server,
+        }
     )
     loaded = materialize(settings, tmp_path / "data" / "features")
     assert loaded["online_store"] == "redis" and set(loaded["views"]) == set(TABLES)

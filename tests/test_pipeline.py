@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from shoprank.cli import app
+from shoprank.features.store import copy_repo
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -24,8 +24,7 @@ def params_file(tmp_path_factory):
     raw["simulate"]["profile"] = "tiny"
     raw["text"]["cache_dir"] = str(tmp / "cache")
     # the Feast repo reads its tables from ../data/features: a copy beside tmp/data keeps ./data clean
-    shutil.copytree(ROOT / "features", tmp / "features", ignore=shutil.ignore_patterns("data", "__pycache__"))
-    raw["features"]["repo"] = str(tmp / "features")
+    raw["features"]["repo"] = str(copy_repo(ROOT / "features", tmp))
     raw["train"].update({"max_epochs": 2, "batch_size": 512, "mlp": [32], "d": 16, "lightgbm_rounds": 50})
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -13,6 +13,7 @@ import importlib
 import io
 import logging
 import os
+import shutil
 import sys
 import time
 from datetime import datetime
@@ -226,3 +227,17 @@ def online_features(store: FeatureStore, service: str, entity_rows: list[dict[st
     """
     fs = store.get_feature_service(service)
     return store.get_online_features(features=fs, entity_rows=entity_rows).to_df()
+
+
+def copy_repo(source: Path | str, dest: Path | str) -> Path:
+    """A private copy of the Feast repository ``source`` under ``dest``/features.
+
+    Only definitions and feature_store.yaml are copied, so the copy gets its own registry
+    and online store (tests and benchmarks use it to leave the project's store alone).
+    """
+    repo = Path(dest) / "features"
+    repo.mkdir(parents=True)
+    for path in Path(source).iterdir():
+        if path.suffix in (".py", ".yaml"):
+            shutil.copy(path, repo / path.name)
+    return repo
