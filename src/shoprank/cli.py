@@ -216,10 +216,10 @@ def train(
         report = run_train(p, tuple(candidate) if candidate else None)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc), 2)
-    out = Path(p.paths.metrics)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train.json").write_text(json.dumps(report, indent=2))
-    for name, r in report["candidates"].items():
+    for name, r in report["candidates"].items():  # one file per candidate: dvc.yaml trains each in its own stage
+        out = Path(p.paths.metrics) / "train" / name
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train.json").write_text(json.dumps({"rows": report["rows"], **r}, indent=2))
         rate = f"{r['impressions_per_s']:>9,} impressions/s"
         typer.echo(f"{name:10s} {r['seconds']:8.1f} s  {rate}  -> {r['artifact']}")
 

@@ -31,6 +31,8 @@ class Paths(Strict):
     quarantine: Path = Path("data/quarantine")
     validated: Path = Path("data/validated")
     features: Path = Path("data/features")
+    training: Path = Path("data/training")
+    feedback: Path = Path("data/feedback")
     models: Path = Path("models")
     metrics: Path = Path("metrics")
 

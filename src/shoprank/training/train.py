@@ -279,4 +279,4 @@ def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict
 
 
 def training_set_path(params: Params) -> Path:
-    return Path(params.paths.features) / "training_set.parquet"
+    return Path(params.paths.training) / "training_set.parquet"

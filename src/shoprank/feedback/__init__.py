@@ -1,0 +1,8 @@
+"""The feedback loop: the service's append-only log of what it served and what shoppers did.
+
+- :class:`FeedbackLog` (log.py): durable appends (the service) and reads (ingestion)
+"""
+
+from shoprank.feedback.log import FeedbackLog, FeedbackRecordError
+
+__all__ = ["FeedbackLog", "FeedbackRecordError"]

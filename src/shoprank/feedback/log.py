@@ -1,0 +1,117 @@
+"""The feedback log: JSON lines under ``<paths.feedback>/log/``, one file per UTC day.
+
+Durability is the contract: :meth:`FeedbackLog.append` returns only after the lines are
+written with one ``write`` on an ``O_APPEND`` descriptor and ``fsync``-ed, so a record the
+service acknowledged survives a crash or restart. Several worker processes may append to
+the same file at once: each append is one ``write`` of whole lines, which Linux keeps
+together on a local file system. A crash mid-write can leave a torn last line with no
+newline; the writer starts a fresh line before its next record, and the reader skips
+(and counts) lines that are not JSON, which were never acknowledged.
+
+Records follow the ``feedback`` table of the data contract (:data:`shoprank.data.schema.FEEDBACK`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from shoprank.data.schema import FEEDBACK, conform
+from shoprank.logs import log
+
+logger = logging.getLogger(__name__)
+
+EVENTS = ("served", "click", "purchase")
+FIELDS = tuple(c.name for c in FEEDBACK.columns)
+
+
+class FeedbackRecordError(ValueError):
+    """A feedback record does not fit the data contract; the message names the field."""
+
+
+def _record(raw: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    unknown = sorted(set(raw) - set(FIELDS))
+    if unknown:
+        raise FeedbackRecordError(f"unknown field(s) {unknown}; a feedback record has {list(FIELDS)}")
+    rec: dict[str, Any] = {name: raw.get(name) for name in FIELDS}
+    if rec["event"] not in EVENTS:
+        raise FeedbackRecordError(f"event must be one of {list(EVENTS)}, got {rec['event']!r}")
+    for name in ("request_id", "item_id"):
+        if not isinstance(rec[name], str) or not rec[name]:
+            raise FeedbackRecordError(f"{name} must be a non-empty string, got {rec[name]!r}")
+    pos = rec["position"]
+    if pos is not None and (isinstance(pos, bool) or not isinstance(pos, int) or pos < 1):
+        raise FeedbackRecordError(f"position must be an integer >= 1, got {rec['position']!r}")
+    rec["event_id"] = rec["event_id"] or uuid.uuid4().hex
+    ts = rec["ts"]
+    rec["ts"] = (pd.Timestamp(ts) if ts is not None else pd.Timestamp(now)).isoformat()
+    return rec
+
+
+class FeedbackLog:
+    """The append-only feedback log in ``<root>/log``."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.dir = self.root / "log"
+
+    def _file(self, now: datetime) -> Path:
+        return self.dir / f"events-{now:%Y%m%d}.jsonl"
+
+    def append(self, records: Iterable[Mapping[str, Any]], now: datetime | None = None) -> list[str]:
+        """Write ``records`` durably and return their event ids.
+
+        Every record is checked first: a bad one raises FeedbackRecordError and nothing is written.
+        """
+        now = now or datetime.now(UTC)
+        recs = [_record(r, now) for r in records]
+        if not recs:
+            return []
+        data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in recs).encode()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self._file(now)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size:  # a torn line from a crash has no newline: never glue a record onto it
+                with open(path, "rb") as f:
+                    f.seek(size - 1)
+                    if f.read(1) != b"\n":
+                        data = b"\n" + data
+            written = os.write(fd, data)
+            if written != len(data):  # pragma: no cover - a full disk
+                raise OSError(f"{path}: wrote {written} of {len(data)} bytes")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return [r["event_id"] for r in recs]
+
+    def files(self) -> list[Path]:
+        return sorted(self.dir.glob("events-*.jsonl")) if self.dir.is_dir() else []
+
+    def read(self) -> pd.DataFrame:
+        """Every record as a frame with the contract's columns and types (torn lines skipped and logged)."""
+        rows, torn = [], 0
+        for path in self.files():
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    line = line.strip()
+                    if not line:
+                        continue
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        torn += 1
+        if torn:
+            log(logger, "feedback log: skipped torn lines", lines=torn, level=logging.WARNING)
+        frame = pd.DataFrame(rows, columns=list(FIELDS))
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601")
+        return conform(frame, FEEDBACK)
