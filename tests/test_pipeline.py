@@ -25,7 +25,8 @@ def params_file(tmp_path_factory):
     raw["text"]["cache_dir"] = str(tmp / "cache")
     # the Feast repo reads its tables from ../data/features: a copy beside tmp/data keeps ./data clean
     raw["features"]["repo"] = str(copy_repo(ROOT / "features", tmp))
-    raw["train"].update({"max_epochs": 2, "batch_size": 512, "mlp": [32], "d": 16, "lightgbm_rounds": 50})
+    raw["train"].update({"max_epochs": 2, "batch_size": 512, "mlp": [32], "d": 16})
+    raw["lightgbm"]["rounds"] = 50
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path, raw

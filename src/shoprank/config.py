@@ -169,8 +169,13 @@ class Train(Strict):
     devices: str | int = "auto"
     strategy: str = "auto"  # e.g. ddp, ddp_spawn (tests run gloo DDP on CPU)
     precision: str = "auto"  # auto: bf16-mixed on GPUs that support it, 32 on CPU
-    lightgbm_rounds: int = Field(400, gt=0)
     seed: int = 0
+
+
+class LightGBM(Strict):
+    """The LightGBM baseline (its own section, so DVC re-trains only it when these change)."""
+
+    rounds: int = Field(400, gt=0)
 
 
 class Select(Strict):
@@ -189,6 +194,7 @@ class Params(Strict):
     text: Text = Text()
     features: Features = Features()
     train: Train = Train()
+    lightgbm: LightGBM = LightGBM()
     select: Select = Select()
 
 

@@ -1,7 +1,7 @@
 """`shoprank evaluate`: every trained candidate on the test split, written for DVC.
 
 Outputs: ``metrics/evaluate.json`` (one entry per candidate, and the winner by
-``select.metric``) and ``metrics/reliability.csv`` (calibration curves, a DVC plot).
+``select.metric``) and ``metrics/reliability/<candidate>.csv`` (calibration curves, DVC plots).
 Simulated batches carry ground truth (``paths.truth``); with it the report adds the
 ratio to the Bayes-optimal AUC and the re-ranking of every retrieved candidate.
 """
@@ -96,6 +96,11 @@ def run_evaluate(params: Params) -> dict:
     out = Path(params.paths.metrics)
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluate.json").write_text(json.dumps(report, indent=2, sort_keys=True))
-    pd.concat(curves).to_csv(out / "reliability.csv", index=False)
+    curves_dir = out / "reliability"
+    curves_dir.mkdir(exist_ok=True)
+    for stale in curves_dir.glob("*.csv"):  # a candidate dropped from train.candidates
+        stale.unlink()
+    for curve in curves:
+        curve.to_csv(curves_dir / f"{curve['candidate'].iloc[0]}.csv", index=False)
     log(logger, "evaluation", winner=report["winner"], metric=params.select.metric)
     return report

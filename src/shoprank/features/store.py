@@ -9,6 +9,7 @@ Redis in production.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import io
 import logging
@@ -118,6 +119,37 @@ def apply_repo(store: FeatureStore, repo: Path | str) -> dict[str, list[str]]:
     return {"views": sorted(views), "services": sorted(services), "removed": sorted(o.name for o in stale)}
 
 
+def definitions_digest(repo: Path | str) -> str:
+    """A hash of the repo's definitions: its ``*.py`` files and feature_store.yaml."""
+    repo = Path(repo).resolve()
+    h = hashlib.sha256()
+    for path in sorted([*repo.glob("*.py"), repo / STORE_YAML]):
+        if path.is_file():
+            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def ensure_applied(store: FeatureStore, repo: Path | str) -> bool:
+    """Apply the repo only if its definitions changed since the last apply; True if it applied.
+
+    Feast rewrites the registry on every apply, even an unchanged one. Readers (the
+    training set, evaluation) call this instead of :func:`apply_repo`, so they leave the
+    registry byte for byte as ``shoprank materialize`` wrote it and DVC sees no change.
+    The digest of the applied definitions is kept beside a file registry.
+    """
+    digest = definitions_digest(repo)
+    registry = Path(store.config.registry.path)
+    if not registry.is_absolute():
+        registry = Path(store.config.repo_path) / registry
+    marker = registry.with_name(registry.name + ".applied")
+    if registry.is_file() and marker.is_file() and marker.read_text().strip() == digest:
+        return False
+    apply_repo(store, repo)
+    if registry.parent.is_dir():  # a file registry (a SQL or remote registry has no folder here)
+        marker.write_text(digest + "\n")
+    return True
+
+
 def source_path(store: FeatureStore, view: Any) -> Path:
     """The Parquet file a feature view reads, resolved like Feast resolves it."""
     from feast.infra.offline_stores.file_source import FileSource
@@ -181,7 +213,7 @@ def materialize(settings: Features, features_dir: Path | str, end: datetime | No
     """
     start = time.perf_counter()
     store = open_store(settings)
-    apply_repo(store, settings.repo)
+    ensure_applied(store, settings.repo)
     paths = check_tables(store, features_dir)
     ranges = {name: _time_range(path) for name, path in paths.items()}
     until = _utc(end if end is not None else max(hi for _, hi in ranges.values()))

@@ -23,7 +23,7 @@ from shoprank.config import Features
 from shoprank.data.io import table_path
 from shoprank.features.pit import join_view, service_views, versions
 from shoprank.features.queries import query_ids
-from shoprank.features.store import apply_repo, check_tables, open_store
+from shoprank.features.store import check_tables, ensure_applied, open_store
 from shoprank.logs import log
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def training_set(
     """
     start = time.perf_counter()
     store = open_store(settings)
-    apply_repo(store, settings.repo)
+    ensure_applied(store, settings.repo)
     check_tables(store, features_dir)
     views = service_views(store, service)
     types = {name: t for view in views for name, t in view.features.items()}

@@ -188,6 +188,7 @@ def train_candidate(
     out_dir: Path,
     log_dir: Path | None = None,
     encoder=None,
+    lightgbm_rounds: int = 400,
 ) -> TrainResult:
     """Fit candidate ``name`` and write ``out_dir/<name>.pt`` (+ checksum)."""
     if name not in CANDIDATES:
@@ -209,7 +210,7 @@ def train_candidate(
             log_dir=log_dir,
         )
     elif name == "lightgbm":
-        scorer = LightGBMModel(rounds=settings.lightgbm_rounds, seed=settings.seed).fit(train, val, spec)
+        scorer = LightGBMModel(rounds=lightgbm_rounds, seed=settings.seed).fit(train, val, spec)
     else:
         scorer = PopularityModel().fit(train, spec)
     seconds = time.perf_counter() - start
@@ -273,7 +274,17 @@ def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict
     for name in candidates or s.candidates:
         log_dir = Path(params.paths.metrics) / "train" / name if name in ("bert_ctr", "no_text") else None
         results[name] = train_candidate(
-            name, train, val, item_ids, table, s, params.features.history_length, out_dir, log_dir, encoder
+            name,
+            train,
+            val,
+            item_ids,
+            table,
+            s,
+            params.features.history_length,
+            out_dir,
+            log_dir,
+            encoder,
+            lightgbm_rounds=params.lightgbm.rounds,
         ).as_dict()
     return {"rows": {k: len(v) for k, v in split.items()}, "candidates": results}
 
