@@ -23,9 +23,8 @@ demo: $(STAMP) ## the main job: simulate the $(PROFILE) data set and check it ag
 	$(BIN)/shoprank simulate --profile $(PROFILE)
 	$(BIN)/shoprank check data/raw
 
-pipeline: $(STAMP) ## every built step on the $(PROFILE) profile: simulate .. select (about 20 min on 2 cores)
-	$(BIN)/shoprank simulate --profile $(PROFILE)
-	for step in validate features materialize training-set train evaluate select; do $(BIN)/shoprank $$step || exit 1; done
+pipeline: $(STAMP) ## the main command: `dvc repro`, the whole pipeline of dvc.yaml (params.yaml's profile)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP) ## run the test suite
 	$(BIN)/python -m pytest

@@ -216,7 +216,8 @@ def train(
         report = run_train(p, tuple(candidate) if candidate else None)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc), 2)
-    for name, r in report["candidates"].items():  # one file per candidate: dvc.yaml trains each in its own stage
+    # one file per candidate: dvc.yaml trains each in its own stage
+    for name, r in report["candidates"].items():
         out = Path(p.paths.metrics) / "train" / name
         out.mkdir(parents=True, exist_ok=True)
         (out / "train.json").write_text(json.dumps({"rows": report["rows"], **r}, indent=2))
@@ -256,14 +257,29 @@ def select(params: ParamsOpt = None) -> None:
     typer.echo(("promoted: " if result.promoted else "kept the champion: ") + result.reason)
 
 
-def _planned(step: str, issue: int) -> None:
-    @app.command(step, help=f"(not built yet: issue #{issue}) The {step} step.")
-    def _cmd() -> None:
-        _fail(f"`shoprank {step}` is not built yet (issue #{issue})", 2)
+@app.command()
+def package(
+    force: Annotated[bool, typer.Option(help="Rebuild even if this champion is already packaged.")] = False,
+    params: ParamsOpt = None,
+) -> None:
+    """Package the champion (model, encoder reference, indexes, item tables) into the BentoML model store."""
+    from shoprank.ranking.bundle import PackageError
+    from shoprank.ranking.bundle import package as run_package
 
+    p = _params(params)
+    try:
+        from shoprank.text import load_encoder
 
-for _step, _issue in (("package", 7),):
-    _planned(_step, _issue)
+        key = load_encoder(p.text, device="cpu").key  # recorded: serving must embed queries the same way
+        result = run_package(p, force=force, encoder_key=key)
+    except (PackageError, FileNotFoundError) as exc:
+        _fail(str(exc), 2)
+    m = result["manifest"]
+    state = "packaged" if result["created"] else "already packaged"
+    typer.echo(
+        f"{state} {m['champion']['candidate']} {m['version']} as {result['tag']} "
+        f"({m['items']:,} items, intent model: {'yes' if m['understanding'] else 'no'}) -> {result['path']}"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,8 +47,8 @@ def load_truth(truth_dir: Path, test: pd.DataFrame) -> Truth | None:
 def candidate_frame(params: Params, test: pd.DataFrame, truth: Truth) -> Frame:
     """Point-in-time features of every retrieved candidate of the test requests (Feast)."""
     from shoprank.features import open_store
-    from shoprank.features.queries import query_ids
     from shoprank.features.pit import historical_features
+    from shoprank.features.queries import query_ids
 
     req = test.drop_duplicates("request_id").set_index("request_id")[["event_timestamp", "user_id", "query"]]
     rows = truth.candidates[["request_id", "item_id"]].join(req, on="request_id")

@@ -1,7 +1,8 @@
 """Baselines trained and evaluated on the same training set as BERT-CTR every run.
 
 Every model answers ``predict(frame, with_position)``: P(click) for the rows of a
-training-set :class:`~shoprank.training.data.Frame`. ``with_position=True`` uses the logged position (the logged
+training-set :class:`~shoprank.training.data.Frame`. ``with_position=True`` uses the logged
+position (the logged
 click likelihood, for AUC and log loss); ``False`` gives the position-free relevance
 that rankings are built from.
 """
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from shoprank.models.preprocess import FeatureSpec
-from shoprank.training.data import Frame
+from shoprank.training.data import Frame, rowwise_cosine
 
 SERVING_POSITION = 1  # position-aware baselines are scored as if every item were on top
 
@@ -57,8 +58,7 @@ def tabular(frame: Frame, spec: FeatureSpec, position: int | None) -> pd.DataFra
         x[c] = df[c].astype("string").fillna("<na>").astype("category")
     if spec.query_embedding in frame.vectors:
         q, i = frame.vectors[spec.query_embedding], frame.vectors[spec.item_embedding]
-        norm = np.linalg.norm(q, axis=1) * np.linalg.norm(i, axis=1)
-        x["query_item_cosine"] = np.where(norm > 0, (q * i).sum(axis=1) / np.maximum(norm, 1e-9), np.nan)
+        x["query_item_cosine"] = rowwise_cosine(q, i)
     x["has_query"] = (df[spec.query].fillna("") != "").astype("float64")
     x["position"] = df[spec.position].astype("float64") if position is None else float(position)
     return x

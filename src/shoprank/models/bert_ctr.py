@@ -4,8 +4,8 @@
     item text  ─┼─ BERT (frozen cache | fine-tune | LoRA) ─┤
                 │                               └─ projections q, i
     user history (clicked items' text) ── target attention against the item ─┐
-    categorical ids, numeric features ─────────────────────────────────────┼─ cross network ─ MLP ─ relevance logit
-                                                                            ┘
+    categorical ids, numeric features ───────────────────────────────────────┼─ cross ─ MLP ─ relevance
+                                                                              ┘
     position (training only) ── shallow tower ── position logit
 
 P(click | shown at k) = sigmoid(relevance + position(k)) during training, the

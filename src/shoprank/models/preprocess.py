@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from shoprank.training.data import Frame
+from shoprank.training.data import Frame, Vectors
 
 UNKNOWN = 0  # code of unseen categories and of history padding
 
@@ -130,17 +130,31 @@ def tokenize(tokenizer_dir: str, texts: list[str], max_length: int) -> tuple[np.
 
 
 class TensorData(torch.utils.data.Dataset):
-    """Index-able dict of tensors; batches are dicts the model takes directly."""
+    """Index-able dict of tensors; batches are dicts the model takes directly.
 
-    def __init__(self, arrays: dict[str, np.ndarray]):
-        self.tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    A :class:`~shoprank.training.data.Vectors` input stays deduplicated: its codes are
+    indexed and its table rows gathered per batch, never densified for the whole split.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray | Vectors]):
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.tables: dict[str, torch.Tensor] = {}
+        for k, v in arrays.items():
+            if isinstance(v, Vectors):
+                self.tensors[k] = torch.from_numpy(v.codes.astype(np.int64))
+                self.tables[k] = torch.from_numpy(np.ascontiguousarray(v.table))
+            else:
+                self.tensors[k] = torch.from_numpy(np.ascontiguousarray(v))
         self.n = len(next(iter(self.tensors.values())))
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, idx):
-        return {k: v[idx] for k, v in self.tensors.items()}
+        batch = {k: v[idx] for k, v in self.tensors.items()}
+        for k, table in self.tables.items():
+            batch[k] = table[batch[k]]
+        return batch
 
 
 def loader(data: TensorData, batch_size: int, shuffle: bool, seed: int = 0) -> torch.utils.data.DataLoader:

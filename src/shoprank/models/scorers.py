@@ -94,7 +94,10 @@ def load(path: Path | str) -> tuple[str, Scorer]:
 
 
 def rebuild_encoder(cfg: CTRConfig, encoder_config: dict, state: dict) -> torch.nn.Module:
-    """An untrained BERT of the saved architecture (LoRA-wrapped if so trained); weights come from the state."""
+    """An untrained BERT of the saved architecture (LoRA-wrapped if so trained).
+
+    The weights come from the state.
+    """
     from transformers import BertConfig, BertModel
 
     pooler = any(".pooler." in k for k in state)

@@ -42,6 +42,10 @@ NUMERIC_FIXED = (
     "hist_category_share",
     "hist_top_share",
     "price_vs_pref",
+    "query_brand_match",
+    "query_colour_match",
+    "query_material_match",
+    "query_size_match",
 )
 
 
@@ -145,6 +149,7 @@ def fit_neural(
             max_epochs=settings.max_epochs,
             accelerator=settings.accelerator,
             devices=settings.devices,
+            num_nodes=settings.num_nodes,
             strategy=settings.strategy,
             precision=precision_for(settings.precision),
             callbacks=[EarlyStopping("val_loss", patience=settings.patience), checkpoint],
@@ -160,10 +165,13 @@ def fit_neural(
             loader(va, settings.batch_size * 4, shuffle=False),
         )
         best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+        # DDP: every rank reads rank 0's checkpoint; none leaves (removing the folder) before all have
+        trainer.strategy.barrier("best checkpoint read")
     state = {k.removeprefix("model."): v for k, v in best.items()}
     info = {
         "epochs": trainer.current_epoch,
         "best_val_loss": float(checkpoint.best_model_score or float("nan")),
+        "global_rank": trainer.global_rank,  # DDP: each rank holds the same weights; rank 0 writes them
     }
     enc_cfg = encoder.model.config.to_dict() if end_to_end else None
     return NeuralScorer(cfg, state, pre, history_length, enc_cfg), info
@@ -214,7 +222,10 @@ def train_candidate(
     else:
         scorer = PopularityModel().fit(train, spec)
     seconds = time.perf_counter() - start
-    path = save(scorer, Path(out_dir) / f"{name}.pt", kind=name)
+    path = Path(out_dir) / f"{name}.pt"
+    if info.get("global_rank", 0) != 0:  # another rank of a DDP run: rank 0 writes the artifact
+        return TrainResult(name, path, seconds, len(train) / seconds, info.get("epochs", 0))
+    save(scorer, path, kind=name)
     epochs = max(info.get("epochs", 1), 1)
     result = TrainResult(
         name,

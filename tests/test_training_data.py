@@ -1,0 +1,81 @@
+"""The training table as read for modelling: vectors deduplicated by their text keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shoprank.models.preprocess import TensorData
+from shoprank.training import data as D
+
+
+def _table(n: int = 1000) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    items = rng.integers(0, 30, n)
+    version = (items % 2).astype(str)
+    item_vecs = rng.normal(size=(30, 8)).astype(np.float32)
+    queries = rng.integers(0, 12, n)
+    query_vecs = rng.normal(size=(12, 8)).astype(np.float32)
+    q_list = [None if q == 0 else list(query_vecs[q]) for q in queries]  # query 0: a feed, no text
+    t = pa.table(
+        {
+            "item_id": [f"i{i}" for i in items],
+            "item_text_version": version,
+            "item_embedding": pa.array([list(item_vecs[i]) for i in items], type=pa.list_(pa.float32())),
+            "query_id": [f"q{q}" for q in queries],
+            "query_text_version": ["v"] * n,
+            "query_embedding": pa.array(q_list, type=pa.list_(pa.float32())),
+            "clicked": rng.integers(0, 2, n),
+        }
+    )
+    dense_q = np.stack([np.zeros(8, np.float32) if q == 0 else query_vecs[q] for q in queries])
+    return t, item_vecs[items], dense_q
+
+
+def test_read_frame_stores_each_vector_once_and_reads_back_the_same_values(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, "READ_ROWS", 128)  # several batches: keys seen in an earlier batch are reused
+    table, items, queries = _table()
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=300)
+    frame = D.read_frame(tmp_path / "t.parquet")
+    item, query = frame.vectors["item_embedding"], frame.vectors["query_embedding"]
+    assert item.table.shape == (31, 8)  # 30 items + the zero row
+    assert query.table.shape == (12, 8)  # 11 queries with text + the zero row
+    np.testing.assert_array_equal(np.asarray(item), items)
+    np.testing.assert_array_equal(np.asarray(query), queries)
+    assert "item_embedding" not in frame.df and len(frame.df) == 1000
+
+    part = frame.take(np.arange(10, 50))
+    np.testing.assert_array_equal(np.asarray(part.vectors["item_embedding"]), items[10:50])
+    assert part.vectors["item_embedding"].table is item.table  # a split copies codes only
+
+
+def test_tensor_data_gathers_vectors_per_batch():
+    vecs = D.Vectors(np.array([2, 0, 1, 2]), np.array([[0, 0], [1, 1], [2, 2]], np.float32))
+    data = TensorData({"q_emb": vecs, "label": np.arange(4, dtype=np.float32)})
+    batch = data[[0, 1, 3]]
+    assert batch["q_emb"].tolist() == [[2, 2], [0, 0], [2, 2]]
+    assert batch["label"].tolist() == [0, 1, 3]
+
+
+def test_rowwise_cosine_matches_dense_and_is_nan_for_zero_rows():
+    a = D.Vectors.of(np.array([[1, 0], [0, 0], [1, 1]], np.float32))
+    b = np.array([[1, 0], [1, 0], [1, 0]], np.float32)
+    out = D.rowwise_cosine(a, b, chunk=2)
+    assert out[0] == 1.0 and np.isnan(out[1]) and abs(out[2] - 2**-0.5) < 1e-6
+    pd.testing.assert_series_equal(pd.Series(out).isna(), pd.Series([False, True, False]))
+
+
+def test_derive_flags_queries_that_name_the_items_attributes():
+    df = pd.DataFrame(
+        {
+            "query": ["summitra red tent", "shredder", None, "tent in RED"],
+            "brand": ["Summitra", "Other", "Summitra", None],
+            "colour": ["red", "red", "red", "red"],
+        }
+    )
+    out = D.derive(df)
+    assert out["query_brand_match"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert out["query_colour_match"].tolist() == [1.0, 0.0, 0.0, 1.0]  # whole words, any case
+    assert "query_material_match" not in out
