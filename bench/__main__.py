@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_embeddings, bench_features, bench_simulate, bench_train
+from bench import bench_embeddings, bench_features, bench_serving, bench_simulate, bench_train
 
-MODULES = (bench_simulate, bench_embeddings, bench_features, bench_train)
+MODULES = (bench_simulate, bench_embeddings, bench_features, bench_train, bench_serving)
 
 if __name__ == "__main__":
     for module in MODULES:

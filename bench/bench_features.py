@@ -7,8 +7,11 @@ figure is the table computation alone: bench_embeddings measures encoding), then
 ``materialize`` into SQLite (and into Redis when ``redis-server`` is installed), then
 ``training_set`` (for large only with ``--large-training-set``: ~20 min). Online latency: one
 ``get_online_features`` call of ctr_model_v1 for 1 and for 100 items of one user
-and query, p50/p99 over repeated calls, per online store.
-Run: `python -m bench.bench_features [--large [--large-training-set]] [--no-training-set] [--lookups N]`.
+and query, p50/p99 over repeated calls, per online store; next to it the same lookups
+through ``OnlineReader`` (shoprank.features.online), interleaved with Feast's in three
+rounds (medians of the rounds) and the speed-up measured in the same run.
+Run: `python -m bench.bench_features [--large [--large-training-set]] [--no-training-set] [--lookups N]
+[--profiles tiny,default]`.
 """
 
 from __future__ import annotations
@@ -88,30 +91,63 @@ def redis_server():
         proc.wait(timeout=10)
 
 
-def latency(store, rows: list[dict], repeats: int) -> dict:
-    online_features(store, "ctr_model_v1", rows)  # warm-up: registry, connection
+def latency(read, repeats: int) -> dict:
+    """p50/p99 (ms) of ``read()`` over ``repeats`` calls, after one warm-up call."""
+    read()  # warm-up: registry, connection, statement cache
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        online_features(store, "ctr_model_v1", rows)
+        read()
         times.append(time.perf_counter() - start)
     ms = np.asarray(times) * 1000
     p50, p99 = np.percentile(ms, [50, 99])
-    return {"p50_ms": round(float(p50), 2), "p99_ms": round(float(p99), 2)}
+    return {"p50_ms": round(float(p50), 2), "p99_ms": round(float(p99), 3)}
 
 
-def lookups(settings, batch: Path, repeats: int) -> dict:
+def median_latency(read, repeats: int, rounds: int) -> dict:
+    """The median over ``rounds`` of :func:`latency` (each round's p50 and p99), plus every round."""
+    runs = [latency(read, repeats) for _ in range(rounds)]
+    return {
+        "p50_ms": round(float(np.median([r["p50_ms"] for r in runs])), 3),
+        "p99_ms": round(float(np.median([r["p99_ms"] for r in runs])), 3),
+        "rounds": runs,
+    }
+
+
+def lookups(settings, batch: Path, repeats: int, rounds: int = 3) -> dict:
+    """Feast's ``online_features`` and the fast ``OnlineReader`` on the same rows, same store, same run.
+
+    Per size (1 and 100 items of one user and query): ``rounds`` rounds, each timing
+    Feast then the reader (``repeats`` calls; Feast a quarter of that for 100 items);
+    the medians of the rounds' p50 and p99, and Feast's p50 / the reader's p50.
+    """
     imp = pd.read_parquet(batch / "impressions.parquet", columns=["user_id", "query", "item_id"])
-    from shoprank.features import query_id
+    from shoprank.features import OnlineReader, query_id
 
     search = imp[imp["query"] != ""].iloc[0]
     items = imp["item_id"].drop_duplicates().head(100).astype(str).tolist()
     base = {"user_id": str(search["user_id"]), "query_id": query_id(str(search["query"]))}
     store = open_store(settings)
-    return {
-        "1_item": latency(store, [{**base, "item_id": items[0]}], repeats),
-        "100_items": latency(store, [{**base, "item_id": i} for i in items], max(repeats // 4, 10)),
-    }
+    out = {}
+    with OnlineReader(settings, "ctr_model_v1") as reader:
+        for label, rows, n in (
+            ("1_item", [{**base, "item_id": items[0]}], repeats),
+            ("100_items", [{**base, "item_id": i} for i in items], max(repeats // 4, 10)),
+        ):
+            feast_runs, fast_runs = [], []
+            for _ in range(rounds):  # interleaved, so both see the same machine load
+                feast_runs.append(latency(lambda rows=rows: online_features(store, "ctr_model_v1", rows), n))
+                fast_runs.append(latency(lambda rows=rows: reader.read(rows), max(n, 200)))
+            feast = {k: round(float(np.median([r[k] for r in feast_runs])), 3) for k in ("p50_ms", "p99_ms")}
+            fast = {k: round(float(np.median([r[k] for r in fast_runs])), 3) for k in ("p50_ms", "p99_ms")}
+            out[label] = feast
+            out[f"fast_{label}"] = {
+                **fast,
+                "rounds": fast_runs,
+                "speedup_p50": round(feast["p50_ms"] / fast["p50_ms"], 1),
+                "speedup_p99": round(feast["p99_ms"] / fast["p99_ms"], 1),
+            }
+    return out
 
 
 def measure(profile: str, work: Path, redis_url: str | None, with_training: bool, repeats: int) -> dict:
@@ -148,9 +184,13 @@ def measure(profile: str, work: Path, redis_url: str | None, with_training: bool
 
 
 def run(
-    large: bool = False, with_training: bool = True, repeats: int = 200, large_training: bool = False
+    large: bool = False,
+    with_training: bool = True,
+    repeats: int = 200,
+    large_training: bool = False,
+    profiles: list[str] | None = None,
 ) -> dict:
-    profiles = ["tiny", "default"] + (["large"] if large else [])
+    profiles = (profiles or ["tiny", "default"]) + (["large"] if large else [])
     import feast  # noqa: F401  (seconds to import: paid here, not by the first timing)
 
     results = []
@@ -162,13 +202,16 @@ def run(
     return {"hardware": describe(), "redis": redis, "results": results, "peak_rss_gib": peak_rss_gib()}
 
 
-def _fmt(lat: dict | None) -> str:
+def _fmt(lat: dict | None, prefix: str = "") -> str:
     if not lat:
         return "n/a"
-    one, hundred = lat["1_item"], lat["100_items"]
-    return (
+    one, hundred = lat[prefix + "1_item"], lat[prefix + "100_items"]
+    text = (
         f"{one['p50_ms']}/{one['p99_ms']} ms (1 item), {hundred['p50_ms']}/{hundred['p99_ms']} ms (100 items)"
     )
+    if prefix:
+        text += f"; vs Feast p50 x{one['speedup_p50']} / x{hundred['speedup_p50']}"
+    return text
 
 
 def main() -> None:
@@ -179,8 +222,12 @@ def main() -> None:
         "--large-training-set", action="store_true", help="with --large: its training set (~20 min)"
     )
     ap.add_argument("--lookups", type=int, default=200, help="online lookups per latency figure")
+    ap.add_argument(
+        "--profiles", default="tiny,default", help="comma-separated profiles (default: tiny,default)"
+    )
     args = ap.parse_args()
-    out = run(args.large, not args.no_training_set, args.lookups, args.large_training_set)
+    profiles = [p for p in args.profiles.split(",") if p]
+    out = run(args.large, not args.no_training_set, args.lookups, args.large_training_set, profiles)
     print(f"feature pipeline on {out['hardware']}")
     for r in out["results"]:
         print(f"\n{r['profile']}: {r['impressions']:,} impressions -> {r['feature_rows']:,} feature rows")
@@ -190,8 +237,10 @@ def main() -> None:
             print(f"  materialize redis  {r['materialize_redis_s']:8.2f} s")
         if "training_set_s" in r:
             print(f"  training_set       {r['training_set_s']:8.2f} s  (ctr_model_v1, point-in-time join)")
-        print(f"  online p50/p99 sqlite: {_fmt(r['lookup_sqlite'])}")
-        print(f"  online p50/p99 redis:  {_fmt(r.get('lookup_redis'))}")
+        print(f"  online p50/p99 sqlite, Feast:       {_fmt(r['lookup_sqlite'])}")
+        print(f"  online p50/p99 sqlite, OnlineReader: {_fmt(r['lookup_sqlite'], 'fast_')}")
+        print(f"  online p50/p99 redis,  Feast:       {_fmt(r.get('lookup_redis'))}")
+        print(f"  online p50/p99 redis,  OnlineReader: {_fmt(r.get('lookup_redis'), 'fast_')}")
         print(f"  peak RSS {r['peak_rss_gib']} GiB ({r['peak_rss_scope']})")
     if not out["redis"]:
         print("\nredis-server not installed: Redis figures skipped")

@@ -47,6 +47,14 @@ def _windowed(prefix: str) -> list[Field]:
                 description=f"Beta-smoothed CTR over the {w} day(s) before the snapshot.",
             )
         )
+        if prefix == "item":
+            fields.append(
+                Field(
+                    name=f"{prefix}_coec_{w}d",
+                    dtype=Float32,
+                    description=f"Clicks over position-expected clicks, {w} day(s) before the snapshot.",
+                )
+            )
     return fields
 
 

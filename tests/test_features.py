@@ -290,7 +290,7 @@ def test_repo_and_params_drift_is_an_error(tiny_features, tmp_path):
     for path in (tiny_features["root"] / "data" / "features").glob("*.parquet"):
         table = pq.read_table(path)
         pq.write_table(table.drop([c for c in table.column_names if c.endswith("_28d")]), tables / path.name)
-    with pytest.raises(FeatureRepoError, match=r"lacks \['item_ctr_28d'"):
+    with pytest.raises(FeatureRepoError, match=r"lacks \[[^]]*'item_ctr_28d'"):
         materialize(settings, tables)
 
 
@@ -423,3 +423,25 @@ def test_materialize_into_redis_and_read_back(redis_server, tiny_features, tmp_p
     assert redis.Redis(host=host, port=int(port)).dbsize() > 0  # the values really are in Redis
     missing = online_features(store, SERVICE, [{"item_id": "nope", "user_id": "nobody", "query_id": ""}])
     assert missing["price"].isna().all() and missing["item_embedding"].isna().all()
+
+
+def test_expected_clicks_is_the_days_ctr_at_the_position():
+    from shoprank.features.items import expected_clicks
+
+    imp = pd.DataFrame(
+        {"day": [0, 0, 0, 0, 1, 1], "position": [1, 1, 2, 2, 1, 2], "clicked": [1, 0, 1, 1, 0, 0]}
+    )
+    # day 0: position 1 clicked 1 of 2, position 2 clicked 2 of 2; day 1: nothing clicked
+    np.testing.assert_allclose(expected_clicks(imp), [0.5, 0.5, 1.0, 1.0, 0.0, 0.0])
+
+
+def test_coec_credits_clicks_earned_low_on_the_page(hand):
+    stats = pd.read_parquet(hand["root"] / "data" / "features" / "item_stats.parquet").set_index(
+        ["item_id", "event_timestamp"]
+    )
+    # before 03-03: A had 3 clicks where 3 were expected, B none where none were expected: both at 1,
+    # the prior; a raw CTR ranks A (3 of 4) far above B (0 of 1)
+    at = pd.Timestamp("2026-03-03", tz="UTC")
+    assert stats.loc[("A", at), "item_coec_7d"] == pytest.approx(1.0)
+    assert stats.loc[("B", at), "item_coec_7d"] == pytest.approx(1.0)
+    assert stats.loc[("A", at), "item_ctr_7d"] > stats.loc[("B", at), "item_ctr_7d"] + 0.25

@@ -141,19 +141,38 @@ def validate(
     docs: Annotated[
         Path | None, typer.Option(help="Where to write the HTML Data Docs (default: beside the result).")
     ] = None,
+    feedback: Annotated[
+        bool,
+        typer.Option(help="Append the ingested feedback impressions (paths.feedback/impressions.parquet)."),
+    ] = True,
     params: ParamsOpt = None,
 ) -> None:
-    """Validate a batch with Great Expectations; pass it on unchanged or quarantine it."""
+    """Validate a batch (plus ingested feedback) with Great Expectations; pass it on or quarantine it."""
+    from shoprank.feedback.ingest import IMPRESSIONS_FILE
     from shoprank.quality import ValidationFailed, validate_batch
 
     p = _params(params)
+    extra = p.paths.feedback / IMPRESSIONS_FILE if feedback else None
     try:
         report = validate_batch(
-            batch or p.paths.raw, p.validate_, p.paths.validated, p.paths.quarantine, docs
+            batch or p.paths.raw, p.validate_, p.paths.validated, p.paths.quarantine, docs, extra
         )
     except ValidationFailed as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
+    except FileNotFoundError as exc:
+        _fail(str(exc), 2)
+    typer.echo(report.summary())
+
+
+@app.command("ingest-feedback")
+def ingest_feedback(params: ParamsOpt = None) -> None:
+    """Turn the service's feedback log into impressions (bad records to quarantine) for `validate`."""
+    from shoprank.feedback.ingest import ingest_feedback as run_ingest
+
+    p = _params(params)
+    try:
+        report = run_ingest(p.paths.feedback, p.paths.raw, p.paths.quarantine, p.feedback.min_new_impressions)
     except FileNotFoundError as exc:
         _fail(str(exc), 2)
     typer.echo(report.summary())
@@ -275,6 +294,10 @@ def package(
     except (PackageError, FileNotFoundError) as exc:
         _fail(str(exc), 2)
     m = result["manifest"]
+    # what is packaged, for DVC (the stage's output) and for `make serve`: the store lives outside the repo
+    record = {"tag": result["tag"], "version": m["version"], "candidate": m["champion"]["candidate"]}
+    out = Path(p.paths.models) / "package.json"
+    out.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     state = "packaged" if result["created"] else "already packaged"
     typer.echo(
         f"{state} {m['champion']['candidate']} {m['version']} as {result['tag']} "

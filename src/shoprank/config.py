@@ -168,6 +168,7 @@ class Train(Strict):
     accelerator: str = "auto"  # Lightning: auto picks a GPU when present
     devices: str | int = "auto"
     strategy: str = "auto"  # e.g. ddp, ddp_spawn (tests run gloo DDP on CPU)
+    num_nodes: int = Field(1, gt=0)  # machines in a multi-node DDP run (devices is per node)
     precision: str = "auto"  # auto: bf16-mixed on GPUs that support it, 32 on CPU
     seed: int = 0
 
@@ -186,6 +187,14 @@ class Select(Strict):
     margin: float = Field(0.002, ge=0)  # the challenger must beat the champion by more than this
 
 
+class Feedback(Strict):
+    """Feedback ingestion (issue 6): when the service's log holds enough new data to retrain."""
+
+    min_new_impressions: int = Field(
+        1000, ge=0
+    )  # new impressions that make the feedback DAG schedule training
+
+
 class Params(Strict):
     paths: Paths = Paths()
     simulate: Simulate
@@ -196,6 +205,7 @@ class Params(Strict):
     train: Train = Train()
     lightgbm: LightGBM = LightGBM()
     select: Select = Select()
+    feedback: Feedback = Feedback()
 
 
 class ParamsError(ValueError):

@@ -19,7 +19,7 @@ from shoprank.config import Params
 from shoprank.evaluation.evaluate import Truth, evaluate_scorer
 from shoprank.logs import log, timed
 from shoprank.models.scorers import load
-from shoprank.training.data import Frame, derive, from_pandas, read_frame, time_split
+from shoprank.training.data import VECTOR_COLUMNS, Frame, Vectors, dense, derive, read_frame, time_split
 from shoprank.training.train import training_set_path
 
 logger = logging.getLogger(__name__)
@@ -55,10 +55,14 @@ def candidate_frame(params: Params, test: pd.DataFrame, truth: Truth) -> Frame:
     rows["query_id"] = query_ids(rows["query"].fillna(""))
     store = open_store(params.features)
     keys = rows[["user_id", "item_id", "query_id", "event_timestamp"]]
-    feats = historical_features(store, keys, FEATURE_SERVICE).drop(columns=list(keys.columns))
-    df = pd.concat([rows.reset_index(drop=True), feats.reset_index(drop=True)], axis=1)
+    feats, arrays = historical_features(store, keys, FEATURE_SERVICE, positions=VECTOR_COLUMNS)
+    df = pd.concat([rows.reset_index(drop=True), feats.drop(columns=list(keys.columns))], axis=1)
     df["position"], df["clicked"], df["propensity"] = 0, 0, np.nan
-    return from_pandas(derive(df))
+    vectors = {}
+    for name, (pos, column) in arrays.items():  # each distinct vector once: codes into its table
+        table = dense(column)
+        vectors[name] = Vectors(pos + 1, np.concatenate([np.zeros((1, table.shape[1]), np.float32), table]))
+    return Frame(derive(df), vectors)
 
 
 def run_evaluate(params: Params) -> dict:

@@ -68,6 +68,10 @@ def item_stats(batch: Batch, settings: Features) -> pd.DataFrame:
         imp["item"].to_numpy(), imp["day"].to_numpy(), n, tl.n_days, imp["clicked"].to_numpy(np.float64)
     )
     prior = prior_ctr(clicks, shown)
+    # clicks over expected clicks (COEC): each impression expects its day's CTR at its
+    # position, so an item the legacy engine showed low is not mistaken for a bad one
+    expected = cumulative(imp["item"].to_numpy(), imp["day"].to_numpy(), n, tl.n_days, expected_clicks(imp))
+    pseudo = settings.ctr_prior_strength * np.nan_to_num(prior, nan=1.0)[None, :]
     item, snap, stamp = snapshot_rows(batch.catalog["created_at"], tl)
     age = ((stamp - batch.catalog["created_at"].iloc[item].reset_index(drop=True)) / DAY).to_numpy()
     out = {
@@ -81,7 +85,23 @@ def item_stats(batch: Batch, settings: Features) -> pd.DataFrame:
         out[f"item_impressions_{w}d"] = shown_w[item, snap].astype(np.int64)
         ctr = smoothed_ctr(clicks_w, shown_w, prior, settings.ctr_prior_strength)
         out[f"item_ctr_{w}d"] = ctr[item, snap].astype(np.float32)
+        coec = (clicks_w + pseudo) / (windowed(expected, w) + pseudo)
+        out[f"item_coec_{w}d"] = coec[item, snap].astype(np.float32)
     return pd.DataFrame(out)
+
+
+def expected_clicks(imp: pd.DataFrame) -> np.ndarray:
+    """Per impression: the CTR of all impressions on its day at its position.
+
+    A snapshot sums these over days before it only, like every other count.
+    """
+    day = imp["day"].to_numpy(np.int64)
+    pos = imp["position"].to_numpy(np.int64)
+    width = int(pos.max(initial=0)) + 1
+    cell = day * width + pos
+    shown = np.bincount(cell)
+    clicked = np.bincount(cell, weights=imp["clicked"].to_numpy(np.float64), minlength=len(shown))
+    return (clicked / np.maximum(shown, 1))[cell]
 
 
 def item_text_inputs(catalog: pd.DataFrame) -> list[str]:

@@ -67,14 +67,30 @@ class ViewJoin:
 
     def lookup(self, keys: pd.DataFrame, version: pd.Series) -> dict[str, pa.ChunkedArray]:
         """The features (but the version) of the rows (keys, version); null where version is null."""
-        assert self.version is not None
-        names = [n for n in self.features if n != self.version]
+        pos = self.positions(keys, version)
+        take = pa.array(pos, mask=pos < 0)
+        return {n: col.take(take) for n, col in self._columns.items()}
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        """A feature's whole column in the view's table (the rows :meth:`positions` points at)."""
+        self._load()
+        return self._columns[name]
+
+    def _load(self) -> None:
         if self._index is None:  # read once per view, not per chunk
+            assert self.version is not None
+            names = [n for n in self.features if n != self.version]
             table = pq.read_table(self.path, columns=[*self.keys, self.version, *names])
             cols = [table.column(k).to_pandas().astype(str) for k in self.keys]
             cols.append(table.column(self.version).to_pandas())
             self._index = pd.MultiIndex.from_arrays(cols)
             self._columns = {n: table.column(n) for n in names}
+
+    def positions(self, keys: pd.DataFrame, version: pd.Series) -> np.ndarray:
+        """Row of the view's table for each (keys, version); -1 where version is null."""
+        assert self.version is not None
+        self._load()
+        assert self._index is not None
         missing = version.isna().to_numpy()
         wanted = pd.MultiIndex.from_arrays(
             [*(keys[k].astype(str) for k in self.keys), version.fillna(-1).astype(np.int64)]
@@ -84,8 +100,7 @@ class ViewJoin:
             raise RuntimeError(
                 f"{self.path}: a version Feast returned is not in the table (rebuilt meanwhile?)"
             )
-        take = pa.array(pos, mask=pos < 0)
-        return {n: col.take(take) for n, col in self._columns.items()}
+        return pos
 
 
 def service_views(store: FeatureStore, service: str) -> list[ViewJoin]:
@@ -155,14 +170,33 @@ def join_view(
     return {n: out[n] for n in view.features}
 
 
-def historical_features(store: FeatureStore, rows: pd.DataFrame, service: str) -> pd.DataFrame:
+def historical_features(
+    store: FeatureStore, rows: pd.DataFrame, service: str, positions: tuple[str, ...] = ()
+) -> pd.DataFrame | tuple[pd.DataFrame, dict[str, tuple[np.ndarray, pa.ChunkedArray]]]:
     """``rows`` (join keys + ``event_timestamp``) with the point-in-time features of ``service``.
 
     One output row per input row, in order; arrays as numpy arrays (None when null).
+    Features named in ``positions`` (array features of two-step views) are not copied per
+    row: they come back separately as ``{name: (row of the view's table or -1, column)}``
+    and the result is ``(frame, that dict)``; 400k rows x 384 floats as Python objects
+    would cost gigabytes.
     """
     rows = rows.reset_index(drop=True)
     out = rows.copy()
+    kept: dict[str, tuple[np.ndarray, pa.ChunkedArray]] = {}
     for view in service_views(store, service):
+        wanted = [n for n in positions if n in view.features]
+        if wanted and view.version is not None:
+            version = versions(store, rows, view).reset_index(drop=True)
+            pos = view.positions(rows[view.keys], version)
+            kept.update({n: (pos, view.column(n)) for n in wanted})
+            out[view.version] = version
+            others = [n for n in view.features if n not in wanted and n != view.version]
+            if others:
+                take = pa.array(pos, mask=pos < 0)
+                for n in others:
+                    out[n] = view.column(n).take(take).to_pandas()
+            continue
         for name, values in join_view(store, rows, view).items():
             out[name] = values.to_pandas() if isinstance(values, pa.ChunkedArray) else values
-    return out
+    return (out, kept) if positions else out

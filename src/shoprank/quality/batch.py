@@ -9,10 +9,15 @@ validates, so that every failure still has a name in the results and the Data Do
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from shoprank.data.schema import CATALOG, IMPRESSIONS, USERS, TableSchema
 
@@ -129,3 +134,37 @@ def window_end(batch: Batch) -> pd.Timestamp | None:
     if pd.isna(last):
         return None
     return last.tz_convert("UTC").floor("D") + pd.Timedelta(days=1)
+
+
+def _rows(path: Path) -> int:
+    try:
+        return pq.read_metadata(path).num_rows
+    except Exception:  # noqa: BLE001 - an unreadable file has nothing to add
+        return 0
+
+
+@contextmanager
+def with_feedback(source: Path, feedback: Path | None) -> Iterator[Path]:
+    """The batch folder to validate: ``source`` itself, or a temporary copy with feedback appended.
+
+    When ``feedback`` (the impressions that `shoprank ingest-feedback` wrote) exists and has
+    rows, and the raw impressions can be read, the copy holds the raw catalog and users and the
+    raw impressions followed by the feedback rows; ``source`` is never modified. Otherwise
+    ``source`` is validated as it is (a broken raw batch still fails the gate on its own).
+    """
+    source = Path(source)
+    raw_imp = source / file_name("impressions")
+    if feedback is None or not Path(feedback).is_file() or not _rows(Path(feedback)) or not _rows(raw_imp):
+        yield source
+        return
+    with tempfile.TemporaryDirectory(prefix="shoprank-batch-") as tmp:
+        merged = Path(tmp)
+        for schema in CONTRACT:
+            if schema.name != "impressions" and (source / file_name(schema.name)).is_file():
+                shutil.copyfile(source / file_name(schema.name), merged / file_name(schema.name))
+        raw = pd.read_parquet(raw_imp)
+        extra = pd.read_parquet(feedback)
+        extra = extra[[c for c in raw.columns if c in extra.columns]]  # the raw batch's optional columns
+        both = pd.concat([raw, extra.astype({c: raw[c].dtype for c in extra.columns})], ignore_index=True)
+        both.to_parquet(merged / file_name("impressions"), index=False)
+        yield merged

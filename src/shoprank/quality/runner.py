@@ -21,7 +21,7 @@ import pandas as pd
 from shoprank.config import Validate
 from shoprank.logs import log, timed
 from shoprank.quality import store
-from shoprank.quality.batch import Batch, files_frame, load_batch, references_frame
+from shoprank.quality.batch import Batch, files_frame, load_batch, references_frame, with_feedback
 from shoprank.quality.checkpoint import quiet_gx, run_checkpoint
 from shoprank.quality.report import ValidationFailed, ValidationReport, failures_from
 from shoprank.quality.suites import Previous, build_suites
@@ -77,6 +77,7 @@ def validate_batch(
     validated_root: Path,
     quarantine_root: Path,
     docs_dir: Path | None = None,
+    feedback: Path | None = None,
 ) -> ValidationReport:
     """Validate the contract tables in ``batch_dir`` and route the batch.
 
@@ -88,15 +89,32 @@ def validate_batch(
     bytes, so a rerun on the same batch replaces its own record instead of adding one.
     Data Docs go to ``docs_dir`` if given, else to ``data_docs/`` beside the result.
 
+    ``feedback``: the impressions that `shoprank ingest-feedback` wrote; when the file has rows
+    they are appended to the batch's impressions in a temporary copy that is validated (and
+    passed on) instead, so the raw batch is never modified (see :func:`with_feedback`).
+
     Raises FileNotFoundError when ``batch_dir`` is not a folder (nothing to quarantine).
     """
     batch_dir, validated_root, quarantine_root = Path(batch_dir), Path(validated_root), Path(quarantine_root)
     if not batch_dir.is_dir():
         raise FileNotFoundError(f"{batch_dir}: no such batch folder")
+    with with_feedback(batch_dir, feedback) as source:
+        return _validate(source, batch_dir, settings, validated_root, quarantine_root, docs_dir)
+
+
+def _validate(
+    source: Path,
+    batch_dir: Path,
+    settings: Validate,
+    validated_root: Path,
+    quarantine_root: Path,
+    docs_dir: Path | None,
+) -> ValidationReport:
+    """:func:`validate_batch` on the folder ``source`` (``batch_dir`` or its copy with feedback)."""
     start = time.perf_counter()
     validated_at = datetime.now(UTC)
     with timed(logger, "read batch", batch=str(batch_dir)) as info:
-        batch = load_batch(batch_dir)
+        batch = load_batch(source)
         previous: Previous | None = store.previous_batch(validated_root)
         info.update(
             batch_id=batch.batch_id,

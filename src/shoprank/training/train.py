@@ -54,7 +54,7 @@ def feature_spec(columns: list[str]) -> FeatureSpec:
     windowed = tuple(
         c
         for c in columns
-        if c.startswith(("item_ctr_", "item_impressions_", "user_ctr_", "user_impressions_"))
+        if c.startswith(("item_ctr_", "item_coec_", "item_impressions_", "user_ctr_", "user_impressions_"))
     )
     numeric = tuple(c for c in NUMERIC_FIXED if c in columns) + windowed
     return FeatureSpec(numeric=numeric, categorical=tuple(c for c in CATEGORICAL if c in columns))

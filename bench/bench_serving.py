@@ -1,0 +1,220 @@
+"""Serving latency and throughput: `rank` of 100 candidates and `search`, 1 and 8 concurrent clients.
+
+Starts the service (uvicorn, one worker, the packaged champion ``$SHOPRANK_MODEL`` or
+``shoprank-ranker:latest``) on a free port with the feedback log in a temporary folder,
+then drives it with a threaded HTTP load generator (keep-alive clients, closed loop: each
+client sends its next request when the last one answers) for ``--seconds`` per scenario.
+Prints p50 / p99 latency and requests per second. Baseline, same run, in-process: the
+naive ranker that embeds the query and every candidate with a full BERT pass per
+request, then scores (what the cached item embeddings and the online store avoid).
+Targets on 2 cores: rank of 100 candidates p99 < 20 ms with 1 client, >= 150 req/s with 8.
+Run: `python -m bench.bench_serving [--seconds 10] [--model TAG_OR_DIR] [--workers 1]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from bench.hardware import describe
+
+ROOT = Path(__file__).resolve().parents[1]
+RANK_TARGET_P99_MS, RANK_TARGET_RPS = 20.0, 150.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(bundle: Path, params_file: Path, workers: int, log: Path) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "SHOPRANK_PARAMS": str(params_file), "SHOPRANK_MODEL": str(bundle)}
+    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", "shoprank.ranking.http:app_from_env"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    with open(log, "wb") as out:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise RuntimeError("server not ready after 300 s")
+
+
+def load(url: str, path: str, make_body, clients: int, seconds: float) -> dict:
+    """Closed-loop load: ``clients`` threads, each with a keep-alive connection, for ``seconds``."""
+    import httpx
+
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    stop = time.perf_counter() + seconds
+    start_gate = threading.Barrier(clients)
+
+    def client(i: int) -> None:
+        rng = np.random.default_rng(i)
+        with httpx.Client(base_url=url, timeout=30) as http:
+            http.post(path, json=make_body(rng))  # warm the connection
+            start_gate.wait()
+            while time.perf_counter() < stop:
+                body = make_body(rng)
+                t0 = time.perf_counter()
+                r = http.post(path, json=body)
+                dt = time.perf_counter() - t0
+                if r.status_code == 200:
+                    latencies[i].append(dt)
+                else:
+                    errors[i] += 1
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    lat = np.concatenate([np.asarray(x) for x in latencies]) * 1000
+    return {
+        "requests": len(lat),
+        "errors": sum(errors),
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+        "rps": len(lat) / min(wall, seconds) if len(lat) else 0.0,
+    }
+
+
+def naive_baseline(bundle: Path, params_file: Path, requests: list[dict], texts: dict[str, str]) -> dict:
+    """In-process: a full BERT pass over the query and each of the 100 candidates, then the champion."""
+    import torch
+
+    from shoprank.config import load_params
+    from shoprank.ranking.ranker import Ranker
+    from shoprank.ranking.settings import ServeSettings
+
+    torch.set_num_threads(1)
+    ranker = Ranker(bundle, load_params(params_file), ServeSettings(feature_ttl_s=0.0))
+    lat = []
+    for body in requests:
+        t0 = time.perf_counter()
+        ranker.encoder.encode([body["query"]])
+        item_vecs = ranker.encoder.encode([texts[i] for i in body["item_ids"]])  # no cache: every candidate
+        rows = ranker.rows_of(body["item_ids"])
+        saved = ranker.vectors
+        ranker.vectors = saved.copy()
+        ranker.vectors[rows] = item_vecs
+        ranker.fast = None  # and the pandas path, as evaluation scores
+        ranker.score(rows, body["query"], body["user_id"], "r_" + "0" * 32, {})
+        ranker.vectors = saved
+        lat.append(time.perf_counter() - t0)
+    lat_ms = np.asarray(lat) * 1000
+    return {
+        "requests": len(lat),
+        "p50_ms": float(np.percentile(lat_ms, 50)),
+        "p99_ms": float(np.percentile(lat_ms, 99)),
+        "rps": len(lat) / float(np.sum(lat)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=10.0, help="load per scenario")
+    ap.add_argument("--model", default=os.environ.get("SHOPRANK_MODEL"), help="bundle folder or BentoML tag")
+    ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    ap.add_argument("--baseline-requests", type=int, default=8)
+    args = ap.parse_args()
+    print(f"hardware: {describe()}", flush=True)
+    from shoprank.ranking.ranker import load_bundle_path
+
+    try:
+        bundle = load_bundle_path(args.model)
+    except Exception as exc:
+        print(f"skipped: no packaged champion ({exc}); run the pipeline, then `shoprank package`")
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        raw = yaml.safe_load(args.params.read_text())
+        raw.setdefault("paths", {})["feedback"] = str(Path(tmp) / "feedback")  # never the project's log
+        for key in ("features", "models", "metrics", "raw", "truth", "validated", "training"):
+            if key in raw["paths"]:
+                raw["paths"][key] = str((args.params.parent / raw["paths"][key]).resolve())
+        raw["features"]["repo"] = str((args.params.parent / raw["features"]["repo"]).resolve())
+        params_file = Path(tmp) / "params.yaml"
+        params_file.write_text(yaml.safe_dump(raw))
+        items = pd.read_parquet(bundle / "items.parquet")
+        users = pd.read_parquet(bundle / "users.parquet")["user_id"].astype(str).tolist()[:200] or [None]
+        item_ids = items["item_id"].astype(str).to_numpy()
+        queries = [" ".join(t.split()[:3]) for t in items["title"].astype(str).sample(50, random_state=0)]
+
+        def rank_body(rng) -> dict:
+            cand = rng.choice(item_ids, size=min(100, len(item_ids)), replace=False).tolist()
+            return {"query": str(rng.choice(queries)), "user_id": str(rng.choice(users)), "item_ids": cand}
+
+        def search_body(rng) -> dict:
+            return {"query": str(rng.choice(queries)), "user_id": str(rng.choice(users)), "k": 10}
+
+        proc, url = start_server(bundle, params_file, args.workers, Path(tmp) / "server.log")
+        print(
+            f"service: {url}, model {bundle.name}, {args.workers} worker(s), {args.seconds:g} s per scenario"
+        )
+        results = {}
+        try:
+            for name, path, body in (("rank100", "/rank", rank_body), ("search", "/search", search_body)):
+                for clients in (1, 8):
+                    r = load(url, path, body, clients, args.seconds)
+                    results[(name, clients)] = r
+                    print(
+                        f"{name:8s} {clients} client(s): p50 {r['p50_ms']:7.2f} ms  "
+                        f"p99 {r['p99_ms']:7.2f} ms  {r['rps']:7.1f} req/s  "
+                        f"({r['requests']} ok, {r['errors']} errors)",
+                        flush=True,
+                    )
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+        text = items["title"].astype(str) + ". " + items["description"].astype(str)
+        texts = dict(zip(item_ids, text, strict=True))
+        rng = np.random.default_rng(99)
+        base = naive_baseline(
+            bundle, params_file, [rank_body(rng) for _ in range(args.baseline_requests)], texts
+        )
+        print(
+            "baseline: naive rank100 (BERT pass per candidate), 1 client, in-process: "
+            f"p50 {base['p50_ms']:.1f} ms  p99 {base['p99_ms']:.1f} ms  {base['rps']:.1f} req/s"
+        )
+        one, eight = results[("rank100", 1)], results[("rank100", 8)]
+        print(
+            f"rank100 vs naive: {base['p50_ms'] / one['p50_ms']:.0f}x lower p50; "
+            f"targets: p99 {one['p99_ms']:.1f} ms (< {RANK_TARGET_P99_MS:g}: "
+            f"{'met' if one['p99_ms'] < RANK_TARGET_P99_MS else 'not met'}), "
+            f"{eight['rps']:.0f} req/s with 8 clients (>= {RANK_TARGET_RPS:g}: "
+            f"{'met' if eight['rps'] >= RANK_TARGET_RPS else 'not met'})"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""The BentoML service: the packaged champion behind shoprank's HTTP API.
+
+Thin by design: the model comes from the BentoML model store (``shoprank package``),
+the logic from :mod:`shoprank.ranking`. The Starlette app of
+:mod:`shoprank.ranking.http` is mounted at the root, so the endpoints are
+POST /search /rank /intent /feedback and GET /health /ready /ui, next to BentoML's own
+/healthz /readyz /metrics (the service's metrics are also at /service-metrics).
+
+    bentoml serve serving.service:ShopRank        # from the project root
+    bentoml build -f serving/bentofile.yaml .     # a Bento of it
+"""
+
+from __future__ import annotations
+
+import os
+
+import bentoml
+
+from shoprank.config import load_params
+from shoprank.ranking.bundle import MODEL_NAME
+from shoprank.ranking.http import create_app
+from shoprank.ranking.ranker import Ranker
+
+app = create_app()  # the ranker is attached when the service instance starts
+
+
+@bentoml.service(
+    name="shoprank",
+    workers=int(os.environ.get("SHOPRANK_WORKERS", "1")),
+    traffic={"timeout": 30},
+    resources={"cpu": "2"},
+)
+@bentoml.asgi_app(app, path="/")
+class ShopRank:
+    model = bentoml.models.BentoModel(os.environ.get("SHOPRANK_MODEL", f"{MODEL_NAME}:latest"))
+
+    def __init__(self) -> None:
+        self.ranker = Ranker(self.model.path, load_params())
+        app.state.service.ranker = self.ranker
+
+    def __is_ready__(self) -> bool:
+        return self.ranker is not None

@@ -1,0 +1,705 @@
+"""A fast reader of Feast's online store: the values ``online_features`` returns, without Feast's read path.
+
+Serving reads one feature service for one user, one query and up to a few hundred items
+per request. Feast's ``get_online_features(...).to_df()`` spends tens of milliseconds
+in Python on that (protobuf messages per value, a response proto, per-value type
+conversion). :class:`OnlineReader` reads the *same* online store that ``shoprank
+materialize`` loads (no second copy of the features, no cache of values: every call
+queries the store, so a new materialisation is visible to the next call) and decodes
+the stored values column by column with numpy::
+
+    from shoprank.features import OnlineReader
+
+    reader = OnlineReader(params.features, "ctr_model_v1")   # resolves the service once
+    df = reader.read({"user_id": ["u1"] * 3, "query_id": ["q_..."] * 3, "item_id": ["a", "b", "c"]})
+    df = reader.read([{"user_id": "u1", "query_id": "q_...", "item_id": "a"}, ...])  # Feast's row form
+    cols = reader.read_columns(rows)                          # {column: numpy array}, no DataFrame
+    reader.close()                                            # also a context manager
+
+What it returns equals ``online_features(store, service, rows)``: one row per entity
+row, in order; the join keys that were given (in the order given), then every feature
+of the service; nulls where the store has no value (an unknown key reads as null in
+every column of its views). Dtypes follow Feast's ``to_df()``: int features are int64,
+or float64 with NaN when some rows are null; float features float64; strings and lists
+object; a column that is null in every row is object ``None``, as in Feast. Two
+deliberate differences:
+
+- column order: Feast orders a view's features by a Python ``set`` (it changes from
+  process to process); here they follow the feature service, view by view, feature by
+  feature. Select columns by name, as with Feast.
+- numeric arrays (embeddings) come back as numpy arrays (``float32`` for
+  ``Array(Float32)``), not Python lists of floats; the values are identical. String
+  arrays (``recent_items``) are lists of ``str`` as in Feast.
+
+How: at construction the feature service is resolved from the registry once (views,
+features, types, join keys, table names), the SQLite database is opened read-only (or
+a Redis client is made from the same settings Feast uses). Entity keys are serialised
+like Feast (``serialize_entity_key`` layout, checked against Feast's function at
+construction); SQLite: one statement per view pivots the view's rows into one row per
+requested entity; Redis: one pipeline of ``HMGET`` per entity (all the service's views
+of an entity share one Redis hash: Feast's key layout, serialised key + project name,
+fields ``mmh3("<view>:<feature>")``). Values are Feast ``ValueProto`` bytes, decoded
+per column: fixed-width floats and embedding matrices with ``np.frombuffer``, varint
+ints vectorised, strings by slicing; anything unusual falls back to protobuf parsing
+and Feast's own conversion, value by value.
+
+Errors: :class:`OnlineStoreMissing` (a :class:`FeatureRepoError`) when the registry
+lacks the service or the online store has not been loaded: run ``shoprank
+materialize``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+import os
+import sqlite3
+import struct
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shoprank.config import Features
+from shoprank.features.store import FeatureRepoError, open_store
+
+CHUNK = 4096  # entities per SQLite statement (bound parameters stay far below SQLite's limit)
+
+# ValueProto wire tags of the fast paths (field number << 3 | wire type)
+_TAG_STRING = 0x12  # string_val = 2, length-delimited
+_TAG_INT32 = 0x18  # int32_val = 3, varint
+_TAG_INT64 = 0x20  # int64_val = 4, varint
+_TAG_DOUBLE = 0x29  # double_val = 5, 64-bit
+_TAG_FLOAT = 0x35  # float_val = 6, 32-bit
+_TAG_BOOL = 0x38  # bool_val = 7, varint
+_TAG_DOUBLE_LIST = b"\x7a"  # double_list_val = 15
+_TAG_FLOAT_LIST = b"\x82\x01"  # float_list_val = 16
+
+# value kind per Feast ValueType name: how a column is decoded
+_KINDS = {
+    "FLOAT": "float32",
+    "DOUBLE": "float64",
+    "INT64": "int64",
+    "INT32": "int32",
+    "BOOL": "bool",
+    "STRING": "string",
+    "FLOAT_LIST": "float32_list",
+    "DOUBLE_LIST": "float64_list",
+    "STRING_LIST": "string_list",
+    "INT64_LIST": "int64_list",
+    "INT32_LIST": "int32_list",
+}
+
+
+class OnlineStoreMissing(FeatureRepoError):
+    """The online store (or the service, or a view's table) is not there: not applied or materialised."""
+
+
+@dataclass
+class _Column:
+    name: str  # output column (the feature name: Feast's full_feature_names=False)
+    feature: str  # feature name in the store
+    kind: str  # a _KINDS value, or "generic"
+    value_type: Any  # Feast ValueType (the generic path hands it to Feast's converter)
+
+
+@dataclass
+class _View:
+    name: str  # the feature view
+    table: str  # SQLite table / Redis field prefix (Feast's versioned name)
+    join_keys: list[str]  # store join keys, Feast's order
+    row_keys: list[str]  # the entity-row columns they are read from (projection join_key_map)
+    key_types: list[Any]  # Feast ValueType of each join key
+    columns: list[_Column]
+    sql: dict[int, str] = field(default_factory=dict)  # statement per number of entities
+
+    def __post_init__(self) -> None:
+        self.feature_index = {c.feature: j for j, c in enumerate(self.columns)}
+        groups: dict[str, list[int]] = {}
+        self.batches: list[list[int]] = []  # column indices decoded together: numeric scalars by kind
+        for j, c in enumerate(self.columns):
+            if c.kind in _SCALARS:
+                if c.kind not in groups:
+                    groups[c.kind] = []
+                    self.batches.append(groups[c.kind])
+                groups[c.kind].append(j)
+            else:
+                self.batches.append([j])
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+class _Decoder:
+    """Column decoders: a tuple of stored ``ValueProto`` bytes (``None``/empty = null) -> values."""
+
+    def __init__(self) -> None:
+        from feast.protos.feast.types.Value_pb2 import Value
+        from feast.type_map import feast_value_type_to_python_type
+
+        self._msg = Value()
+        self._to_python = feast_value_type_to_python_type
+
+    # -- the slow, exact path: protobuf + Feast's conversion, value by value ----------------
+    def parse(self, blob: bytes | None) -> Any:
+        if not blob:
+            return None
+        msg = self._msg
+        msg.ParseFromString(blob)
+        return self._to_python(msg)
+
+    # -- fast paths -----------------------------------------------------------------------
+    @staticmethod
+    def _fixed(present: Sequence[bytes], tag: int, width: int, dtype: str) -> np.ndarray | None:
+        """Fixed-width scalars (``tag`` + ``width`` bytes little endian), or None if any differs."""
+        size = width + 1
+        buf = b"".join(present)
+        if len(buf) != size * len(present):
+            return None
+        raw = np.frombuffer(buf, np.uint8).reshape(-1, size)
+        if (raw[:, 0] != tag).any():
+            return None
+        return np.ascontiguousarray(raw[:, 1:]).view(dtype).ravel()
+
+    @staticmethod
+    def _varints(present: Sequence[bytes], tag: int) -> np.ndarray | None:
+        """Varint scalars (``tag`` + varint), vectorised; None if any value is not exactly that."""
+        lens = np.fromiter(map(len, present), np.int64, len(present))
+        if (lens < 2).any() or (lens > 11).any():
+            return None
+        buf = np.frombuffer(b"".join(present), np.uint8)
+        starts = np.cumsum(lens) - lens
+        if (buf[starts] != tag).any():
+            return None
+        keep = np.ones(len(buf), bool)
+        keep[starts] = False
+        payload = buf[keep]
+        plen = lens - 1
+        pstart = np.cumsum(plen) - plen
+        more = (payload & 0x80) != 0
+        if more[pstart + plen - 1].any() or int(more.sum()) != len(payload) - len(present):
+            return None  # continuation bits must be set on all but each value's last byte
+        pos = np.arange(len(payload)) - np.repeat(pstart, plen)
+        parts = (payload & 0x7F).astype(np.uint64) << (7 * pos).astype(np.uint64)
+        return np.add.reduceat(parts, pstart).view(np.int64)
+
+    @staticmethod
+    def _packed_matrix(present: Sequence[bytes], tag: bytes, width: int, dtype: str) -> np.ndarray | None:
+        """Equal-length packed arrays (float/double lists) as one ``(rows, length)`` matrix."""
+        first = present[0]
+        if not first.startswith(tag):
+            return None
+        try:
+            outer, pos = _read_varint(first, len(tag))
+            if pos + outer != len(first) or first[pos] != 0x0A:
+                return None
+            inner, pos = _read_varint(first, pos + 1)
+        except IndexError:
+            return None
+        size = len(first)
+        if pos + inner != size or inner % width or inner == 0:
+            return None
+        buf = b"".join(present)
+        if len(buf) != size * len(present):
+            return None
+        raw = np.frombuffer(buf, np.uint8).reshape(-1, size)
+        if len(present) > 1 and (raw[:, :pos] != raw[0, :pos]).any():
+            return None
+        return np.ascontiguousarray(raw[:, pos:]).view(dtype)
+
+    def _numeric(self, present: Sequence[bytes], kind: str) -> np.ndarray:
+        """Numeric scalars or equal-length arrays of the non-null values (fast path, else protobuf)."""
+        fast: np.ndarray | None = None
+        if kind == "float32":
+            fast = self._fixed(present, _TAG_FLOAT, 4, "<f4")
+        elif kind == "float64":
+            fast = self._fixed(present, _TAG_DOUBLE, 8, "<f8")
+        elif kind == "int64":
+            fast = self._varints(present, _TAG_INT64)
+        elif kind == "int32":
+            fast = self._varints(present, _TAG_INT32)
+            fast = None if fast is None else fast.astype(np.int32).astype(np.int64)  # sign-extended
+        elif kind == "bool":
+            fast = self._varints(present, _TAG_BOOL)
+            fast = None if fast is None else fast.astype(bool)
+        elif kind == "float32_list":
+            fast = self._packed_matrix(present, _TAG_FLOAT_LIST, 4, "<f4")
+        elif kind == "float64_list":
+            fast = self._packed_matrix(present, _TAG_DOUBLE_LIST, 8, "<f8")
+        if fast is not None:
+            return fast
+        values = [self.parse(b) for b in present]
+        if kind in _LISTS:  # arrays of unequal length (or unusual bytes): one array per value
+            arr = np.empty(len(values), object)
+            for i, v in enumerate(values):
+                arr[i] = None if v is None else np.asarray(v, dtype=_LISTS[kind])
+            return arr
+        dtype = {"bool": bool, "int64": np.int64, "int32": np.int64}.get(kind, np.float64)
+        if any(v is None for v in values):  # a value of another type: keep Feast's Python values
+            return _objects(values)
+        return np.asarray(values, dtype=dtype)
+
+    def decode(self, blobs: np.ndarray, col: _Column) -> tuple[Any, np.ndarray | None]:
+        """``(values, null mask)``, one value per blob.
+
+        ``values``: a numpy array (numeric scalars; a 2-d matrix for equal-length numeric
+        arrays; arbitrary where the mask says null), or a list of Python values with None
+        for nulls (mask None then).
+        """
+        kind = col.kind
+        if kind == "string":
+            out: list[Any] = []
+            for b in blobs:
+                if not b:
+                    out.append(None)
+                elif b[0] == _TAG_STRING and b[1] < 0x80 and len(b) == b[1] + 2:
+                    out.append(b[2:].decode())
+                else:
+                    out.append(self.parse(b))
+            return out, None
+        if kind not in _NUMERIC:
+            return [self.parse(b) for b in blobs], None
+        null = np.fromiter(map(operator.not_, blobs), bool, len(blobs))
+        has_null = bool(null.any())
+        present = blobs[~null] if has_null else blobs
+        if not len(present):
+            return [None] * len(blobs), None
+        values = self._numeric(present, kind)
+        if has_null:  # spread the non-null values over all entities
+            if values.dtype == object:
+                full = np.empty(len(blobs), object)
+                full[np.flatnonzero(~null)] = values
+            else:
+                full = np.zeros((len(blobs), *values.shape[1:]), values.dtype)
+                full[~null] = values
+            values = full
+        return values, null
+
+
+_LISTS = {
+    "float32_list": np.float32,
+    "float64_list": np.float64,
+    "int64_list": np.int64,
+    "int32_list": np.int64,
+}
+_SCALARS = {"float32", "float64", "int64", "int32", "bool"}
+_NUMERIC = {"float32", "float64", "int64", "int32", "bool", "float32_list", "float64_list"}
+
+
+class OnlineReader:
+    """Online values of one feature service, read straight from Feast's online store.
+
+    ``settings``: the ``features`` section of params.yaml (``repo``, ``online_store``,
+    ``redis_url``); ``service``: a feature service of the repo's registry. See the module
+    docstring for what :meth:`read` returns. Thread-safe; reuse one reader per process.
+    """
+
+    def __init__(self, settings: Features, service: str = "ctr_model_v1"):
+        from feast.infra.key_encoding_utils import serialize_entity_key
+
+        store = open_store(settings)
+        config = store.config
+        self.service = service
+        self.project: str = config.project
+        self.store_type: str = config.online_store.type
+        self._key_version: int = config.entity_key_serialization_version
+        self._serialize = serialize_entity_key
+        try:
+            fs = store.get_feature_service(service)
+        except Exception as exc:
+            if type(exc).__name__ != "FeatureServiceNotFoundException":
+                raise
+            raise OnlineStoreMissing(
+                f"feature service {service!r} is not in the registry of {settings.repo}: "
+                "run `shoprank materialize` first"
+            ) from exc
+        self.views = self._resolve(store, fs)
+        never = [v.name for v in self.views if not store.get_feature_view(v.name).materialization_intervals]
+        if never:
+            raise OnlineStoreMissing(
+                f"views {never} of {service!r} were never materialised into the {self.store_type} "
+                "online store: run `shoprank materialize`"
+            )
+        self.columns = [c.name for v in self.views for c in v.columns]
+        if len(set(self.columns)) != len(self.columns):
+            raise FeatureRepoError(f"feature service {service!r} has two features of the same name")
+        self.join_keys = list(dict.fromkeys(k for v in self.views for k in v.row_keys))  # required
+        self._entity_keys |= set(self.join_keys)  # returned when given, as Feast does: any entity's key
+        self._decoder = _Decoder()
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._redis: Any = None
+        if self.store_type == "sqlite":
+            path = Path(config.online_store.path)
+            self.path = path if path.is_absolute() else Path(config.repo_path) / path
+            self._open_sqlite()
+        elif self.store_type == "redis":
+            self._setup_redis(config)
+        else:
+            raise FeatureRepoError(f"online store {self.store_type!r}: OnlineReader reads sqlite or redis")
+        self._check_key_encoding()
+
+    # -- construction ----------------------------------------------------------------------
+    def _resolve(self, store: Any, fs: Any) -> list[_View]:
+        from feast.infra.online_stores.helpers import compute_table_id, compute_versioned_name
+
+        versioning = bool(getattr(store.config.registry, "enable_online_feature_view_versioning", False))
+        entities = {e.name: e for e in store.list_entities()}
+        self._entity_keys = {e.join_key for e in entities.values()}
+        views = []
+        for proj in fs.feature_view_projections:
+            view = store.get_feature_view(proj.name)
+            key_types = []
+            for jk in view.join_keys:
+                ent = next((e for e in entities.values() if e.join_key == jk), None)
+                key_types.append(ent.value_type if ent is not None else None)
+            columns = [
+                _Column(
+                    name=f.name,
+                    feature=f.name,
+                    kind=_KINDS.get(f.dtype.to_value_type().name, "generic"),
+                    value_type=f.dtype.to_value_type(),
+                )
+                for f in proj.features
+            ]
+            if self.store_type == "redis":
+                table = compute_versioned_name(view, versioning)
+            else:
+                table = compute_table_id(store.config.project, view, versioning)
+            views.append(
+                _View(
+                    name=view.name,
+                    table=table,
+                    join_keys=list(view.join_keys),
+                    row_keys=[proj.join_key_map.get(k, k) for k in view.join_keys],
+                    key_types=key_types,
+                    columns=columns,
+                )
+            )
+        return views
+
+    def _check_key_encoding(self) -> None:
+        """The fast key encoding must give Feast's bytes; views with other key types use Feast's."""
+        for view in self.views:
+            if all(t is not None and t.name == "STRING" for t in view.key_types) and len(view.join_keys) == 1:
+                sample = ["é-key_0"]
+                if self._fast_keys(view, [tuple(sample)]) != self._feast_keys(view, [tuple(sample)]):
+                    raise FeatureRepoError(f"entity key encoding of {view.name} differs from Feast's")
+
+    def _open_sqlite(self) -> None:
+        if not self.path.is_file():
+            raise OnlineStoreMissing(
+                f"{self.path}: no SQLite online store (run `shoprank materialize` first)"
+            )
+        uri = f"file:{self.path.as_posix()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=10.0)
+        st = os.stat(self.path)
+        self._conn, self._inode = conn, (st.st_dev, st.st_ino)
+
+    def _setup_redis(self, config: Any) -> None:
+        from feast.infra.online_stores.helpers import _mmh3
+        from feast.infra.online_stores.redis import RedisOnlineStore
+
+        self._redis = RedisOnlineStore()._get_client(config.online_store)  # Feast's own client setup
+        self._project_bytes = config.project.encode("utf-8")
+        # one HMGET per entity: the fields of every view keyed by the same join keys
+        self._redis_groups: dict[tuple[str, ...], list[tuple[_View, int]]] = {}
+        self._redis_fields: dict[tuple[str, ...], list[bytes]] = {}
+        for view in self.views:
+            group = tuple(view.join_keys)
+            fields = self._redis_fields.setdefault(group, [])
+            self._redis_groups.setdefault(group, []).append((view, len(fields)))
+            fields.extend(_mmh3(f"{view.table}:{c.feature}") for c in view.columns)
+            fields.append(f"_ts:{view.table}".encode())
+
+    # -- entity keys -------------------------------------------------------------------------
+    def _fast_keys(self, view: _View, values: list[tuple]) -> list[bytes]:
+        jk = view.join_keys[0].encode("utf8")
+        prefix = struct.pack("<III", 1, 2, len(jk)) + jk + struct.pack("<I", 2)
+        pack = struct.Struct("<I").pack
+        out = []
+        for (v,) in values:
+            b = v.encode("utf8")
+            out.append(prefix + pack(len(b)) + b)
+        return out
+
+    def _feast_keys(self, view: _View, values: list[tuple]) -> list[bytes]:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.type_map import python_values_to_proto_values
+
+        cols = [
+            python_values_to_proto_values([row[i] for row in values], view.key_types[i])
+            for i in range(len(view.join_keys))
+        ]
+        return [
+            self._serialize(
+                EntityKey(join_keys=view.join_keys, entity_values=[c[r] for c in cols]),
+                entity_key_serialization_version=self._key_version,
+            )
+            for r in range(len(values))
+        ]
+
+    def _keys(self, view: _View, values: list[tuple]) -> list[bytes]:
+        fast = (
+            len(view.join_keys) == 1
+            and view.key_types[0] is not None
+            and view.key_types[0].name == "STRING"
+            and self._key_version >= 3
+            and all(type(v[0]) is str for v in values)
+        )
+        return self._fast_keys(view, values) if fast else self._feast_keys(view, values)
+
+    # -- reading -------------------------------------------------------------------------------
+    def _columnar(self, entity_rows: Any) -> dict[str, list[Any]]:
+        if isinstance(entity_rows, Mapping):
+            cols = {k: list(v) for k, v in entity_rows.items()}
+        else:
+            rows = list(entity_rows)
+            if not rows:
+                raise ValueError("no entity rows")
+            keys = list(rows[0])
+            try:
+                cols = {k: [r[k] for r in rows] for k in keys}
+            except KeyError as exc:
+                raise ValueError("all entity rows must have the same keys") from exc
+        lengths = {len(v) for v in cols.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"entity columns of different lengths: {sorted(lengths)}")
+        missing = [k for k in self.join_keys if k not in cols]
+        if missing:
+            raise ValueError(f"entity rows lack the join keys {missing} of feature service {self.service!r}")
+        return cols
+
+    def read_columns(self, entity_rows: Any) -> dict[str, Any]:
+        """The values as ``{column: numpy array}`` (object arrays for strings, lists and nulls).
+
+        ``entity_rows``: a list of ``{join key: value}`` dicts (Feast's form) or one
+        ``{join key: [values]}`` dict. Same columns, order and dtypes as :meth:`read`.
+        """
+        cols = self._columnar(entity_rows)
+        n = len(next(iter(cols.values())))
+        keys = [k for k in cols if k in self._entity_keys]
+        out: dict[str, Any] = {k: _objects(cols[k]) for k in keys}
+        if n == 0:
+            for c in self.columns:
+                out[c] = np.empty(0, object)
+            return out
+        fetched = self._fetch(cols, n)
+        decode, assemble = self._decoder.decode, self._assemble
+        for view in self.views:
+            inv, grid = fetched[view.name]
+            for js in view.batches:  # scalars of one kind: decoded together
+                col = view.columns[js[0]]
+                if len(js) == 1:
+                    out[col.name] = assemble(decode(grid[:, js[0]], col), inv, n, col.kind)
+                    continue
+                values, null = decode(grid[:, js].ravel(), col)
+                if null is None:  # all null
+                    for j in js:
+                        out[view.columns[j].name] = assemble(([None] * len(grid), None), inv, n, col.kind)
+                    continue
+                values, null = values.reshape(len(grid), len(js)), null.reshape(len(grid), len(js))
+                for k, j in enumerate(js):
+                    out[view.columns[j].name] = assemble((values[:, k], null[:, k]), inv, n, col.kind)
+        return {k: out[k] for k in [*keys, *self.columns]}
+
+    def read(self, entity_rows: Any) -> pd.DataFrame:
+        """One row per entity row, in order: the given join keys, then the service's features."""
+        return to_frame(self.read_columns(entity_rows))
+
+    def _unique(self, view: _View, cols: dict[str, list[Any]], n: int) -> tuple[np.ndarray | None, list]:
+        """Unique entity keys of ``view`` and each row's index into them (None: already unique, in order)."""
+        if len(view.row_keys) == 1:
+            values = cols[view.row_keys[0]]
+            index: dict[Any, int] = {}
+            inv = [index.setdefault(v, len(index)) for v in values]
+            uniq = [(v,) for v in index]
+        else:
+            tuples = list(zip(*(cols[k] for k in view.row_keys), strict=True))
+            index = {}
+            inv = [index.setdefault(t, len(index)) for t in tuples]
+            uniq = list(index)
+        if len(uniq) == n:
+            return None, uniq
+        return np.asarray(inv, np.intp), uniq
+
+    def _fetch(self, cols: dict[str, list[Any]], n: int) -> dict[str, tuple[np.ndarray | None, list]]:
+        """Per view: (row -> unique index, per column a tuple of stored bytes per unique entity)."""
+        uniques = {v.name: self._unique(v, cols, n) for v in self.views}
+        if self._redis is not None:
+            return self._fetch_redis(uniques)
+        return self._fetch_sqlite(uniques)
+
+    def _sql(self, view: _View, count: int) -> str:
+        sql = view.sql.get(count)
+        if sql is None:
+            table = '"' + view.table.replace('"', '""') + '"'
+            marks = ",".join("?" * count)
+            sql = f"SELECT entity_key, feature_name, value FROM {table} WHERE entity_key IN ({marks})"
+            view.sql[count] = sql
+        return sql
+
+    def _fetch_sqlite(self, uniques: dict) -> dict[str, tuple[np.ndarray | None, np.ndarray]]:
+        """Feast's own query (all rows of the requested keys), placed into a (entities, features) grid.
+
+        The placement is C-level: two dict lookups mapped over the result columns, one
+        numpy scatter. A feature the view no longer has (stale rows) lands in a spare
+        column that is never read.
+        """
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise OnlineStoreMissing(
+                f"{self.path}: the SQLite online store is gone (run `shoprank materialize`)"
+            ) from None
+        out = {}
+        with self._lock:
+            if (st.st_dev, st.st_ino) != self._inode:  # the file was replaced (teardown + materialize)
+                assert self._conn is not None
+                self._conn.close()
+                self._open_sqlite()
+            conn = self._conn
+            assert conn is not None
+            for view in self.views:
+                inv, uniq = uniques[view.name]
+                keys = self._keys(view, uniq)
+                rows: list[tuple] = []
+                try:
+                    for start in range(0, len(keys), CHUNK):
+                        part = keys[start : start + CHUNK]
+                        rows += conn.execute(self._sql(view, len(part)), part).fetchall()
+                except sqlite3.OperationalError as exc:
+                    if "no such table" in str(exc):
+                        raise OnlineStoreMissing(
+                            f"{self.path}: no table {view.table} for view {view.name} "
+                            "(run `shoprank materialize`)"
+                        ) from exc
+                    raise
+                out[view.name] = (inv, self._grid(view, keys, rows))
+        return out
+
+    @staticmethod
+    def _grid(view: _View, keys: list[bytes], rows: list[tuple]) -> np.ndarray:
+        width = len(view.columns) + 1  # + a spare column for features the service does not read
+        grid = np.full((len(keys), width), None, object)
+        if rows:
+            eks, names, values = zip(*rows, strict=True)
+            entity = dict(zip(keys, range(len(keys)), strict=True))
+            spare = width - 1
+            feature = view.feature_index
+            at = np.fromiter(map(entity.__getitem__, eks), np.intp, len(eks)) * width
+            at += np.fromiter(map(feature.get, names, itertools.repeat(spare)), np.intp, len(names))
+            grid.reshape(-1)[at] = values
+        return grid
+
+    def _fetch_redis(self, uniques: dict) -> dict[str, tuple[np.ndarray | None, np.ndarray]]:
+        """One pipeline: per entity one HMGET of the fields of all its views (Feast's layout)."""
+        project = self._project_bytes
+        plan = []
+        with self._redis.pipeline(transaction=False) as pipe:
+            for group, members in self._redis_groups.items():
+                view = members[0][0]
+                inv, uniq = uniques[view.name]
+                keys = self._keys(view, uniq)
+                fields = self._redis_fields[group]
+                for k in keys:
+                    pipe.hmget(k + project, fields)
+                plan.append((members, inv, len(keys), len(fields)))
+            replies = pipe.execute()
+        out = {}
+        pos = 0
+        for members, inv, count, width in plan:
+            grid = np.empty((count, width), object)
+            grid[:] = replies[pos : pos + count]
+            pos += count
+            for view, offset in members:
+                out[view.name] = (inv, grid[:, offset : offset + len(view.columns)])
+        return out
+
+    @staticmethod
+    def _assemble(decoded: tuple[Any, np.ndarray | None], inv: np.ndarray | None, n: int, kind: str) -> Any:
+        """Unique entities' values -> one value per row, with Feast ``to_df`` dtypes."""
+        values, null = decoded
+        if null is None:  # Python values, None for null
+            if kind == "generic":  # left to pandas' inference, as Feast's to_df does
+                return values if inv is None else [values[i] for i in inv]
+            arr = _objects(values, kind in _LISTS or kind == "string_list")
+            return arr if inv is None else arr[inv]
+        if inv is not None:
+            values = values[inv]
+            null = null[inv]
+        has_null = bool(null.any())
+        if values.ndim == 2 or values.dtype == object:  # arrays: one object each
+            if values.ndim == 2:
+                arr = np.empty(n, object)
+                for i, row in enumerate(values):
+                    arr[i] = row
+            else:
+                arr = values.copy() if inv is None else values
+            if has_null:
+                arr[null] = None
+            return arr
+        if not has_null:
+            return values.astype(np.float64) if values.dtype.kind == "f" else np.ascontiguousarray(values)
+        if kind == "bool":
+            arr = values.astype(object)
+            arr[null] = None
+            return arr
+        arr = values.astype(np.float64)
+        arr[null] = np.nan
+        return arr
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if self._redis is not None:
+                self._redis.close()
+                self._redis = None
+
+    def __enter__(self) -> OnlineReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _objects(values: Sequence[Any], nested: bool = False) -> np.ndarray:
+    """A 1-d object array of ``values`` (``nested``: values may be lists; never broadcast them)."""
+    arr = np.empty(len(values), object)
+    if nested:
+        for i, v in enumerate(values):
+            arr[i] = v
+    else:
+        arr[:] = values
+    return arr
+
+
+def to_frame(columns: dict[str, Any]) -> pd.DataFrame:
+    """A ``{column: array}`` dict from :meth:`OnlineReader.read_columns` as a DataFrame."""
+    return pd.DataFrame(columns, copy=False)

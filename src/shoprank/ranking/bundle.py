@@ -1,0 +1,210 @@
+"""`shoprank package`: the champion and everything it needs, as one folder in the BentoML model store.
+
+The folder (a "bundle") holds:
+
+    manifest.json        champion record and lineage, feature service, encoder reference, columns
+    scorer.pt            the champion artifact (checksum verified against the champion record)
+    items.parquet        catalog facts + each item's latest features: display, filters, fallbacks
+    users.parquet        each user's latest features: the fallback when the online store is down
+    retrieval/           BM25 index (bm25s) and the faiss index of item embeddings
+    understanding.pkl    intent and attribute heads (when the batch has simulator labels)
+
+:func:`package` writes it into the BentoML model store as ``shoprank-ranker:<version>-<sha>``
+with the lineage as metadata; serving/bentofile.yaml builds a Bento around it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shoprank.config import Params
+from shoprank.logs import log
+
+logger = logging.getLogger(__name__)
+MODEL_NAME = "shoprank-ranker"
+FORMAT = 1
+MANIFEST = "manifest.json"
+
+
+class PackageError(ValueError):
+    """Something the package needs is missing or inconsistent; the message says what."""
+
+
+def _latest(path: Path, key: str) -> pd.DataFrame:
+    df = pd.read_parquet(path)
+    return (
+        df.sort_values("event_timestamp", kind="stable")
+        .drop_duplicates(key, keep="last")
+        .reset_index(drop=True)
+    )
+
+
+def item_table(features_dir: Path, batch_dir: Path) -> pd.DataFrame:
+    """One row per item: catalog display columns and its latest profile and stats features."""
+    cat = pd.read_parquet(batch_dir / "catalog.parquet")[["item_id", "title", "description", "created_at"]]
+    profile = _latest(features_dir / "item_profile.parquet", "item_id").drop(columns=["event_timestamp"])
+    stats = _latest(features_dir / "item_stats.parquet", "item_id").drop(columns=["event_timestamp"])
+    df = cat.astype({"item_id": str}).merge(profile.astype({"item_id": str}), on="item_id", how="left")
+    df = df.merge(stats.astype({"item_id": str}), on="item_id", how="left")
+    return df
+
+
+def user_table(features_dir: Path) -> pd.DataFrame:
+    out = None
+    for name in ("user_profile", "user_stats", "user_history"):
+        path = features_dir / f"{name}.parquet"
+        if not path.is_file():
+            continue
+        df = _latest(path, "user_id").drop(columns=["event_timestamp"]).astype({"user_id": str})
+        out = df if out is None else out.merge(df, on="user_id", how="outer")
+    return out if out is not None else pd.DataFrame({"user_id": pd.Series(dtype=str)})
+
+
+def train_understanding(truth_dir: Path, features_dir: Path, item_ids: list[str], item_vecs: np.ndarray):
+    """Intent and attribute heads from the simulator's labels; (model, report) or (None, reason)."""
+    from shoprank.features.queries import normalise_query
+    from shoprank.models.understanding import ATTRIBUTES, QueryUnderstanding
+    from shoprank.training.data import read_frame
+
+    req_path, items_path = truth_dir / "requests.parquet", truth_dir / "items.parquet"
+    qt_path = features_dir / "query_text.parquet"
+    if not (req_path.is_file() and items_path.is_file() and qt_path.is_file()):
+        return None, "no labelled queries (simulator truth) in this batch"
+    req = pd.read_parquet(req_path, columns=["query", "intent"])
+    req = req[req["query"].fillna("") != ""]
+    req["query_text"] = [normalise_query(q) for q in req["query"]]
+    qt = read_frame(qt_path, ("query_embedding",))
+    pos = pd.Series(np.arange(len(qt.df)), index=qt.df["query_text"].to_numpy())
+    pos = pos[~pos.index.duplicated()]
+    req = req[req["query_text"].isin(pos.index)]
+    if req["intent"].nunique() < 2:
+        return None, "fewer than two intents among the labelled queries"
+    q_vecs = np.asarray(qt.vectors["query_embedding"][pos[req["query_text"]].to_numpy()])
+    truth_items = pd.read_parquet(items_path).astype({"item_id": str}).set_index("item_id")
+    row = {i: r for r, i in enumerate(item_ids)}
+    keep = [i for i in truth_items.index if i in row]
+    labels = {a: truth_items.loc[keep, a].to_numpy(dtype=object) for a in ATTRIBUTES if a in truth_items}
+    labels = {a: v for a, v in labels.items() if len({x for x in v if x is not None and x == x}) >= 2}
+    vecs = np.asarray(item_vecs[[row[i] for i in keep]])
+    model = QueryUnderstanding().fit(q_vecs, req["intent"].to_numpy(), vecs, labels)
+    report = model.report(q_vecs, req["intent"].to_numpy(), vecs, labels)  # training fit, for the record
+    return model, report
+
+
+def build_bundle(params: Params, out: Path | str, encoder_key: str | None = None) -> dict[str, Any]:
+    """Write the bundle of the current champion into ``out`` (an empty or new folder); return the manifest."""
+    from shoprank.evaluation.step import FEATURE_SERVICE
+    from shoprank.models.scorers import load
+    from shoprank.quality import current_batch
+    from shoprank.retrieval import HybridRetriever, item_document
+    from shoprank.selection import load_champion, sha256_of
+    from shoprank.training.train import item_embeddings
+
+    out = Path(out)
+    models = Path(params.paths.models)
+    record = load_champion(models)
+    if record is None:
+        raise PackageError(f"{models}/champion.json: no champion yet (run `shoprank select` first)")
+    artifact = models / record["artifact"]
+    if not artifact.is_file() or sha256_of(artifact) != record["sha256"]:
+        raise PackageError(f"{artifact}: champion artifact missing or not matching its recorded sha256")
+    kind, _ = load(artifact)  # must load before it ships
+    features_dir = Path(params.paths.features)
+    try:
+        batch = current_batch(params.paths.validated)
+    except FileNotFoundError as exc:
+        raise PackageError(str(exc)) from None
+    for name in ("item_profile", "item_stats", "item_text"):
+        if not (features_dir / f"{name}.parquet").is_file():
+            raise PackageError(f"{features_dir}/{name}.parquet missing (run `shoprank features`)")
+
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(artifact, out / "scorer.pt")
+    ids, vecs = item_embeddings(features_dir)
+    items = item_table(features_dir, batch)
+    items = items.set_index("item_id").loc[ids].reset_index()  # row i <-> embedding i
+    items.to_parquet(out / "items.parquet", index=False)
+    users = user_table(features_dir)
+    users.to_parquet(out / "users.parquet", index=False)
+    retriever = HybridRetriever.build(item_document(items), vecs)
+    retriever.save(out / "retrieval")
+    understanding, report = train_understanding(Path(params.paths.truth), features_dir, ids, vecs)
+    if understanding is not None:
+        with open(out / "understanding.pkl", "wb") as f:
+            pickle.dump(understanding, f)
+    manifest = {
+        "format": FORMAT,
+        "name": MODEL_NAME,
+        "champion": record,
+        "kind": kind,
+        "version": record["version"],
+        "lineage": record["lineage"],
+        "feature_service": FEATURE_SERVICE,
+        "encoder": {
+            "model_dir": str(params.text.model_dir) if params.text.model_dir else None,
+            "max_length": params.text.max_length,
+            "key": encoder_key,
+        },
+        "items": len(items),
+        "users": len(users),
+        "embedding_dim": int(vecs.shape[1]),
+        "understanding": report if understanding is not None else None,
+        "understanding_missing": None if understanding is not None else report,
+        "data_batch": batch.name,
+        "packaged_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    return manifest
+
+
+def model_tag(record: dict[str, Any]) -> str:
+    return f"{MODEL_NAME}:{record['version'].lower()}-{record['sha256'][:12]}"
+
+
+def package(params: Params, force: bool = False, encoder_key: str | None = None) -> dict[str, Any]:
+    """Build the bundle straight into the BentoML model store; returns {tag, path, manifest, created}."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    from shoprank.evaluation.step import FEATURE_SERVICE
+    from shoprank.selection import load_champion
+
+    record = load_champion(Path(params.paths.models))
+    if record is None:
+        raise PackageError(
+            f"{params.paths.models}/champion.json: no champion yet (run `shoprank select` first)"
+        )
+    tag = model_tag(record)
+    try:
+        existing = bentoml.models.get(tag)
+    except NotFound:
+        existing = None
+    if existing is not None and not force:
+        manifest = json.loads(Path(existing.path_of(MANIFEST)).read_text())
+        return {"tag": str(existing.tag), "path": existing.path, "manifest": manifest, "created": False}
+    if existing is not None:
+        bentoml.models.delete(tag)
+    metadata = {
+        "champion_version": record["version"],
+        "candidate": record["candidate"],
+        "metric": record["metric"],
+        "metric_value": record["metrics"].get(record["metric"]),
+        "sha256": record["sha256"],
+        "feature_service": FEATURE_SERVICE,
+        "encoder_key": str(encoder_key),
+        **{f"lineage_{k}": str(v) for k, v in record["lineage"].items()},
+    }
+    with bentoml.models.create(tag, metadata=metadata, labels={"project": "shoprank"}) as model:
+        manifest = build_bundle(params, model.path, encoder_key)
+    log(logger, "packaged", tag=tag, items=manifest["items"], candidate=record["candidate"])
+    stored = bentoml.models.get(tag)
+    return {"tag": str(stored.tag), "path": stored.path, "manifest": manifest, "created": True}

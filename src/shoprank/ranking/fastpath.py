@@ -1,0 +1,239 @@
+"""The hot path of a neural champion: model inputs straight from arrays, one forward pass.
+
+:meth:`Preprocessor.transform` and :func:`derive` work column by column in pandas: about
+1 ms of fixed cost per column whatever the row count, 20-40 ms per request. Here the
+item columns are transformed once per refresh of the item table (all items at once),
+and a request only gathers its rows, adds the user's columns and runs :func:`derive` on
+the few columns it reads (so new cross features are picked up, never copied). The
+arithmetic is the preprocessor's own (its fitted vocabularies, means, scales and
+clipping). tests/test_serving.py checks that inputs and scores equal those of
+``scorer.predict`` on the full frame, and the service checks the same at start-up
+(:meth:`Ranker.check_fast_path`): on any difference it uses the pandas path instead.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+import torch
+
+from shoprank.models.preprocess import UNKNOWN
+from shoprank.ranking.features import Lookup, is_user_column
+from shoprank.training.data import QUERY_MATCH_COLUMNS, derive
+
+
+def supports(scorer) -> bool:
+    """Frozen-text neural scorers (BERT-CTR, no-text); fine-tune/LoRA read tokens: the generic path."""
+    pre = getattr(scorer, "pre", None)
+    return pre is not None and hasattr(scorer, "model") and pre.tokenizer_dir is None
+
+
+class FastScorer:
+    def __init__(self, scorer, features):
+        self.scorer, self.features = scorer, features
+        self.pre, self.spec = scorer.pre, scorer.pre.spec
+        self.model = scorer.model()
+        have = set(features.values.columns)
+        self.item_cat = [c for c in self.spec.categorical if c in have]
+        self.user_cat = [c for c in self.spec.categorical if c not in have]
+        self.item_num = [c for c in self.spec.numeric if c in have]
+        self.user_num = [c for c in self.spec.numeric if c not in have and is_user_column(c)]
+        self.derived = [c for c in self.spec.numeric if c not in have and not is_user_column(c)]
+        self.derive_inputs = [c for c in ("category", "price", *QUERY_MATCH_COLUMNS) if c in have]
+        self.match_columns = [c for c in QUERY_MATCH_COLUMNS if c in have]
+        known = {"hist_category_share", "hist_top_share", "price_vs_pref"}
+        known |= {f"query_{c}_match" for c in self.match_columns}
+        # cross features this module computes from arrays; anything else new in derive(): derive itself
+        self.use_derive = not set(self.derived) <= known
+        self._version = -1
+        self._lock = threading.Lock()
+
+    def _item_arrays(self) -> tuple:
+        """Per item: categorical codes, normalised numerics and the raw values the cross features read.
+
+        Rebuilt (for all items at once) only when the item table changes.
+        """
+        version = self.features.version
+        if version != self._version:
+            with self._lock:
+                v = self.features.values
+                cat = (
+                    np.stack([self._codes(v[c], c) for c in self.item_cat], axis=1) if self.item_cat else None
+                )
+                num = (
+                    np.stack([self._scaled(v[c], c) for c in self.item_num], axis=1)
+                    if self.item_num
+                    else None
+                )
+                category = v["category"].astype("string").fillna("").to_numpy(dtype=object)
+                top = np.array([c.split(" > ")[0] for c in category], dtype=object)
+                price = v["price"].astype("float64").to_numpy()
+                lower = {
+                    c: v[c].astype("string").fillna("").str.lower().to_numpy(object)
+                    for c in self.match_columns
+                }
+                self._arrays = (cat, num, category, top, price, lower)
+                self._version = version
+        return self._arrays
+
+    def prepare(self) -> None:
+        """Build the item arrays now (after a refresh of the item table)."""
+        self._item_arrays()
+
+    def _codes(self, col: pd.Series, name: str) -> np.ndarray:
+        return (
+            col.astype("string").fillna("<na>").map(self.pre.vocab[name]).fillna(UNKNOWN).to_numpy(np.int64)
+        )
+
+    def _scaled(self, col: pd.Series, name: str) -> np.ndarray:
+        raw = (
+            np.asarray(col, dtype=np.float64)
+            if isinstance(col, np.ndarray)
+            else col.astype("float64").to_numpy()
+        )
+        x = (raw - self.pre.mean[name]) / self.pre.std[name]
+        return np.clip(np.nan_to_num(x, nan=0.0), -10, 10).astype(np.float32)
+
+    def _scalar(self, value, name: str) -> float:
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            return 0.0
+        if np.isnan(x):
+            return 0.0
+        return float(np.clip((x - self.pre.mean[name]) / self.pre.std[name], -10, 10))
+
+    def cross(self, lookup: Lookup, query: str) -> pd.DataFrame:
+        """The cross features, by :func:`derive` itself on just the columns it reads."""
+        n = len(lookup.items)
+        df = lookup.items[self.derive_inputs].reset_index(drop=True)
+        df["query"] = query
+        hist = lookup.user.get("recent_categories")
+        hist = list(hist) if hist is not None and not isinstance(hist, float) else None
+        df["recent_categories"] = pd.Series([hist] * n, dtype=object)
+        pref = lookup.user.get("user_price_pref")
+        df["user_price_pref"] = np.nan if pref is None else pref
+        return derive(df)
+
+    def cross_arrays(self, rows: np.ndarray, lookup: Lookup, query: str) -> dict[str, np.ndarray]:
+        """:func:`derive`'s cross features for one user and many items, from arrays."""
+        _, _, category, top, price, lower = self._item_arrays()
+        n = len(rows)
+        out: dict[str, np.ndarray] = {}
+        hist = lookup.user.get("recent_categories")
+        cat_share = np.zeros(n, dtype=np.float32)
+        top_share = np.zeros(n, dtype=np.float32)
+        if hist is not None and not isinstance(hist, float) and len(hist):
+            m = len(hist)
+            counts = Counter(str(h) for h in hist)
+            tops = Counter(str(h).split(" > ")[0] for h in hist)
+            cat_share = np.array([counts.get(c, 0) / m for c in category[rows]], dtype=np.float32)
+            top_share = np.array([tops.get(c, 0) / m for c in top[rows]], dtype=np.float32)
+        out["hist_category_share"], out["hist_top_share"] = cat_share, top_share
+        q = query.lower()
+        for c in self.match_columns:
+            out[f"query_{c}_match"] = np.array([_mentions(q, v) for v in lower[c][rows]], dtype=np.float32)
+        raw = lookup.user.get("user_price_pref")
+        try:
+            pref = float(raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            pref = np.nan
+        out["price_vs_pref"] = np.log1p(price[rows]) - np.log1p(pref)
+        return out
+
+    def inputs(self, rows: np.ndarray, lookup: Lookup, q_vec: np.ndarray, query: str, item_vecs) -> dict:
+        """The model's input arrays, as :meth:`Preprocessor.transform` makes them."""
+        n = len(rows)
+        cat_all, num_all = self._item_arrays()[:2]
+        user = lookup.user
+        out: dict[str, np.ndarray] = {}
+        if self.spec.categorical:
+            cols = {c: cat_all[rows, j] for j, c in enumerate(self.item_cat)}
+            for c in self.user_cat:
+                value = user.get(c)
+                key = (
+                    "<na>" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+                )
+                cols[c] = np.full(n, self.pre.vocab[c].get(key, UNKNOWN), dtype=np.int64)
+            out["cat"] = np.stack([cols[c] for c in self.spec.categorical], axis=1)
+        if self.spec.numeric:
+            cols = {c: num_all[rows, j] for j, c in enumerate(self.item_num)}
+            for c in self.user_num:
+                cols[c] = np.full(n, self._scalar(user.get(c), c), dtype=np.float32)
+            if self.derived:
+                crossed = (
+                    self.cross(lookup, query) if self.use_derive else self.cross_arrays(rows, lookup, query)
+                )
+                for c in self.derived:
+                    cols[c] = self._scaled(crossed[c], c)
+            out["num"] = np.stack([cols[c] for c in self.spec.numeric], axis=1)
+        out["q_emb"] = np.repeat(q_vec[None, :].astype(np.float32), n, axis=0)
+        out["i_emb"] = item_vecs
+        out["has_query"] = np.full(n, float(bool(query)), dtype=np.float32)
+        hist = np.zeros((1, self.scorer.history_length), dtype=np.int64)
+        items = user.get("recent_items")
+        if items is not None and not isinstance(items, float) and len(items):
+            codes = [self.pre.item_rows.get(i, UNKNOWN) for i in list(items)[: self.scorer.history_length]]
+            hist[0, : len(codes)] = codes
+        out["hist"] = np.repeat(hist, n, axis=0)
+        out["position"] = np.zeros(n, dtype=np.int64)
+        out["label"] = np.zeros(n, dtype=np.float32)
+        return out
+
+    def occlusion(
+        self, arrays: dict[str, np.ndarray], groups: dict[str, tuple[str, ...]]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """:func:`shoprank.ranking.explain.impacts` on model inputs: blank each group, one forward pass.
+
+        A blanked number is a missing value (0 after scaling, as the preprocessor fills it),
+        a blanked category is ``<na>``, the query embedding is zero and the history empty:
+        what the frame-level occlusion produces after :meth:`Preprocessor.transform`.
+        """
+        n = len(arrays["has_query"])
+        num = {c: j for j, c in enumerate(self.spec.numeric)}
+        cat = {c: j for j, c in enumerate(self.spec.categorical)}
+        parts, names = [arrays], []
+        for group, cols in groups.items():
+            a = dict(arrays)
+            touched = False
+            for c in cols:
+                if c == "query_embedding":
+                    a["q_emb"], touched = np.zeros_like(arrays["q_emb"]), True
+                elif c == "recent_items":
+                    a["hist"], touched = np.zeros_like(arrays["hist"]), True
+                elif c in num:
+                    a["num"] = a["num"].copy() if a["num"] is arrays["num"] else a["num"]
+                    a["num"][:, num[c]], touched = 0.0, True
+                elif c in cat:
+                    a["cat"] = a["cat"].copy() if a["cat"] is arrays["cat"] else a["cat"]
+                    a["cat"][:, cat[c]], touched = self.pre.vocab[c].get("<na>", UNKNOWN), True
+            if touched:
+                parts.append(a)
+                names.append(group)
+        big = {k: np.concatenate([p[k] for p in parts]) for k in arrays}
+        out = np.asarray(self.predict(big), dtype=np.float64)
+        base = out[:n]
+        return base, {g: base - out[(i + 1) * n : (i + 2) * n] for i, g in enumerate(names)}
+
+    @torch.inference_mode()
+    def predict(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        return torch.sigmoid(self.model(batch, with_position=False)).float().numpy()
+
+
+@lru_cache(maxsize=65536)
+def _mentions(query: str, value: str) -> float:
+    """:func:`shoprank.training.data.query_mentions` for one pair: ``value`` as a whole word of ``query``."""
+    if not value or not query or value not in query:
+        return 0.0
+    at = query.find(value)
+    while at >= 0:
+        end = at + len(value)
+        if (at == 0 or not query[at - 1].isalnum()) and (end == len(query) or not query[end].isalnum()):
+            return 1.0
+        at = query.find(value, at + 1)
+    return 0.0

@@ -1,0 +1,236 @@
+"""Online features for serving: Feast's online store behind one function, a short cache, fallbacks.
+
+:func:`read_online` is the only place the online store is read (by default through
+:class:`~shoprank.features.online.OnlineReader`, Feast's online store without Feast's
+Python read path). :class:`OnlineFeatures` keeps each item's
+values for ``feature_ttl_s`` seconds (the store changes once per materialisation), so a
+hot request reads the store only for what is stale. When the store fails, values come
+from the packaged item and user tables (the snapshot taken at `shoprank package`) and
+the answer says so; the store is retried after ``store_retry_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shoprank.logs import log
+
+logger = logging.getLogger(__name__)
+
+USER_COLUMNS = (
+    "region",
+    "device",
+    "user_clicks",
+    "user_price_pref",
+    "recent_items",
+    "recent_categories",
+)
+
+
+def open_online_store(settings: Any, service: str) -> Any:
+    """What :func:`read_online` reads from: shoprank's direct reader of Feast's online store."""
+    from shoprank.features.online import OnlineReader
+
+    return OnlineReader(settings, service)
+
+
+def read_online(store: Any, service: str, entity_rows: list[dict[str, str]]) -> pd.DataFrame:
+    """Online values of ``service`` for ``entity_rows``: one row each, in order (nulls where unknown).
+
+    ``store`` is an :class:`~shoprank.features.online.OnlineReader` (the service's default:
+    the same values as Feast's ``get_online_features``, without Feast's slow Python path)
+    or a Feast ``FeatureStore`` (read through Feast itself).
+    """
+    from shoprank.features.online import OnlineReader
+
+    if isinstance(store, OnlineReader):
+        return store.read(entity_rows)
+    from shoprank.features.store import online_features
+
+    return online_features(store, service, entity_rows)
+
+
+@dataclass
+class Lookup:
+    items: pd.DataFrame  # item feature columns of the requested rows, in order
+    user: dict[str, Any]  # user feature values (empty for an unknown user)
+    user_known: bool
+    query_embedding: np.ndarray | None  # from the store, when it has the query
+    fallback: str | None = None  # why fallbacks were used, None when the store answered
+    store_calls: int = 0
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def is_user_column(name: str) -> bool:
+    return name in USER_COLUMNS or name.startswith("user_")
+
+
+class OnlineFeatures:
+    """Item, user and query features of one request, from the store or the packaged tables."""
+
+    def __init__(
+        self,
+        open_store: Callable[[], Any],
+        service: str,
+        items: pd.DataFrame,
+        item_columns: list[str],
+        users: pd.DataFrame,
+        user_columns: list[str],
+        ttl_s: float,
+        retry_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        timeout_s: float = 1.0,
+        refresh_timeout_s: float = 60.0,
+    ):
+        self._open = open_store
+        self.service = service
+        self.item_ids = items["item_id"].astype(str).tolist()
+        self.item_columns = item_columns
+        self.values = items[item_columns].reset_index(drop=True).copy()  # packaged, then refreshed
+        self.fetched = np.full(len(items), -np.inf)
+        self.version = 0  # bumped whenever item values change (derived arrays are rebuilt)
+        self.users = users.set_index("user_id") if "user_id" in users else users
+        self.user_columns = user_columns
+        self._user_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.ttl, self.retry, self.clock = ttl_s, retry_s, clock
+        self._store: Any = None
+        self._down_until = -np.inf
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+        self.timeout, self.refresh_timeout = timeout_s, refresh_timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="online-store")
+
+    def store(self) -> Any:
+        if self._store is None:
+            self._store = self._open()
+        return self._store
+
+    def healthy(self) -> bool:
+        """Did the last read of the online store succeed?"""
+        return self.last_error is None
+
+    def _read(self, entity_rows: list[dict[str, str]], timeout: float) -> pd.DataFrame:
+        """:func:`read_online` with a deadline: a hung or slowly failing store must not hold a request."""
+        future = self._pool.submit(lambda: read_online(self.store(), self.service, entity_rows))
+        try:
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            raise TimeoutError(f"online store did not answer within {timeout:g} s") from None
+
+    def _failed(self, exc: Exception) -> None:
+        self._down_until = self.clock() + self.retry  # from the end of the failure: slow failures count
+        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+
+    def _packaged_user(self, user_id: str | None) -> tuple[dict[str, Any], bool]:
+        if user_id and user_id in self.users.index:
+            row = self.users.loc[user_id]
+            return {c: row[c] for c in self.user_columns if c in row.index}, True
+        return {}, False
+
+    def fetch(self, rows: np.ndarray, user_id: str | None, query_id: str) -> Lookup:
+        now = self.clock()
+        stale = rows[self.fetched[rows] < now - self.ttl] if self.ttl > 0 else rows
+        cached_user = self._user_cache.get(user_id or "")
+        user_fresh = user_id is None or (cached_user is not None and cached_user[0] >= now - self.ttl)
+        need_store = len(stale) > 0 or not user_fresh or (query_id and self.ttl <= 0)
+        fallback, calls, q_vec = None, 0, None
+        user: dict[str, Any] | None = cached_user[1] if user_fresh and cached_user else None
+        if need_store and now < self._down_until:
+            fallback = "online_store_unreachable"
+        elif need_store:
+            ask = stale if len(stale) else rows[:1]
+            entity_rows = [
+                {"item_id": self.item_ids[r], "user_id": user_id or "", "query_id": query_id} for r in ask
+            ]
+            try:
+                calls = 1
+                df = self._read(entity_rows, self.timeout)
+            except Exception as exc:  # any store failure: serve from fallbacks, never fail the request
+                self._failed(exc)
+                log(
+                    logger,
+                    "online store failed; serving fallbacks",
+                    error=self.last_error,
+                    level=logging.WARNING,
+                )
+                fallback = "online_store_unreachable"
+            else:
+                self._down_until = -np.inf
+                self.last_error = None
+                if len(stale):  # (a user-only read touches no item values)
+                    self._update_items(ask, df, now)
+                if user_id is not None and not user_fresh:
+                    user = self._user_row(df)
+                    with self._lock:
+                        self._user_cache[user_id] = (now, user)
+                if query_id and "query_embedding" in df:
+                    v = df["query_embedding"].iloc[0]
+                    if v is not None and len(v):
+                        q_vec = np.asarray(v, dtype=np.float32)
+        if user is None:  # neither cached nor read: the packaged snapshot (or nothing, for a new user)
+            user, known = self._packaged_user(user_id)
+        else:
+            known = bool(user)
+        items = self.values.iloc[rows].reset_index(drop=True)
+        return Lookup(items, user, known, q_vec, fallback, calls)
+
+    def refresh_all(self, chunk: int = 2000) -> int:
+        """Re-read every item from the store (skipped while it is down); returns the items refreshed."""
+        done = 0
+        for start in range(0, len(self.item_ids), chunk):
+            now = self.clock()
+            if now < self._down_until:
+                break
+            rows = np.arange(start, min(start + chunk, len(self.item_ids)))
+            entity_rows = [{"item_id": self.item_ids[r], "user_id": "", "query_id": ""} for r in rows]
+            try:
+                df = self._read(entity_rows, self.refresh_timeout)
+            except Exception as exc:
+                self._failed(exc)
+                log(
+                    logger, "online store failed during refresh", error=self.last_error, level=logging.WARNING
+                )
+                break
+            self._update_items(rows, df, now)
+            self.last_error = None
+            done += len(rows)
+        return done
+
+    def _update_items(self, rows: np.ndarray, df: pd.DataFrame, now: float) -> None:
+        cols = [c for c in self.item_columns if c in df.columns]
+        if not cols:
+            return
+        present = df[cols[0]].notna().to_numpy()  # an item the store does not have keeps packaged values
+        if "price" in df:
+            present = df["price"].notna().to_numpy()
+        got = rows[present]
+        if len(got):
+            with self._lock:
+                for c in cols:
+                    j = self.values.columns.get_loc(c)
+                    new = df[c].to_numpy()[present]
+                    if pd.api.types.is_numeric_dtype(self.values[c].dtype):
+                        new = pd.to_numeric(pd.Series(new), errors="coerce").to_numpy()
+                    self.values.iloc[got, j] = new
+                self.fetched[got] = now
+                self.version += 1
+
+    def _user_row(self, df: pd.DataFrame) -> dict[str, Any]:
+        row = df.iloc[0]
+        values = {c: row[c] for c in self.user_columns if c in df.columns}
+        stats = [c for c in values if c.startswith("user_impressions_")]
+        if stats and all(
+            values[c] is None or (isinstance(values[c], float) and np.isnan(values[c])) for c in stats
+        ):
+            return {}  # the store has no such user
+        return values

@@ -1,0 +1,636 @@
+"""The online ranking path: retrieve -> online features -> champion scores -> re-rank -> explain.
+
+Features are built by the same code as training and evaluation: the online store gives
+the Feast feature service's values (the columns of the point-in-time training set),
+:func:`shoprank.training.data.derive` adds the cross features, and the champion's own
+``predict`` (with its fitted preprocessing) scores every candidate in one batched call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from shoprank.config import Params, Text
+from shoprank.feedback import FeedbackLog
+from shoprank.logs import log
+from shoprank.ranking import explain, fastpath, metrics, understand
+from shoprank.ranking.bundle import MANIFEST
+from shoprank.ranking.features import Lookup, OnlineFeatures, is_user_column
+from shoprank.ranking.rerank import rerank
+from shoprank.ranking.settings import ServeSettings
+from shoprank.training.data import Frame, derive
+
+logger = logging.getLogger(__name__)
+DISPLAY = ("item_id", "title", "description", "created_at")
+LIST_COLUMNS = ("recent_items", "recent_categories")
+ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+SERVED_MEMORY = 50_000  # recent responses kept to check and enrich feedback
+
+
+class BadRequest(ValueError):
+    """The request cannot be served as asked (HTTP 4xx); the message says why."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+@contextmanager
+def stage(name: str, timings: dict[str, float]):
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        dt = time.perf_counter() - t0
+        timings[name] = round(dt * 1000, 3)
+        metrics.STAGE_SECONDS.labels(name).observe(dt)
+
+
+@dataclass
+class Scored:
+    rows: np.ndarray
+    scores: np.ndarray
+    lookup: Any
+    q_vec: np.ndarray
+    query: str
+    query_id: str
+    user_id: str | None
+    request_id: str
+    cosine: np.ndarray
+    fallback: list[str]
+    user_known: bool
+    _frame: Frame | None = None
+
+
+class Ranker:
+    """Everything one worker needs to answer search, rank, intent and feedback."""
+
+    def __init__(
+        self,
+        bundle: Path | str,
+        params: Params,
+        settings: ServeSettings | None = None,
+        encoder: Any = None,
+        open_store: Any = None,
+    ):
+        import torch
+
+        from shoprank.models.scorers import load
+        from shoprank.retrieval import HybridRetriever
+
+        self.settings = settings or ServeSettings.from_env()
+        torch.set_num_threads(max(1, self.settings.torch_threads))
+        self.bundle = Path(bundle)
+        self.manifest = json.loads((self.bundle / MANIFEST).read_text())
+        self.version = self.manifest["version"]
+        self.kind, self.scorer = load(self.bundle / "scorer.pt")
+        if hasattr(self.scorer, "model"):
+            self.scorer.model()  # build the network now, not on the first request
+        self.items = pd.read_parquet(self.bundle / "items.parquet")
+        self.item_ids = self.items["item_id"].astype(str).to_numpy()
+        self.row_of = {item: r for r, item in enumerate(self.item_ids)}
+        self.retriever = HybridRetriever.load(self.bundle / "retrieval")
+        self.vectors = self.retriever.vectors
+        users = pd.read_parquet(self.bundle / "users.parquet")
+        self.user_columns = [c for c in users.columns if c != "user_id"]
+        self.item_columns = [c for c in self.items.columns if c not in DISPLAY and not is_user_column(c)]
+        self.is_new = self.items.get("item_is_new", pd.Series(0, index=self.items.index)).fillna(0).to_numpy()
+        self.category = self.items["category"].astype("string").fillna("").to_numpy(dtype=object)
+        self.category_lower = np.char.lower(self.category.astype(str))
+        self.price = self.items["price"].astype(float).to_numpy()
+        self.popularity = (
+            self.items.get("item_ctr_28d", pd.Series(0.0, index=self.items.index)).fillna(0).to_numpy()
+        )
+        understanding = self.bundle / "understanding.pkl"
+        self.understanding = pickle.loads(understanding.read_bytes()) if understanding.is_file() else None
+        self.vocab = understand.vocabulary(self.items)
+        if open_store is None:
+            from shoprank.ranking.features import open_online_store
+
+            def open_store() -> Any:
+                return open_online_store(params.features, self.manifest["feature_service"])
+
+        self.features = OnlineFeatures(
+            open_store,
+            self.manifest["feature_service"],
+            self.items,
+            self.item_columns,
+            users,
+            self.user_columns,
+            self.settings.feature_ttl_s,
+            self.settings.store_retry_s,
+            timeout_s=self.settings.store_timeout_s,
+        )
+        self.fast = None
+        if fastpath.supports(self.scorer) and self.settings.fast_path:
+            self.fast = fastpath.FastScorer(self.scorer, self.features)
+        self.encoder = encoder if encoder is not None else self._load_encoder(params.text)
+        self.feedback = FeedbackLog(params.paths.feedback)
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._served: OrderedDict[str, dict[str, tuple[int, float, str, str | None]]] = OrderedDict()
+        self._lock = threading.Lock()
+        metrics.MODEL_INFO.labels(self.version, self.manifest["champion"]["candidate"], self.kind).set(1)
+        self.warm()
+        log(logger, "ranker loaded", version=self.version, kind=self.kind, items=len(self.items))
+
+    def warm(self) -> None:
+        """One request's worth of work at load, so the first real request is not the slow one."""
+        timings: dict[str, float] = {}
+        rows = np.arange(min(len(self.items), 8))
+        self.features.refresh_all()  # opens the store (slow the first time) and loads the item table
+        try:
+            s = self.score(rows, "warm up", None, new_request_id(), timings)
+            self._reasons(s, np.arange(min(2, len(rows))), timings)
+        except Exception as exc:  # the store may be down at start: requests then use fallbacks
+            log(logger, "warm-up failed", error=repr(exc)[:300], level=logging.WARNING)
+        if self.fast is not None and not self.check_fast_path():
+            self.fast.use_derive = True  # cross features by derive() itself, then check again
+            if not self.check_fast_path():
+                self.fast = None
+
+    def check_fast_path(self, user_id: str | None = None) -> bool:
+        """Do the fast path's inputs and scores equal the pandas path's on a few items?"""
+        fast, scorer = self.fast, cast(Any, self.scorer)
+        if fast is None:
+            return False
+        rows = np.arange(min(len(self.items), 16))
+        users = [user_id] if user_id else [None, *self.features.users.index[:1].tolist()]
+        try:
+            for user in users:
+                for query in ("warm up", ""):
+                    s = self.score(rows, query, user, new_request_id(), {})
+                    frame = self.frame_of(s)
+                    want = scorer.pre.transform(frame, scorer.history_length)
+                    got = fast.inputs(rows, s.lookup, s.q_vec, query, self.vectors[rows])
+                    for key, value in want.items():
+                        if key in got and not np.allclose(value, got[key], atol=1e-5):
+                            raise ValueError(f"input {key!r} differs")
+                    if not np.allclose(s.scores, self.scorer.predict(frame), atol=1e-5):
+                        raise ValueError("scores differ")
+        except Exception as exc:
+            log(
+                logger,
+                "fast path disagrees with the pandas path; using pandas",
+                error=repr(exc)[:300],
+                level=logging.WARNING,
+            )
+            return False
+        return True
+        self._queries.clear()
+        if self.settings.feature_ttl_s > 0:
+            threading.Thread(target=self._refresher, name="feature-refresh", daemon=True).start()
+
+    def _refresher(self) -> None:
+        """Keep the item table fresh in the background, so requests rarely wait on the store."""
+        period = max(self.settings.feature_ttl_s / 2, 0.5)
+        while True:
+            time.sleep(period)
+            try:
+                self.features.refresh_all()
+                if self.fast is not None:
+                    self.fast.prepare()  # rebuild the item arrays here, not in a request
+            except Exception as exc:  # logged and retried on the next tick
+                log(logger, "feature refresh failed", error=repr(exc)[:300], level=logging.WARNING)
+
+    def _load_encoder(self, text: Text) -> Any:
+        from shoprank.text import load_encoder
+
+        enc = self.manifest["encoder"]
+        settings = text.model_copy(update={"model_dir": enc["model_dir"], "max_length": enc["max_length"]})
+        encoder = load_encoder(settings, device="cpu")
+        if enc.get("key") and enc["key"] != encoder.key:
+            log(
+                logger,
+                "encoder differs from the one the features were built with",
+                packaged=enc["key"],
+                loaded=encoder.key,
+                level=logging.WARNING,
+            )
+        return encoder
+
+    # ---- inputs
+    def embed_query(self, query: str) -> np.ndarray:
+        from shoprank.features.queries import normalise_query
+
+        norm = normalise_query(query)
+        if not norm:
+            return np.zeros(self.vectors.shape[1], np.float32)
+        with self._lock:
+            hit = self._queries.get(norm)
+            if hit is not None:
+                self._queries.move_to_end(norm)
+                return hit
+        vec = self.encoder.encode([norm])[0]
+        with self._lock:
+            self._queries[norm] = vec
+            while len(self._queries) > self.settings.query_cache:
+                self._queries.popitem(last=False)
+        return vec
+
+    def check_query(self, query: str, allow_empty: bool = False) -> str:
+        if not isinstance(query, str):
+            raise BadRequest("query must be a string")
+        if len(query) > self.settings.max_query_chars:
+            raise BadRequest(
+                f"query is {len(query)} characters long; at most {self.settings.max_query_chars} are allowed"
+            )
+        if not allow_empty and not query.strip():
+            raise BadRequest("query must not be empty")
+        return query.strip()
+
+    def check_user(self, user_id: str | None) -> str | None:
+        if user_id is None or user_id == "":
+            return None
+        if not ID.match(user_id):
+            raise BadRequest("user_id must be 1-128 characters of letters, digits and _ . : -")
+        return user_id
+
+    def rows_of(self, item_ids: list[str]) -> np.ndarray:
+        if not item_ids:
+            raise BadRequest("item_ids must list at least one candidate")
+        if len(item_ids) > self.settings.max_candidates:
+            raise BadRequest(
+                f"{len(item_ids)} candidates; at most {self.settings.max_candidates} per request"
+            )
+        if len(set(item_ids)) != len(item_ids):
+            dup = sorted({i for i in item_ids if item_ids.count(i) > 1})[:5]
+            raise BadRequest(f"item_ids has duplicates: {dup}")
+        unknown = [i for i in item_ids if i not in self.row_of]
+        if unknown:
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            raise BadRequest(f"unknown item_ids: {unknown[:10]}{more}", status=404)
+        return np.fromiter((self.row_of[i] for i in item_ids), dtype=np.int64, count=len(item_ids))
+
+    # ---- the shared scoring path
+    def frame(
+        self,
+        rows: np.ndarray,
+        lookup,
+        query: str,
+        query_id: str,
+        user_id: str | None,
+        q_vec: np.ndarray,
+        request_id: str,
+    ) -> Frame:
+        """The candidates as the training set has them: feature service columns, then :func:`derive`."""
+        n = len(rows)
+        df = lookup.items.copy()
+        df.insert(0, "item_id", self.item_ids[rows])
+        df["request_id"] = request_id
+        df["event_timestamp"] = pd.Timestamp.now(tz="UTC")
+        df["user_id"] = user_id or ""
+        df["query"] = query
+        df["query_id"] = query_id
+        df["is_search"] = int(bool(query_id))
+        for c in self.user_columns:
+            v = lookup.user.get(c)
+            if c in LIST_COLUMNS:
+                v = list(v) if v is not None and not isinstance(v, float) else None
+                df[c] = pd.Series([v] * n, dtype=object)
+            else:
+                df[c] = v if v is not None else np.nan if c not in ("region", "device") else None
+        df["position"], df["clicked"], df["propensity"] = 0, 0, np.nan
+        derive(df)
+        vectors = {
+            "item_embedding": self.vectors[rows],
+            "query_embedding": np.repeat(q_vec[None, :], n, axis=0),
+        }
+        return Frame(df, vectors)
+
+    def score(
+        self, rows: np.ndarray, query: str, user_id: str | None, request_id: str, timings: dict
+    ) -> Scored:
+        from shoprank.features.queries import query_id as qid
+
+        query_id = qid(query) if query else ""
+        with stage("embed", timings):
+            q_vec = self.embed_query(query) if query else np.zeros(self.vectors.shape[1], np.float32)
+        with stage("features", timings):
+            lookup = self.features.fetch(rows, user_id, query_id)
+        fallback = [lookup.fallback] if lookup.fallback else []
+        s = Scored(
+            rows,
+            np.zeros(0),
+            lookup,
+            q_vec,
+            query,
+            query_id,
+            user_id,
+            request_id,
+            self.vectors[rows] @ q_vec,
+            fallback,
+            lookup.user_known,
+        )
+        with stage("score", timings):
+            try:
+                if self.fast is not None:
+                    arrays = self.fast.inputs(rows, lookup, q_vec, query, self.vectors[rows])
+                    s.scores = np.asarray(self.fast.predict(arrays), dtype=np.float64)
+                else:
+                    s.scores = np.asarray(self.scorer.predict(self.frame_of(s)), dtype=np.float64)
+            except Exception as exc:  # a broken model must not take search down: popularity instead
+                log(logger, "scorer failed; popularity fallback", error=repr(exc)[:300], level=logging.ERROR)
+                s.scores = self.popularity[rows].astype(np.float64)
+                fallback.append("popularity_scores")
+        return s
+
+    def frame_of(self, s: Scored, idx: np.ndarray | None = None) -> Frame:
+        """The (sub)set ``idx`` of a request's candidates as a training-set frame."""
+        if idx is None:
+            if s._frame is None:
+                s._frame = self.frame(s.rows, s.lookup, s.query, s.query_id, s.user_id, s.q_vec, s.request_id)
+            return s._frame
+        idx = np.asarray(idx)
+        sub = Lookup(s.lookup.items.iloc[idx].reset_index(drop=True), s.lookup.user, s.user_known, None)
+        return self.frame(s.rows[idx], sub, s.query, s.query_id, s.user_id, s.q_vec, s.request_id)
+
+    def _log_served(self, request_id: str, query: str, user_id: str | None, rows, scores) -> None:
+        records = [
+            {
+                "event": "served",
+                "request_id": request_id,
+                "item_id": str(self.item_ids[r]),
+                "position": i + 1,
+                "score": float(s),
+                "query": query,
+                "user_id": user_id,
+                "model_version": self.version,
+            }
+            for i, (r, s) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True))
+        ]
+        if records:
+            self.feedback.append(records)
+        with self._lock:
+            self._served[request_id] = {
+                rec["item_id"]: (rec["position"], rec["score"], query, user_id) for rec in records
+            }
+            while len(self._served) > SERVED_MEMORY:
+                self._served.popitem(last=False)
+
+    def _meta(self, request_id: str, fallback: list[str], timings: dict, endpoint: str) -> dict:
+        for reason in fallback:
+            metrics.FALLBACKS.labels(endpoint, reason).inc()
+        return {
+            "request_id": request_id,
+            "model_version": self.version,
+            "degraded": bool(fallback),
+            "fallback": ",".join(fallback) if fallback else None,
+            "timings_ms": timings,
+        }
+
+    # ---- endpoints
+    def rank(self, query: str, user_id: str | None, item_ids: list[str], explain_top: int = 0) -> dict:
+        query = self.check_query(query, allow_empty=True)
+        user_id = self.check_user(user_id)
+        rows = self.rows_of(item_ids)
+        request_id = new_request_id()
+        timings: dict[str, float] = {}
+        s = self.score(rows, query, user_id, request_id, timings)
+        order = np.argsort(-s.scores, kind="stable")
+        why = self._reasons(s, order[:explain_top], timings) if explain_top else None
+        with stage("log", timings):
+            self._log_served(request_id, query, user_id, rows[order], s.scores[order])
+        metrics.SCORES.labels("rank").observe(float(np.mean(s.scores))) if len(s.scores) else None
+        results = [
+            {
+                "item_id": str(self.item_ids[rows[i]]),
+                "score": round(float(s.scores[i]), 6),
+                "position": p + 1,
+                **({"reasons": why[p]} if why is not None and p < len(why) else {}),
+            }
+            for p, i in enumerate(order.tolist())
+        ]
+        return {
+            **self._meta(request_id, s.fallback, timings, "rank"),
+            "user_known": s.user_known,
+            "order": [r["item_id"] for r in results],
+            "results": results,
+        }
+
+    def _mask(self, filters: dict | None) -> np.ndarray | None:
+        if not filters:
+            return None
+        mask = np.ones(len(self.items), dtype=bool)
+        cat = (filters.get("category") or "").strip().lower()
+        if cat:
+            mask &= np.char.find(self.category_lower, cat) >= 0
+        lo, hi = filters.get("price_min"), filters.get("price_max")
+        if lo is not None and hi is not None and lo > hi:
+            raise BadRequest(f"price_min {lo} is above price_max {hi}")
+        if lo is not None:
+            mask &= self.price >= lo
+        if hi is not None:
+            mask &= self.price <= hi
+        return mask
+
+    def _reasons(self, s: Scored, idx: np.ndarray, timings: dict) -> list[list[dict]]:
+        if len(idx) == 0:
+            return []
+        idx = np.asarray(idx)
+        with stage("explain", timings):
+            try:
+                if self.fast is not None:
+                    sub, drops = self._fast_impacts(s, idx)
+                else:
+                    sub = self.frame_of(s, idx)
+                    _, drops = explain.impacts(self.scorer, sub)
+            except Exception as exc:  # an explanation is a nicety: never fail the request for it
+                log(logger, "explanation failed", error=repr(exc)[:300], level=logging.WARNING)
+                return [[] for _ in idx]
+            return explain.reasons(sub, drops, s.cosine[idx])
+
+    def _fast_impacts(self, s: Scored, idx: np.ndarray) -> tuple[Frame, dict[str, np.ndarray]]:
+        """Occlusion on the fast path's arrays; a small frame of the values the reasons quote."""
+        fast = self.fast
+        assert fast is not None
+        rows = s.rows[idx]
+        items = s.lookup.items.iloc[idx].reset_index(drop=True)
+        sub = Lookup(items, s.lookup.user, s.user_known, None)
+        arrays = fast.inputs(rows, sub, s.q_vec, s.query, self.vectors[rows])
+        _, drops = fast.occlusion(arrays, explain.GROUPS)
+        wording = items.copy()
+        wording["hist_category_share"] = fast.cross_arrays(rows, sub, s.query)["hist_category_share"]
+        return Frame(wording, {}), drops
+
+    def search(
+        self,
+        query: str,
+        user_id: str | None = None,
+        k: int = 10,
+        filters: dict | None = None,
+        explain_results: bool = True,
+    ) -> dict:
+        query = self.check_query(query)
+        user_id = self.check_user(user_id)
+        if not (1 <= k <= self.settings.max_k):
+            raise BadRequest(f"k must be between 1 and {self.settings.max_k}, got {k}")
+        mask = self._mask(filters)
+        request_id = new_request_id()
+        timings: dict[str, float] = {}
+        with stage("embed", timings):
+            q_vec = self.embed_query(query)
+        with stage("retrieve", timings):
+            got = self.retriever.retrieve(query, q_vec, self.settings.retrieve_n, mask)
+        if len(got.rows) == 0:
+            metrics.EMPTY_RESULTS.labels("search").inc()
+            self._log_served(request_id, query, user_id, np.zeros(0, np.int64), np.zeros(0))
+            return {
+                **self._meta(request_id, [], timings, "search"),
+                "query": query,
+                "user_known": None,
+                "intent": self._intent_of(q_vec),
+                "results": [],
+            }
+        s = self.score(got.rows, query, user_id, request_id, timings)
+        with stage("rerank", timings):
+            rng = np.random.default_rng(int(request_id[2:18], 16))
+            order, explored = rerank(
+                s.scores,
+                self.category[got.rows],
+                self.is_new[got.rows],
+                k,
+                self.settings.diversity,
+                self.settings.explore_share,
+                rng,
+            )
+        why = self._reasons(s, order[: self.settings.explain_top], timings) if explain_results else []
+        with stage("log", timings):
+            self._log_served(request_id, query, user_id, got.rows[order], s.scores[order])
+        results = []
+        for p, i in enumerate(order.tolist()):
+            r = int(got.rows[i])
+            item = self.items.iloc[r]
+            results.append(
+                {
+                    "position": p + 1,
+                    "item_id": str(self.item_ids[r]),
+                    "title": str(item["title"]),
+                    "price": round(float(item["price"]), 2),
+                    "category": str(item["category"]),
+                    "brand": None if pd.isna(item.get("brand")) else str(item.get("brand")),
+                    "score": round(float(s.scores[i]), 6),
+                    "new": bool(self.is_new[r]),
+                    "exploration": bool(explored[p]),
+                    "retrieval": {
+                        "bm25": round(float(got.bm25[i]), 3),
+                        "cosine": round(float(got.cosine[i]), 3),
+                    },
+                    "reasons": why[p] if p < len(why) else [],
+                }
+            )
+            metrics.SCORES.labels("search").observe(float(s.scores[i]))
+        return {
+            **self._meta(request_id, s.fallback, timings, "search"),
+            "query": query,
+            "user_known": s.user_known,
+            "intent": self._intent_of(q_vec),
+            "candidates": int(len(got.rows)),
+            "results": results,
+        }
+
+    def _intent_of(self, q_vec: np.ndarray) -> str | None:
+        if self.understanding is None:
+            return None
+        probs, names = self.understanding.query_intent(q_vec.reshape(1, -1))
+        return names[int(np.argmax(probs[0]))]
+
+    def intent(self, query: str) -> dict:
+        query = self.check_query(query)
+        q_vec = self.embed_query(query)
+        attributes = understand.model_attributes(self.understanding, q_vec)
+        attributes.update(understand.lexical_attributes(query, self.vocab))
+        if self.understanding is None:
+            metrics.FALLBACKS.labels("intent", "no_understanding_model").inc()
+            return {
+                "query": query,
+                "intent": None,
+                "probabilities": {},
+                "attributes": attributes,
+                "degraded": True,
+                "fallback": "no_understanding_model",
+            }
+        probs, names = self.understanding.query_intent(q_vec.reshape(1, -1))
+        p = {n: round(float(v), 4) for n, v in zip(names, probs[0], strict=True)}
+        return {
+            "query": query,
+            "intent": max(p, key=lambda name: p[name]),
+            "probabilities": p,
+            "attributes": attributes,
+            "degraded": False,
+            "fallback": None,
+            "model_version": self.version,
+        }
+
+    def record_feedback(self, request_id: str, item_id: str, event: str, position: int | None = None) -> dict:
+        if event not in ("click", "purchase"):
+            raise BadRequest(f"event must be 'click' or 'purchase', got {event!r}")
+        if not ID.match(request_id):
+            raise BadRequest("request_id must be 1-128 characters of letters, digits and _ . : -")
+        if item_id not in self.row_of:
+            raise BadRequest(f"unknown item_id {item_id!r}", status=404)
+        with self._lock:
+            served = self._served.get(request_id)
+        verified = served is not None
+        rec: dict[str, Any] = {
+            "event": event,
+            "request_id": request_id,
+            "item_id": item_id,
+            "position": position,
+            "model_version": self.version,
+        }
+        if served is not None:
+            if item_id not in served:
+                raise BadRequest(f"item {item_id} was not served in request {request_id}")
+            pos, score, query, user = served[item_id]
+            rec.update({"position": position or pos, "score": score, "query": query, "user_id": user})
+        (event_id,) = self.feedback.append([rec])
+        metrics.FEEDBACK.labels(event).inc()
+        return {
+            "stored": True,
+            "event_id": event_id,
+            "request_id": request_id,
+            "item_id": item_id,
+            "event": event,
+            "verified": verified,
+        }
+
+    def ready(self) -> dict:
+        return {
+            "ready": True,
+            "model_version": self.version,
+            "kind": self.kind,
+            "items": len(self.items),
+            "online_store": "ok" if self.features.healthy() else "unreachable",
+            "online_store_error": self.features.last_error,
+            "understanding": self.understanding is not None,
+        }
+
+
+def new_request_id() -> str:
+    return "r_" + uuid.uuid4().hex
+
+
+def load_bundle_path(model: str | None) -> Path:
+    """A bundle folder, or the path of a BentoML model tag (``shoprank-ranker:latest`` by default)."""
+    from shoprank.ranking.bundle import MODEL_NAME
+
+    model = model or f"{MODEL_NAME}:latest"
+    if Path(model).is_dir():
+        return Path(model)
+    import bentoml
+
+    return Path(bentoml.models.get(model).path)

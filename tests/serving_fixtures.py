@@ -1,0 +1,188 @@
+"""Fixtures of the serving tests: a tiny champion packaged into a private BentoML store, live servers.
+
+``serving_env`` runs the tiny pipeline through the CLI (simulate .. select) into a
+temporary folder, then ``shoprank package`` with ``BENTOML_HOME`` in that folder, so
+the user's model store and ./data are never touched. :class:`Server` starts the
+service's ASGI app under uvicorn (or ``bentoml serve``) in a subprocess on a free port.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from shoprank.cli import app
+from shoprank.features.store import copy_repo
+from tests.conftest import ROOT
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServingEnv:
+    root: Path
+    params_file: Path
+    raw: dict
+    bentoml_home: Path
+    bundle: Path
+    tag: str
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPRANK_", "PROMETHEUS_MULTIPROC"))}
+        env.update(
+            {
+                "SHOPRANK_PARAMS": str(self.params_file),
+                "BENTOML_HOME": str(self.bentoml_home),
+                "BENTOML_DO_NOT_TRACK": "True",
+                "SHOPRANK_MODEL": str(self.bundle),
+                "OMP_NUM_THREADS": "1",
+                "MKL_NUM_THREADS": "1",
+                "TOKENIZERS_PARALLELISM": "false",
+                "SHOPRANK_NO_PROGRESS": "1",
+                "PYTHONPATH": str(ROOT),
+            }
+        )
+        env.update(extra)
+        return env
+
+    @property
+    def feedback_dir(self) -> Path:
+        return Path(self.raw["paths"]["feedback"])
+
+    def params_variant(self, name: str, **features: str) -> Path:
+        """A copy of the params file with ``features`` settings replaced (e.g. an unreachable store)."""
+        raw = yaml.safe_load(self.params_file.read_text())
+        raw["features"].update(features)
+        path = self.root / f"params-{name}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+
+@dataclass
+class Server:
+    env: dict[str, str]
+    cwd: Path
+    bentoml: bool = False
+    log_dir: Path | None = None  # default: cwd
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 180.0) -> Server:
+        self.port = free_port()
+        if self.bentoml:
+            cmd = [str(VENV_BIN / "bentoml"), "serve", "serving.service:ShopRank", "--port", str(self.port)]
+            cmd += ["--host", "127.0.0.1"]
+        else:
+            cmd = [sys.executable, "-m", "uvicorn", "--factory", "shoprank.ranking.http:app_from_env"]
+            cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+        self.log_path = (self.log_dir or self.cwd) / f"server-{self.port}.log"
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the subprocess owns it
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                r = httpx.get(self.url + "/ready", timeout=2)
+                if r.status_code == 200 and r.json().get("ready"):
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path else ""
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: a crash, no shutdown hooks."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def post(self, path: str, body=None, **kw) -> httpx.Response:
+        return httpx.post(self.url + path, json=body, timeout=30, **kw)
+
+    def get(self, path: str, **kw) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=30, **kw)
+
+
+@pytest.fixture(scope="session")
+def serving_env(tmp_path_factory) -> ServingEnv:
+    """The tiny pipeline (simulate .. select) through the CLI, then `shoprank package` into a tmp store."""
+    tmp = tmp_path_factory.mktemp("serving")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["paths"] = {k: str(tmp / v) for k, v in raw["paths"].items()}
+    raw["simulate"]["profile"] = "tiny"
+    raw["text"]["cache_dir"] = str(tmp / "cache")
+    raw["features"]["repo"] = str(copy_repo(ROOT / "features", tmp))
+    raw["train"].update({"max_epochs": 2, "batch_size": 512, "mlp": [32], "d": 16})
+    raw["train"]["candidates"] = ["bert_ctr"]  # the production champion kind, and quick to train
+    raw["lightgbm"]["rounds"] = 30
+    params_file = tmp / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    runner = CliRunner()
+    for step in ("simulate", "validate", "features", "materialize", "training-set", "train", "evaluate"):
+        result = runner.invoke(app, [step, "--params", str(params_file)])
+        assert result.exit_code == 0, f"{step} failed:\n{result.output}"
+    result = runner.invoke(app, ["select", "--params", str(params_file)])
+    assert result.exit_code == 0 and "promoted" in result.output, result.output
+    home = tmp / "bentoml"
+    env = ServingEnv(tmp, params_file, raw, home, Path(), "")
+    done = subprocess.run(
+        [str(VENV_BIN / "shoprank"), "package", "--params", str(params_file)],
+        env=env.env(),
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "packaged" in done.stdout, done.stdout
+    tag = done.stdout.split(" as ")[1].split()[0]
+    env.tag = tag
+    name, version = tag.split(":")
+    env.bundle = home / "models" / name / version
+    assert (env.bundle / "manifest.json").is_file()
+    return env
+
+
+@pytest.fixture(scope="session")
+def live_server(serving_env):
+    """The service (uvicorn, auth off) on the packaged tiny champion."""
+    server = Server(serving_env.env(), serving_env.root).start()
+    yield server
+    server.stop()
