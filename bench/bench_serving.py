@@ -8,7 +8,7 @@ Prints p50 / p99 latency and requests per second. Baseline, same run, in-process
 naive ranker that embeds the query and every candidate with a full BERT pass per
 request, then scores (what the cached item embeddings and the online store avoid).
 Targets on 2 cores: rank of 100 candidates p99 < 20 ms with 1 client, >= 150 req/s with 8.
-Run: `python -m bench.bench_serving [--seconds 10] [--model TAG_OR_DIR] [--workers 1]`.
+Run: `python -m bench.bench_serving [--seconds 10] [--model TAG_OR_DIR] [--workers 2]`.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="load per scenario")
     ap.add_argument("--model", default=os.environ.get("SHOPRANK_MODEL"), help="bundle folder or BentoML tag")
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
-    ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    ap.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (one per core)")
     ap.add_argument("--baseline-requests", type=int, default=8)
     args = ap.parse_args()
     print(f"hardware: {describe()}", flush=True)

@@ -26,7 +26,7 @@ app = create_app()  # the ranker is attached when the service instance starts
 
 @bentoml.service(
     name="shoprank",
-    workers=int(os.environ.get("SHOPRANK_WORKERS", "1")),
+    workers=int(os.environ.get("SHOPRANK_WORKERS", "2")),  # one per core of the 2-core target
     traffic={"timeout": 30},
     resources={"cpu": "2"},
 )

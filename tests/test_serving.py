@@ -158,9 +158,17 @@ def test_online_features_are_cached_for_their_ttl(monkeypatch):
 # ---------------------------------------------------------------- the live service
 
 
-def _served(env, request_id: str) -> pd.DataFrame:
-    log = FeedbackLog(env.feedback_dir).read()
-    return log[log["request_id"] == request_id]
+def _served(env, request_id: str, wait_s: float = 5.0) -> pd.DataFrame:
+    """The log's records of a request; `served` records are group-committed just after the response."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        log = FeedbackLog(env.feedback_dir).read()
+        got = log[log["request_id"] == request_id]
+        if (got["event"] == "served").any() or time.monotonic() > deadline:
+            time.sleep(0.2)  # one batch holds a whole response: give a straggler batch a moment
+            log = FeedbackLog(env.feedback_dir).read()
+            return log[log["request_id"] == request_id]
+        time.sleep(0.05)
 
 
 @pytest.mark.slow

@@ -3,6 +3,6 @@
 - :class:`FeedbackLog` (log.py): durable appends (the service) and reads (ingestion)
 """
 
-from shoprank.feedback.log import FeedbackLog, FeedbackRecordError
+from shoprank.feedback.log import BackgroundAppender, FeedbackLog, FeedbackRecordError
 
-__all__ = ["FeedbackLog", "FeedbackRecordError"]
+__all__ = ["BackgroundAppender", "FeedbackLog", "FeedbackRecordError"]

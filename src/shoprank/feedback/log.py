@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
+import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -115,3 +117,51 @@ class FeedbackLog:
         frame = pd.DataFrame(rows, columns=list(FIELDS))
         frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601")
         return conform(frame, FEEDBACK)
+
+
+class BackgroundAppender:
+    """Appends records to a :class:`FeedbackLog` off the request path, group-committed.
+
+    For records nobody acknowledges (the ``served`` events a response writes): a request
+    only queues them, and one thread writes everything queued since its last write with
+    one ``write`` and one ``fsync``. A crash can lose the records of the last few
+    milliseconds; acknowledged feedback (clicks, purchases) never goes through here.
+    :meth:`flush` waits until everything queued so far is on disk.
+    """
+
+    def __init__(self, feedback_log: FeedbackLog, max_batch: int = 10_000):
+        self.log = feedback_log
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[list[Mapping[str, Any]]] = queue.SimpleQueue()
+        self._pending = 0
+        self._done = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="feedback-appender", daemon=True)
+        self._thread.start()
+
+    def put(self, records: list[Mapping[str, Any]]) -> None:
+        for rec in records:  # reject a bad record in the caller, not in the writer thread
+            _record(rec, datetime.now(UTC))
+        with self._done:
+            self._pending += 1
+        self._queue.put(records)
+
+    def _run(self) -> None:
+        while True:
+            batches = [self._queue.get()]
+            while len(batches) < self.max_batch:
+                try:
+                    batches.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self.log.append([r for b in batches for r in b])
+            except Exception as exc:  # pragma: no cover - a full disk: say so, keep serving
+                log(logger, "served records not written", error=repr(exc), level=logging.ERROR)
+            with self._done:
+                self._pending -= len(batches)
+                self._done.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Block until every record queued before this call is written; False on timeout."""
+        with self._done:
+            return self._done.wait_for(lambda: self._pending == 0, timeout)

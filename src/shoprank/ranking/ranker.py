@@ -8,6 +8,7 @@ the Feast feature service's values (the columns of the point-in-time training se
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import pickle
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from shoprank.config import Params, Text
-from shoprank.feedback import FeedbackLog
+from shoprank.feedback import BackgroundAppender, FeedbackLog
 from shoprank.logs import log
 from shoprank.ranking import explain, fastpath, metrics, understand
 from shoprank.ranking.bundle import MANIFEST
@@ -140,6 +141,10 @@ class Ranker:
             self.fast = fastpath.FastScorer(self.scorer, self.features)
         self.encoder = encoder if encoder is not None else self._load_encoder(params.text)
         self.feedback = FeedbackLog(params.paths.feedback)
+        # served records are written by a background thread, one fsync per batch: a response
+        # does not wait on the disk; clicks and purchases (acknowledged) are written in-line
+        self.served_log = BackgroundAppender(self.feedback)
+        atexit.register(self.served_log.flush, 5.0)  # a normal shutdown writes what is queued
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
         self._served: OrderedDict[str, dict[str, tuple[int, float, str, str | None]]] = OrderedDict()
         self._lock = threading.Lock()
@@ -373,7 +378,7 @@ class Ranker:
             for i, (r, s) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True))
         ]
         if records:
-            self.feedback.append(records)
+            self.served_log.put(records)
         with self._lock:
             self._served[request_id] = {
                 rec["item_id"]: (rec["position"], rec["score"], query, user_id) for rec in records
