@@ -23,8 +23,7 @@ import yaml
 from typer.testing import CliRunner
 
 from shoprank.cli import app
-from shoprank.features.store import copy_repo
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_raw_params
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -144,14 +143,8 @@ class Server:
 def serving_env(tmp_path_factory) -> ServingEnv:
     """The tiny pipeline (simulate .. select) through the CLI, then `shoprank package` into a tmp store."""
     tmp = tmp_path_factory.mktemp("serving")
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["paths"] = {k: str(tmp / v) for k, v in raw["paths"].items()}
-    raw["simulate"]["profile"] = "tiny"
-    raw["text"]["cache_dir"] = str(tmp / "cache")
-    raw["features"]["repo"] = str(copy_repo(ROOT / "features", tmp))
-    raw["train"].update({"max_epochs": 2, "batch_size": 512, "mlp": [32], "d": 16})
+    raw = tiny_raw_params(tmp)
     raw["train"]["candidates"] = ["bert_ctr"]  # the production champion kind, and quick to train
-    raw["lightgbm"]["rounds"] = 30
     params_file = tmp / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw))
     runner = CliRunner()

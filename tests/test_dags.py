@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_raw_params
 
 DAGS = ROOT / "dags"
 BIN = Path(sys.executable).parent
@@ -152,16 +152,10 @@ def make_project(tmp: Path, min_new_impressions: int = 1000) -> Path:
 
     home = tmp / "project"
     home.mkdir()
-    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    if "package" not in dvc["stages"]:  # until dvc.yaml has it (test_training_tasks_... says so)
-        dvc["stages"]["package"] = {"cmd": "shoprank package", "deps": ["models/champion.json"]}
-    (home / "dvc.yaml").write_text(yaml.safe_dump(dvc, sort_keys=False))
+    shutil.copy(ROOT / "dvc.yaml", home / "dvc.yaml")
     shutil.copytree(ROOT / "src", home / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     copy_repo(ROOT / "features", home)
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["simulate"]["profile"] = "tiny"
-    raw["train"].update({"max_epochs": 2, "batch_size": 512, "mlp": [32], "d": 16})
-    raw["lightgbm"]["rounds"] = 50
+    raw = tiny_raw_params()
     raw["feedback"]["min_new_impressions"] = min_new_impressions
     (home / "params.yaml").write_text(yaml.safe_dump(raw))
     (home / raw["paths"]["feedback"] / "log").mkdir(parents=True)

@@ -14,7 +14,7 @@ import yaml
 from typer.main import get_command
 
 from shoprank.cli import app
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_raw_params
 
 DVC = str(Path(sys.executable).with_name("dvc"))
 
@@ -75,10 +75,7 @@ def _repo_copy(tmp: Path) -> Path:
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / rel)
     (repo / "data/feedback/log").mkdir(parents=True, exist_ok=True)
-    raw = yaml.safe_load((repo / "params.yaml").read_text())
-    raw["simulate"]["profile"] = "tiny"
-    raw["train"].update({"max_epochs": 1, "batch_size": 512, "mlp": [32], "d": 16})
-    raw["lightgbm"]["rounds"] = 30
+    raw = tiny_raw_params()
     raw["text"]["cache_dir"] = str(tmp / "cache")
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
@@ -115,7 +112,7 @@ def test_dvc_repro_runs_once_then_only_what_a_param_change_touches(tmp_path):
 
     # a LightGBM knob: only its training stage is out of date (evaluate and select follow once it runs)
     text = (repo / "params.yaml").read_text()
-    (repo / "params.yaml").write_text(text.replace("rounds: 30", "rounds: 31"))
+    (repo / "params.yaml").write_text(text.replace("rounds: 50", "rounds: 51"))
     status = _dvc(repo, "status")
     stale = {line.rstrip(":") for line in status.splitlines() if line and not line[0].isspace()}
     assert stale == {"train@lightgbm"}

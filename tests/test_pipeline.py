@@ -9,8 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from shoprank.cli import app
-from shoprank.features.store import copy_repo
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_raw_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 runner = CliRunner()
@@ -19,14 +18,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def params_file(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipeline")
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["paths"] = {k: str(tmp / v) for k, v in raw["paths"].items()}
-    raw["simulate"]["profile"] = "tiny"
-    raw["text"]["cache_dir"] = str(tmp / "cache")
-    # the Feast repo reads its tables from ../data/features: a copy beside tmp/data keeps ./data clean
-    raw["features"]["repo"] = str(copy_repo(ROOT / "features", tmp))
-    raw["train"].update({"max_epochs": 2, "batch_size": 512, "mlp": [32], "d": 16})
-    raw["lightgbm"]["rounds"] = 50
+    raw = tiny_raw_params(tmp)
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path, raw
