@@ -157,17 +157,6 @@ def read_frame(path: Path | str, vectors: tuple[str, ...] = VECTOR_COLUMNS) -> F
     return Frame(df, vec)
 
 
-def from_pandas(df: pd.DataFrame, vectors: tuple[str, ...] = VECTOR_COLUMNS) -> Frame:
-    """Same as :func:`read_frame` for a frame already in memory (e.g. online features)."""
-    vec = {}
-    for name in vectors:
-        if name in df:
-            vec[name] = dense(
-                pa.array(df[name].map(lambda v: None if v is None else list(v)), type=pa.list_(pa.float32()))
-            )
-    return Frame(df.drop(columns=list(vec)).reset_index(drop=True), vec)
-
-
 def time_split(df: pd.DataFrame, val_share: float, test_share: float) -> dict[str, np.ndarray]:
     """Row indices of train / val / test by request time: the future is never trained on.
 
