@@ -146,8 +146,11 @@ def test_training_edges_follow_the_dvc_graph(dagbag):
 # --- end to end with `airflow dags test` ---------------------------------------------------------
 
 
-def make_project(tmp: Path, min_new_impressions: int = 1000) -> Path:
-    """A private copy of the project (dvc.yaml, src, Feast repo, tiny params.yaml) initialised for DVC."""
+def make_project(tmp: Path, min_new_impressions: int = 1000, params: dict | None = None) -> Path:
+    """A private copy of the project (dvc.yaml, src, Feast repo, tiny params.yaml) initialised for DVC.
+
+    ``params``: settings to replace, by section (``{"features": {"online_store": "redis"}}``).
+    """
     from shoprank.features.store import copy_repo
 
     home = tmp / "project"
@@ -157,6 +160,8 @@ def make_project(tmp: Path, min_new_impressions: int = 1000) -> Path:
     copy_repo(ROOT / "features", home)
     raw = tiny_raw_params()
     raw["feedback"]["min_new_impressions"] = min_new_impressions
+    for section, values in (params or {}).items():
+        raw[section].update(values)
     (home / "params.yaml").write_text(yaml.safe_dump(raw))
     (home / raw["paths"]["feedback"] / "log").mkdir(parents=True)
     subprocess.run([str(BIN / "dvc"), "init", "--no-scm", "--quiet"], cwd=home, check=True)
