@@ -19,7 +19,7 @@ import bentoml
 from shoprank.config import load_params
 from shoprank.ranking.bundle import MODEL_NAME
 from shoprank.ranking.http import create_app
-from shoprank.ranking.ranker import Ranker
+from shoprank.ranking.ranker import Ranker, freeze_heap
 
 app = create_app()  # the ranker is attached when the service instance starts
 
@@ -37,6 +37,7 @@ class ShopRank:
     def __init__(self) -> None:
         self.ranker = Ranker(self.model.path, load_params())
         app.state.service.ranker = self.ranker
+        freeze_heap()
 
     def __is_ready__(self) -> bool:
         return self.ranker is not None

@@ -88,6 +88,8 @@ def _repo_copy(tmp: Path) -> Path:
 def _dvc(repo: Path, *args: str) -> str:
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
     env = {**os.environ, "PATH": path, "SHOPRANK_NO_PROGRESS": "1"}
+    env["BENTOML_HOME"] = str(repo.parent / "bentoml")  # the package stage: never the user's model store
+    env["BENTOML_DO_NOT_TRACK"] = "True"
     env.pop("SHOPRANK_PARAMS", None)
     out = subprocess.run([DVC, *args], cwd=repo, env=env, capture_output=True, text=True)
     assert out.returncode == 0, f"dvc {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"

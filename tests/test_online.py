@@ -8,6 +8,7 @@ get_online_features read the same keys and must agree cell by cell and dtype by 
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import zlib
 
 import numpy as np
@@ -90,6 +91,16 @@ def test_reader_equals_feast_on_sqlite(tiny_online):
             by_columns, online_features(open_store(settings), SERVICE, rows)[by_columns.columns]
         )
         assert_same_frame(reader.read(rows[:1]), online_features(open_store(settings), SERVICE, rows[:1]))
+
+
+def test_reader_connection_is_read_only_with_a_page_cache_for_a_whole_request(tiny_online):
+    from shoprank.features.online import PAGE_CACHE_MIB
+
+    with OnlineReader(tiny_online["settings"], SERVICE) as reader:
+        conn = reader._conn
+        assert conn.execute("PRAGMA cache_size").fetchone()[0] == -PAGE_CACHE_MIB * 1024
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            conn.execute("CREATE TABLE t (x)")
 
 
 def test_text_free_service_and_column_order(tiny_online):

@@ -92,6 +92,28 @@ def test_explanations_name_the_features_that_drove_the_score():
     assert why[1] == []  # nothing drove the second item's score
 
 
+def test_loaded_service_takes_its_heap_out_of_the_collectors_view():
+    import gc
+
+    from shoprank.ranking.http import ServiceState
+    from shoprank.ranking.settings import ServeSettings
+
+    class Model:  # stands in for a loaded ranker: a heap full of container objects
+        def __init__(self):
+            self.table = [{"item": i} for i in range(50_000)]
+
+    state = ServiceState(Model, ServeSettings(), None)
+    gc.unfreeze()
+    try:
+        state.load()
+        assert state.error is None and gc.get_freeze_count() >= 50_000  # the model's objects included
+        frozen = gc.get_freeze_count()
+        gc.collect()  # full collections leave the frozen heap alone
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
 def test_serve_settings_read_the_environment():
     s = ServeSettings.from_env({"SHOPRANK_SERVE_EXPLORE_SHARE": "0.25", "SHOPRANK_SERVE_MAX_K": "7"})
     assert s.explore_share == 0.25 and s.max_k == 7 and s.diversity == ServeSettings().diversity
@@ -252,6 +274,10 @@ def test_rank_scores_and_orders_the_candidates(live_server, serving_env):
     small = {x["item_id"]: x["score"] for x in again.json()["results"]}
     full = {x["item_id"]: x["score"] for x in body["results"]}
     assert all(small[i] == pytest.approx(full[i], abs=1e-5) for i in small)  # a score is per item
+    # the first request of a query pays for a BERT pass (timed as "encode"); later ones reuse it
+    new = {"query": "waterproof trail tent 7391", "item_ids": items[:5]}
+    first, second = (live_server.post("/rank", new).json()["timings_ms"] for _ in range(2))
+    assert "encode" in first and "encode" not in second
     feed = live_server.post("/rank", {"item_ids": items[:3], "explain": True}).json()  # no query: a feed
     assert len(feed["results"]) == 3 and "reasons" in feed["results"][0]
 

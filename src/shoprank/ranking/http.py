@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from shoprank.logs import log
 from shoprank.ranking import metrics
-from shoprank.ranking.ranker import BadRequest, Ranker
+from shoprank.ranking.ranker import BadRequest, Ranker, freeze_heap
 from shoprank.ranking.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class ServiceState:
             return
         try:
             self.ranker = self.loader()
+            freeze_heap()
         except Exception as exc:  # readiness reports it; health stays up so it can be seen
             self.error = f"{type(exc).__name__}: {exc}"[:500]
             log(logger, "model failed to load", error=self.error, level=logging.ERROR)
