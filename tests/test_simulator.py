@@ -48,6 +48,39 @@ def test_same_seed_same_output_other_seed_differs(params, tiny_sim):
     assert not other.tables["impressions"]["item_id"].equals(tiny_sim.tables["impressions"]["item_id"])
 
 
+def test_attractiveness_is_the_sigmoid_of_the_named_utility_terms(params, monkeypatch):
+    from shoprank.data.simulator import clicks
+
+    captured = []
+    real = clicks.utility_terms
+
+    def capture(*args, **kwargs):
+        terms = real(*args, **kwargs)
+        captured.append(terms)
+        return terms
+
+    monkeypatch.setattr(clicks, "utility_terms", capture)
+    c = params.simulate.clicks.model_copy(update={"noise": 0.0})  # no noise: the terms are everything
+    sim = simulate(params.simulate.model_copy(update={"clicks": c}), "tiny")
+    assert set(captured[0]) == {
+        "intent",
+        "match",
+        "attribute",
+        "affinity",
+        "brand",
+        "price",
+        "quality",
+        "novelty",
+    }
+    utility = c.base_utility + sum(
+        np.concatenate([np.broadcast_to(t[k], t["match"].shape) for t in captured]).ravel()
+        for k in captured[0]
+    )
+    expected = 1 / (1 + np.exp(-utility))
+    np.testing.assert_allclose(sim.truth["candidates"]["attractiveness"].to_numpy(), expected, rtol=1e-12)
+    assert captured[0]["quality"].std() > 0.1 and captured[0]["match"].max() > 0  # real terms, not zeros
+
+
 def test_clicks_fall_with_position(small_sim):
     ctr = small_sim.tables["impressions"].groupby("position")["clicked"].mean().to_numpy()
     assert ctr[0] > ctr[4] > ctr[-1]

@@ -41,7 +41,32 @@ def attractiveness(
     c: Clicks,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """(len(rows), n_candidates) true P(click | examined) of each candidate item."""
+    """(len(rows), n_candidates) true P(click | examined) of each candidate item.
+
+    sigmoid(base utility + the :func:`utility_terms` + N(0, ``c.noise``) per candidate).
+    """
+    utility: np.ndarray | float = c.base_utility
+    for term in utility_terms(items, users, req, rows, cand, days, c).values():
+        utility = utility + term  # left to right, as the terms are listed
+    utility = utility + c.noise * rng.normal(size=cand.shape)
+    return 1.0 / (1.0 + np.exp(-utility))
+
+
+def utility_terms(
+    items: Items,
+    users: Users,
+    req: Requests,
+    rows: np.ndarray,
+    cand: np.ndarray,
+    days: int,
+    c: Clicks,
+) -> dict[str, np.ndarray]:
+    """The named parts of each candidate's utility, each (len(rows), n_candidates).
+
+    What a click model could learn, term by term (bench/bench_attainable.py measures how
+    much of each the models capture): intent, match, attribute, affinity, brand, price,
+    quality, novelty. Only the noise is left out.
+    """
     col = lambda a: a[rows][:, None]  # noqa: E731 - per-request value against (r, C) candidates
     n_tops = users.top_pref_start.shape[1]
     top_pref, brand_aff, price_sens = users.at(req.user[rows], req.day[rows] / days, c.drift)
@@ -94,19 +119,16 @@ def attractiveness(
     fresh = (col(req.day) - items.created_day[cand]) < FRESH_DAYS
     novelty = c.w_novelty * users.novelty[req.user[rows]][:, None] * fresh
 
-    utility = (
-        c.base_utility
-        + _by_intent(INTENT_BASE, intent)
-        + match
-        + attribute
-        + affinity
-        + brand
-        + price
-        + quality
-        + novelty
-        + c.noise * rng.normal(size=cand.shape)
-    )
-    return 1.0 / (1.0 + np.exp(-utility))
+    return {
+        "intent": np.broadcast_to(_by_intent(INTENT_BASE, intent), cand.shape),
+        "match": match,
+        "attribute": attribute,
+        "affinity": affinity,
+        "brand": brand,
+        "price": price,
+        "quality": quality,
+        "novelty": novelty,
+    }
 
 
 def purchase_probability(

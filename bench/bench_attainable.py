@@ -1,0 +1,147 @@
+"""How much of the oracle's uplift any model could capture from the data: the quality targets' ceiling.
+
+Issue 5 asks the champion for 80% of the oracle's uplift in expected top-10 clicks over
+the legacy ranking, and an AUC of 0.97 of the Bayes-optimal AUC. The oracle ranks by the
+simulator's true attractiveness. This benchmark asks what a model that knew the
+simulator's utility term by term (``shoprank.data.simulator.clicks.utility_terms``)
+would score, on the same test requests and candidates as ``shoprank evaluate``:
+
+- ``noise-free``: every term exactly, only the per-(request, item) noise unknown;
+- ``quality from history``: every term exactly but the item's latent quality, which it
+  estimates from the item's own history features (CTR, position-debiased CTR and
+  impressions per window, age, price; a least-squares fit on the test candidates
+  themselves, so an optimistic estimate);
+- ``quality unknown``: every term but quality exactly, quality not at all.
+
+Expected clicks are scored exactly as evaluation scores them
+(:func:`shoprank.evaluation.oracle.expected_clicks`); the AUCs are on the logged test
+impressions with the true examination curve. The trained candidates' figures come from
+``metrics/evaluate.json`` for comparison. Needs the default pipeline's outputs (raw data
+with ground truth, the training set, the feature store): run ``dvc repro`` first.
+
+Run: ``python -m bench.bench_attainable`` (about 3 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.hardware import describe
+from shoprank.config import load_params
+from shoprank.data.simulator import clicks
+from shoprank.data.simulator.run import simulate
+from shoprank.evaluation import metrics as M
+from shoprank.evaluation.oracle import expected_clicks
+from shoprank.evaluation.step import candidate_frame, load_truth
+from shoprank.training.data import time_split
+from shoprank.training.train import training_set_path
+
+ROOT = Path(__file__).resolve().parents[1]
+HISTORY = ("item_ctr_", "item_coec_", "item_impressions_", "item_age_days", "item_is_new", "log_price")
+
+
+def simulated_terms(params) -> pd.DataFrame:
+    """The utility terms of every (request, candidate) of the pipeline's own simulation."""
+    captured: list[dict[str, np.ndarray]] = []
+    real = clicks.utility_terms
+
+    def capture(*args, **kwargs):
+        terms = real(*args, **kwargs)
+        captured.append({k: np.asarray(v, np.float64).ravel() for k, v in terms.items()})
+        return terms
+
+    clicks.utility_terms = capture
+    try:
+        sim = simulate(params.simulate)
+    finally:
+        clicks.utility_terms = real
+    cand = sim.truth["candidates"][["request_id", "item_id", "attractiveness"]].copy()
+    for name in captured[0]:
+        cand[name] = np.concatenate([c[name] for c in captured])
+    return cand
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def main() -> None:
+    params = load_params(ROOT / "params.yaml")
+    print(f"hardware: {describe()}", flush=True)
+    t0 = time.perf_counter()
+    frame = pd.read_parquet(
+        training_set_path(params),
+        columns=["request_id", "item_id", "event_timestamp", "user_id", "query", "position", "clicked"],
+    )
+    split = time_split(frame, params.train.val_share, params.train.test_share)
+    test = frame.iloc[split["test"]].reset_index(drop=True)
+    truth = load_truth(params.paths.truth, test)
+    if truth is None:
+        sys.exit("no ground truth: this benchmark needs simulated data (run `dvc repro`)")
+    terms = simulated_terms(params)
+    cand = truth.candidates.merge(terms, on=["request_id", "item_id"], suffixes=("", "_sim"), how="left")
+    if not np.array_equal(cand["attractiveness"].to_numpy(), cand["attractiveness_sim"].to_numpy()):
+        sys.exit("the simulation differs from the pipeline's raw data: params.yaml changed since `dvc repro`")
+    names = [c for c in terms.columns if c not in ("request_id", "item_id", "attractiveness")]
+    features = candidate_frame(params, test, truth).df
+    hist = [c for c in features.columns if c.startswith(HISTORY) and features[c].dtype.kind in "fiub"]
+    x = features[hist].astype("float64").fillna(0.0).to_numpy()
+    x = np.column_stack([(x - x.mean(0)) / (x.std(0) + 1e-9), np.ones(len(x))])
+    coef, *_ = np.linalg.lstsq(x, cand["quality"].to_numpy(), rcond=None)
+    quality_hat = x @ coef
+    r2 = 1 - np.var(cand["quality"].to_numpy() - quality_hat) / np.var(cand["quality"].to_numpy())
+
+    c = params.simulate.clicks
+    known = c.base_utility + cand[names].sum(axis=1).to_numpy()
+    rankers = {
+        "legacy ranking": cand["legacy_score"].to_numpy(),
+        "oracle (true attractiveness)": cand["attractiveness"].to_numpy(),
+        "noise-free (every term)": known,
+        "quality from history": known - cand["quality"].to_numpy() + quality_hat,
+        "quality unknown": known - cand["quality"].to_numpy(),
+    }
+    clicks_at = {k: expected_clicks(cand, v, truth.examination) for k, v in rankers.items()}
+    legacy, oracle = clicks_at["legacy ranking"], clicks_at["oracle (true attractiveness)"]
+
+    # AUC of P(click) = examination(position) * sigmoid(utility) on the logged test impressions
+    logged = test.merge(
+        cand[["request_id", "item_id"]].assign(row=np.arange(len(cand))), on=["request_id", "item_id"]
+    )
+    exam = truth.examination[logged["position"].to_numpy() - 1]
+    y, rows = logged["clicked"].to_numpy(), logged["row"].to_numpy()
+    bayes = M.auc(y, exam * cand["attractiveness"].to_numpy()[rows])
+    aucs = {k: M.auc(y, exam * sigmoid(v[rows])) for k, v in list(rankers.items())[2:]}  # the logits
+
+    print(
+        f"test split: {len(test):,} impressions, {cand['request_id'].nunique():,} requests, "
+        f"{len(cand):,} candidates"
+    )
+    print(
+        f"item quality from the item's history features: R^2 {r2:.3f} (least squares on the test candidates)"
+    )
+    print(f"{'ranking':32s} {'top-10 clicks':>13s} {'uplift share':>12s} {'AUC':>7s} {'AUC/Bayes':>9s}")
+    for k, v in clicks_at.items():
+        share = (v - legacy) / (oracle - legacy)
+        auc = aucs.get(k)
+        tail = f"{auc:7.4f} {auc / bayes:9.4f}" if auc is not None else f"{'':7s} {'':9s}"
+        print(f"{k:32s} {v:13.3f} {share:12.3f} {tail}")
+    print(f"{'Bayes-optimal (true p_click)':32s} {'':13s} {'':12s} {bayes:7.4f} {1.0:9.4f}")
+    print("targets: uplift share >= 0.80, AUC/Bayes >= 0.97")
+    report = ROOT / "metrics" / "evaluate.json"
+    if report.is_file():
+        for name, m in json.loads(report.read_text())["candidates"].items():
+            print(
+                f"{name + ' (metrics/evaluate.json)':32s} {m.get('expected_clicks@10', float('nan')):13.3f} "
+                f"{m['oracle_uplift_share']:12.3f} {m['auc']:7.4f} {m['auc_over_oracle']:9.4f}"
+            )
+    print(f"({time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
