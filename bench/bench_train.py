@@ -1,9 +1,10 @@
 """Training throughput (impressions/s) of BERT-CTR, with the no-text network as baseline.
 
 Frozen mode reads cached 384-d embeddings; finetune mode runs the text encoder in the
-loop (the real MiniLM with --real, else a tiny BERT) on a small slice. Inputs are
-synthetic with the shapes of the default profile's training set (a clean measure of
-the model, not of feature I/O). Run: `python -m bench.bench_train [--rows N] [--real]`.
+loop, end to end, on a slice the size of a few tiny-profile batches: the tiny test BERT
+(2 layers, 32 wide) and the real MiniLM (6 layers, 384 wide). Inputs are synthetic with
+the shapes of the default profile's training set (a clean measure of the model, not of
+feature I/O). Run: `python -m bench.bench_train [--rows N] [--finetune-rows N]`.
 """
 
 from __future__ import annotations
@@ -56,25 +57,41 @@ def synthetic(
     return Frame(df, vectors), ids, table
 
 
-def measure(frame: Frame, ids, table, use_text: bool, settings, repeats: int) -> float:
+def measure(frame: Frame, ids, table, use_text: bool, settings, repeats: int, encoder=None) -> float:
     train = frame.take(np.arange(int(len(frame) * 0.9)))
     val = frame.take(np.arange(int(len(frame) * 0.9), len(frame)))
     spec = feature_spec(list(frame.df.columns))
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fit_neural(train, val, spec, ids, table, settings, 20, use_text=use_text)
+        fit_neural(train, val, spec, ids, table, settings, 20, use_text=use_text, encoder=encoder)
         rates.append(len(train) * settings.max_epochs / (time.perf_counter() - start))
     return statistics.median(rates)
 
 
-def run(rows: int = 200_000, repeats: int = 3) -> dict:
-    settings = load_params().train.model_copy(update={"max_epochs": 1, "patience": 5})
+def finetune(rows: int, encoder, settings) -> float:
+    """Impressions/s of one end-to-end epoch (the encoder trained too) over ``rows`` impressions."""
+    frame, ids, table = synthetic(rows, items=400, dim=encoder.dim)
+    frame.df["item_text"] = "trail running shoe " + frame.df["item_id"].astype(str) + ", light and waterproof"
+    tuned = settings.model_copy(update={"mode": "finetune", "batch_size": 32})
+    return measure(frame, ids, table, True, tuned, 1, encoder=encoder)
+
+
+def run(rows: int = 200_000, repeats: int = 3, finetune_rows: int = 1024) -> dict:
+    from shoprank.text import TextEncoder, load_encoder
+
+    params = load_params()
+    settings = params.train.model_copy(update={"max_epochs": 1, "patience": 5})
     frame, ids, table = synthetic(rows)
     base = measure(frame, ids, table, False, settings, repeats)
     bert = measure(frame, ids, table, True, settings, repeats)
+    tiny = finetune(finetune_rows * 8, TextEncoder.tiny(), settings)
+    real = finetune(finetune_rows, load_encoder(params.text, device="cpu"), settings)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return {
+        "finetune_rows": finetune_rows,
+        "finetune_tiny_per_s": round(tiny),
+        "finetune_minilm_per_s": round(real, 1),
         "hardware": describe(),
         "rows": rows,
         "no_text_per_s": round(base),
@@ -88,8 +105,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--finetune-rows", type=int, default=1024, help="impressions of the MiniLM finetune epoch"
+    )
     args = ap.parse_args()
-    out = run(args.rows, args.repeats)
+    out = run(args.rows, args.repeats, args.finetune_rows)
     print(
         f"training throughput on {out['hardware']}: {out['rows']:,} synthetic impressions, 1 epoch, "
         f"median of {args.repeats}"
@@ -98,6 +118,14 @@ def main() -> None:
     print(
         f"  BERT-CTR, frozen text:      {out['bert_ctr_frozen_per_s']:>8,d} impressions/s "
         f"({out['ratio']}x baseline)"
+    )
+    print(
+        f"  BERT-CTR, finetune (tiny BERT, {8 * out['finetune_rows']:,} impressions): "
+        f"{out['finetune_tiny_per_s']:>8,d} impressions/s"
+    )
+    print(
+        f"  BERT-CTR, finetune (MiniLM, {out['finetune_rows']:,} impressions):    "
+        f"{out['finetune_minilm_per_s']:>8,.1f} impressions/s (GPU work on CPU)"
     )
     print(f"  peak RSS {out['peak_rss_gib']} GiB")
 
