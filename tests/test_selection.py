@@ -87,6 +87,26 @@ def test_beyond_margin_promoted_and_previous_kept(models, tmp_path):
     assert (models / "champions/v0002/b.ckpt").read_bytes() == b"b"
 
 
+def test_a_champion_whose_artifact_is_gone_is_replaced_not_kept(models, tmp_path):
+    """A fresh clone has models/champion.json (git) but not the artifact (DVC): serve a new one."""
+    run_promote(models, make_artifact(tmp_path / "t1", "a.ckpt", b"a"), auc=0.80)
+    record = (models / "champion.json").read_text()
+    clone = tmp_path / "clone" / "models"
+    clone.mkdir(parents=True)
+    (clone / "champion.json").write_text(record)  # the record without models/champions/
+    worse = run_promote(clone, make_artifact(tmp_path / "t2", "b.ckpt", b"b"), auc=0.70)
+    assert worse.promoted and "v0001 could not serve" in worse.reason and "missing" in worse.reason
+    rec = json.loads((clone / "champion.json").read_text())
+    assert rec["version"] == "v0002" and rec["previous_version"] is None  # no reuse of v0001
+    assert (clone / rec["artifact"]).read_bytes() == b"b"
+    # a champion artifact that no longer matches its record is not kept either
+    (clone / rec["artifact"]).write_bytes(b"tampered")
+    again = run_promote(clone, make_artifact(tmp_path / "t3", "c.ckpt", b"c"), auc=0.60)
+    assert again.promoted and "does not match" in again.reason and again.record["version"] == "v0003"
+    # a healthy champion still defends itself by its metric
+    assert not run_promote(clone, make_artifact(tmp_path / "t4", "d.ckpt", b"d"), auc=0.50).promoted
+
+
 def test_lower_is_better_metric(models, tmp_path):
     kw = {"higher_is_better": False}
     art = make_artifact(tmp_path / "t", "a.ckpt", b"a")

@@ -118,15 +118,18 @@ def promote(
     value = float(metrics.get(metric, math.nan))
     if not math.isfinite(value):
         return PromotionResult(False, f"challenger has no finite {metric!r}", current)
+    unusable = ""
     if current is not None:
-        refusal = _compare(current, metric, value, margin, higher_is_better)
-        if refusal:
-            return PromotionResult(False, refusal, current)
+        unusable = _unusable(models_dir, current)
+        if not unusable:  # a champion that cannot be served is not defended by its metrics
+            refusal = _compare(current, metric, value, margin, higher_is_better)
+            if refusal:
+                return PromotionResult(False, refusal, current)
     problem, digest = _check_artifact(artifact_path)
     if problem:
         return PromotionResult(False, problem, current)
 
-    version = _next_version(models_dir)
+    version = _next_version(models_dir, current)
     record = {
         "version": version,
         "candidate": candidate_name,
@@ -136,7 +139,7 @@ def promote(
         "sha256": digest,
         "lineage": lineage,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "previous_version": current["version"] if current else None,
+        "previous_version": current["version"] if current and not unusable else None,
     }
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     (models_dir / CHAMPIONS).mkdir(parents=True, exist_ok=True)
@@ -156,7 +159,22 @@ def promote(
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already unless we bailed out
     _atomic_write(models_dir / CHAMPION, text)
-    return PromotionResult(True, f"promoted {candidate_name} as {version}", record)
+    why = f" (champion {current['version']} could not serve: {unusable})" if unusable and current else ""
+    return PromotionResult(True, f"promoted {candidate_name} as {version}{why}", record)
+
+
+def _unusable(models_dir: Path, champion: dict[str, Any]) -> str:
+    """Why the champion's own artifact cannot be served ('' when it can).
+
+    The record (models/champion.json) is in git, the artifact in DVC's cache: a clone
+    that has the record but not the artifact must not keep a champion it cannot load.
+    """
+    artifact = models_dir / champion.get("artifact", "")
+    if not artifact.is_file():
+        return f"its artifact {artifact} is missing"
+    if sha256_of(artifact) != champion.get("sha256"):
+        return f"its artifact {artifact} does not match the recorded sha256"
+    return ""
 
 
 def rollback(models_dir: Path) -> dict[str, Any]:
@@ -206,10 +224,11 @@ def _check_artifact(path: Path) -> tuple[str, str]:
     return "", digest
 
 
-def _next_version(models_dir: Path) -> str:
-    """v0001, v0002, ...: one past the highest version on disk, so numbers never repeat."""
+def _next_version(models_dir: Path, current: dict[str, Any] | None = None) -> str:
+    """v0001, v0002, ...: one past the highest version on disk or in the current record."""
     folder = models_dir / CHAMPIONS
-    numbers = [int(m.group(1)) for p in folder.glob("v*") if (m := VERSION.match(p.name))]
+    names = [p.name for p in folder.glob("v*")] + ([str(current.get("version", ""))] if current else [])
+    numbers = [int(m.group(1)) for name in names if (m := VERSION.match(name))]
     return f"v{max(numbers, default=0) + 1:04d}"
 
 
