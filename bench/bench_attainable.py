@@ -116,7 +116,8 @@ def main() -> None:
     exam = truth.examination[logged["position"].to_numpy() - 1]
     y, rows = logged["clicked"].to_numpy(), logged["row"].to_numpy()
     bayes = M.auc(y, exam * cand["attractiveness"].to_numpy()[rows])
-    aucs = {k: M.auc(y, exam * sigmoid(v[rows])) for k, v in list(rankers.items())[2:]}  # the logits
+    logits = ("noise-free (every term)", "quality from history", "quality unknown")
+    aucs = {k: M.auc(y, exam * sigmoid(rankers[k][rows])) for k in logits}
 
     print(
         f"test split: {len(test):,} impressions, {cand['request_id'].nunique():,} requests, "

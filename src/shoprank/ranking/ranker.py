@@ -256,11 +256,8 @@ class Ranker:
             if hit is not None:
                 self._queries.move_to_end(norm)
                 return hit
-        if timings is None:
+        with stage("encode", {} if timings is None else timings):  # responses show who paid for BERT
             vec = self.encoder.encode([norm])[0]
-        else:
-            with stage("encode", timings):  # responses show which requests paid for a BERT pass
-                vec = self.encoder.encode([norm])[0]
         with self._lock:
             self._queries[norm] = vec
             while len(self._queries) > self.settings.query_cache:
