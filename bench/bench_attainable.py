@@ -89,7 +89,7 @@ def main() -> None:
     if not np.array_equal(cand["attractiveness"].to_numpy(), cand["attractiveness_sim"].to_numpy()):
         sys.exit("the simulation differs from the pipeline's raw data: params.yaml changed since `dvc repro`")
     names = [c for c in terms.columns if c not in ("request_id", "item_id", "attractiveness")]
-    features = candidate_frame(params, test, truth).df
+    features = candidate_frame(params, test, truth.candidates).df
     hist = [c for c in features.columns if c.startswith(HISTORY) and features[c].dtype.kind in "fiub"]
     x = features[hist].astype("float64").fillna(0.0).to_numpy()
     x = np.column_stack([(x - x.mean(0)) / (x.std(0) + 1e-9), np.ones(len(x))])

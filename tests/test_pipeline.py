@@ -61,3 +61,34 @@ def test_tiny_pipeline_end_to_end(params_file):
     assert {"data_version", "params_hash", "code_version"} <= set(champion["lineage"])
     again = step("select", path)  # the same winner does not beat itself by the margin
     assert "kept the champion" in again
+
+
+def test_candidate_pool_scored_in_chunks_equals_one_pass(params_file):
+    """Evaluation scores the full candidate pool a chunk of requests at a time (memory at
+    scale); the scores must not depend on the chunking."""
+    import numpy as np
+
+    from shoprank.config import load_params
+    from shoprank.evaluation.step import candidate_scores, load_truth
+    from shoprank.models.scorers import load
+    from shoprank.training.data import read_frame, read_split
+    from shoprank.training.train import training_set_path
+
+    path, raw = params_file
+    if not (ROOT / raw["paths"]["models"] / "candidates" / "bert_ctr.pt").is_file():
+        for name in ("simulate", "validate", "features", "materialize", "training-set", "train"):
+            step(name, path)
+    params = load_params(path)
+    split, _ = read_split(training_set_path(params), params.train.val_share, params.train.test_share)
+    test = read_frame(training_set_path(params), rows=split["test"]).df
+    truth = load_truth(params.paths.truth, test)
+    scorers = {
+        n: load(ROOT / raw["paths"]["models"] / "candidates" / f"{n}.pt")[1] for n in ("bert_ctr", "lightgbm")
+    }
+    whole = candidate_scores(params, test, truth, scorers, chunk_rows=10**9)
+    chunked = candidate_scores(params, test, truth, scorers, chunk_rows=97)  # many chunks, uneven
+    n_requests = truth.candidates["request_id"].nunique()
+    assert n_requests > 3 and len(truth.candidates) > 3 * 97
+    for name in scorers:
+        assert np.isfinite(whole[name]).all()
+        np.testing.assert_allclose(chunked[name], whole[name], rtol=1e-5, atol=1e-6)

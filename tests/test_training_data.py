@@ -50,6 +50,38 @@ def test_read_frame_stores_each_vector_once_and_reads_back_the_same_values(tmp_p
     np.testing.assert_array_equal(np.asarray(part.vectors["item_embedding"]), items[10:50])
     assert part.vectors["item_embedding"].table is item.table  # a split copies codes only
 
+    rows = np.array([0, 5, 127, 128, 299, 300, 301, 640, 999])  # across batch and row-group edges
+    some = D.read_frame(tmp_path / "t.parquet", rows=rows)  # read batch by batch, only these rows kept
+    pd.testing.assert_frame_equal(some.df, frame.df.iloc[rows].reset_index(drop=True))
+    np.testing.assert_array_equal(np.asarray(some.vectors["item_embedding"]), items[rows])
+    np.testing.assert_array_equal(np.asarray(some.vectors["query_embedding"]), queries[rows])
+    assert len(D.read_frame(tmp_path / "t.parquet", rows=np.array([], np.int64)).df) == 0
+
+
+def test_read_split_matches_the_split_of_the_whole_table(tmp_path):
+    n = 600
+    rng = np.random.default_rng(1)
+    req = rng.integers(0, 120, n)
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    df = pd.DataFrame(
+        {
+            "request_id": [f"r{r}" for r in req],
+            "event_timestamp": [
+                t0 + pd.Timedelta(minutes=int(r) * 7 + int(j))
+                for r, j in zip(req, rng.integers(0, 3, n), strict=True)
+            ],
+            "query": [f"q{r % 9}" for r in req],
+            "clicked": rng.integers(0, 2, n),
+        }
+    )
+    df.to_parquet(tmp_path / "s.parquet")
+    split, keys = D.read_split(tmp_path / "s.parquet", 0.2, 0.2)
+    expected = D.time_split(df, 0.2, 0.2)
+    for part in ("train", "val", "test"):
+        np.testing.assert_array_equal(split[part], expected[part])
+    assert len(split["test"]) and len(split["val"]) and len(split["train"])
+    assert keys["query"].tolist() == df["query"].tolist()
+
 
 def test_tensor_data_gathers_vectors_per_batch():
     vecs = D.Vectors(np.array([2, 0, 1, 2]), np.array([[0, 0], [1, 1], [2, 2]], np.float32))

@@ -54,12 +54,12 @@ def evaluate_scorer(
     test: Frame,
     train_queries: set[str],
     truth: Truth | None = None,
-    candidates: Frame | None = None,
+    candidate_scores: np.ndarray | None = None,
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """(metrics, reliability curve) of one model on the test frame.
 
-    ``candidates`` holds features of every retrieved candidate of the test requests
-    (same columns as the training set, rows aligned with ``truth.candidates``).
+    ``candidate_scores`` are the model's position-free scores of every retrieved candidate
+    of the test requests, aligned with ``truth.candidates``.
     """
     df = test.df
     y = df["clicked"].to_numpy()
@@ -84,8 +84,8 @@ def evaluate_scorer(
     if truth is not None:
         out["bayes_auc"] = M.auc(y, truth.p_click)
         out["auc_over_oracle"] = out["auc"] / out["bayes_auc"]
-    if candidates is not None and truth is not None:
-        out.update(rerank_metrics(scorer, df, candidates, truth))
+    if candidate_scores is not None and truth is not None:
+        out.update(rerank_metrics(candidate_scores, df, truth))
     else:  # re-rank the logged items only (exact when the log holds every candidate)
         target = rank_within_requests(groups, rel)
         est = snips_ctr(df["position"], y, df["propensity"], target)
@@ -93,10 +93,9 @@ def evaluate_scorer(
     return {k: float(v) for k, v in out.items()}, M.reliability_curve(y, p)
 
 
-def rerank_metrics(scorer: Scorer, logged: pd.DataFrame, candidates: Frame, truth: Truth) -> dict[str, float]:
-    """Expected top-10 clicks of re-ranking every candidate, and SNIPS over the full pool."""
+def rerank_metrics(scores: np.ndarray, logged: pd.DataFrame, truth: Truth) -> dict[str, float]:
+    """Expected top-10 clicks of re-ranking every candidate by ``scores``, and SNIPS over the full pool."""
     cand = truth.candidates
-    scores = scorer.predict(candidates, with_position=False)
     model = expected_clicks(cand, scores, truth.examination, TOP_K)
     legacy = expected_clicks(cand, cand["legacy_score"].to_numpy(), truth.examination, TOP_K)
     oracle = expected_clicks(cand, cand["attractiveness"].to_numpy(), truth.examination, TOP_K)

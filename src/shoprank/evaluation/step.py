@@ -18,12 +18,13 @@ import pandas as pd
 from shoprank.config import Params
 from shoprank.evaluation.evaluate import Truth, evaluate_scorer
 from shoprank.logs import log, timed
-from shoprank.models.scorers import load
-from shoprank.training.data import VECTOR_COLUMNS, Frame, Vectors, dense, derive, read_frame, time_split
+from shoprank.models.scorers import Scorer, load
+from shoprank.training.data import VECTOR_COLUMNS, Frame, Vectors, dense, derive, read_frame, read_split
 from shoprank.training.train import training_set_path
 
 logger = logging.getLogger(__name__)
 FEATURE_SERVICE = "ctr_model_v1"
+CANDIDATE_CHUNK = 200_000  # candidate rows whose features are held at once
 
 
 def load_truth(truth_dir: Path, test: pd.DataFrame) -> Truth | None:
@@ -44,16 +45,16 @@ def load_truth(truth_dir: Path, test: pd.DataFrame) -> Truth | None:
     return Truth(p_click, cand, exam)
 
 
-def candidate_frame(params: Params, test: pd.DataFrame, truth: Truth) -> Frame:
-    """Point-in-time features of every retrieved candidate of the test requests (Feast)."""
+def candidate_frame(params: Params, test: pd.DataFrame, candidates: pd.DataFrame, store=None) -> Frame:
+    """Point-in-time features (Feast) of retrieved candidates (``request_id``, ``item_id``) of test rows."""
     from shoprank.features import open_store
     from shoprank.features.pit import historical_features
     from shoprank.features.queries import query_ids
 
     req = test.drop_duplicates("request_id").set_index("request_id")[["event_timestamp", "user_id", "query"]]
-    rows = truth.candidates[["request_id", "item_id"]].join(req, on="request_id")
+    rows = candidates[["request_id", "item_id"]].join(req, on="request_id")
     rows["query_id"] = query_ids(rows["query"].fillna(""))
-    store = open_store(params.features)
+    store = store if store is not None else open_store(params.features)
     keys = rows[["user_id", "item_id", "query_id", "event_timestamp"]]
     feats, arrays = historical_features(store, keys, FEATURE_SERVICE, positions=VECTOR_COLUMNS)
     df = pd.concat([rows.reset_index(drop=True), feats.drop(columns=list(keys.columns))], axis=1)
@@ -65,33 +66,74 @@ def candidate_frame(params: Params, test: pd.DataFrame, truth: Truth) -> Frame:
     return Frame(derive(df), vectors)
 
 
+def candidate_scores(
+    params: Params,
+    test: pd.DataFrame,
+    truth: Truth,
+    scorers: dict[str, Scorer],
+    chunk_rows: int = CANDIDATE_CHUNK,
+) -> dict[str, np.ndarray]:
+    """Every scorer's position-free score of every retrieved candidate, aligned with ``truth.candidates``.
+
+    The features of the full candidate pool (50 per request) would not fit in memory at
+    scale, so they are built and scored a chunk of whole requests at a time; only the
+    scores are kept.
+    """
+    from shoprank.features import open_store
+
+    cand = truth.candidates
+    out = {name: np.empty(len(cand), dtype=np.float64) for name in scorers}
+    if not len(cand):
+        return out
+    store = open_store(params.features)
+    request = cand["request_id"].to_numpy()
+    # chunk boundaries fall between requests: candidates of one request stay together
+    starts = np.flatnonzero(np.r_[True, request[1:] != request[:-1]])
+    bounds = [0]
+    for s in starts[1:]:
+        if s - bounds[-1] >= chunk_rows:
+            bounds.append(int(s))
+    bounds.append(len(cand))
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        with timed(logger, "candidate chunk scored", rows=hi - lo, done=hi, of=len(cand)):
+            frame = candidate_frame(params, test, cand.iloc[lo:hi], store)
+            for name, scorer in scorers.items():
+                out[name][lo:hi] = scorer.predict(frame, with_position=False)
+    return out
+
+
 def run_evaluate(params: Params) -> dict:
     from shoprank.selection import select_winner
 
     s = params.train
-    frame = read_frame(training_set_path(params))
-    derive(frame.df)
-    split = time_split(frame.df, s.val_share, s.test_share)
-    test = frame.take(split["test"])
-    train_queries = set(frame.df["query"].iloc[split["train"]].fillna(""))
+    path = training_set_path(params)
+    split, keys = read_split(path, s.val_share, s.test_share)
+    train_queries = set(keys["query"].iloc[split["train"]].fillna(""))
+    del keys
+    test = read_frame(path, rows=split["test"])  # only the test rows: training splits are never held
+    derive(test.df)
     truth = load_truth(params.paths.truth, test.df)
-    candidates = None
+    scorers: dict[str, Scorer] = {}
+    for name in s.candidates:
+        model = Path(params.paths.models) / "candidates" / f"{name}.pt"
+        if not model.is_file():
+            raise FileNotFoundError(f"{model}: candidate {name!r} is not trained (run `shoprank train`)")
+        scorers[name] = load(model)[1]
+    pool = None
     if truth is not None:
-        with timed(logger, "candidate features", rows=len(truth.candidates)):
-            candidates = candidate_frame(params, test.df, truth)
+        with timed(logger, "candidate features and scores", rows=len(truth.candidates)):
+            pool = candidate_scores(params, test.df, truth, scorers)
     report: dict = {
         "test_rows": len(test),
         "test_requests": int(test.df["request_id"].nunique()),
         "candidates": {},
     }
     curves = []
-    for name in s.candidates:
-        path = Path(params.paths.models) / "candidates" / f"{name}.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: candidate {name!r} is not trained (run `shoprank train`)")
-        _, scorer = load(path)
+    for name, scorer in scorers.items():
         with timed(logger, "evaluated", candidate=name):
-            metrics, curve = evaluate_scorer(scorer, test, train_queries, truth, candidates)
+            metrics, curve = evaluate_scorer(
+                scorer, test, train_queries, truth, None if pool is None else pool[name]
+            )
         report["candidates"][name] = {k: round(v, 6) for k, v in metrics.items()}
         curves.append(curve.assign(candidate=name))
     report["winner"] = select_winner(

@@ -142,8 +142,14 @@ def read_vectors(file: pq.ParquetFile, name: str, keys: tuple[str, ...]) -> Vect
     return Vectors(codes, np.concatenate([np.zeros((1, dim), np.float32), *rows]))
 
 
-def read_frame(path: Path | str, vectors: tuple[str, ...] = VECTOR_COLUMNS) -> Frame:
-    """The training table: scalar columns as pandas, vector columns as :class:`Vectors`."""
+def read_frame(
+    path: Path | str, vectors: tuple[str, ...] = VECTOR_COLUMNS, rows: np.ndarray | None = None
+) -> Frame:
+    """The training table: scalar columns as pandas, vector columns as :class:`Vectors`.
+
+    ``rows`` (ascending row numbers) keeps only those rows, read batch by batch: the peak
+    is one batch plus what is kept, not the whole table (evaluation reads only the test split).
+    """
     file = pq.ParquetFile(path)
     names = file.schema_arrow.names
     vec: dict[str, Vectors] = {}
@@ -153,8 +159,33 @@ def read_frame(path: Path | str, vectors: tuple[str, ...] = VECTOR_COLUMNS) -> F
             vec[name] = read_vectors(file, name, keys)
         else:
             vec[name] = Vectors.of(dense(file.read(columns=[name]).column(name)))
-    df = file.read(columns=[n for n in names if n not in vec]).to_pandas()
-    return Frame(df, vec)
+        if rows is not None:
+            vec[name] = vec[name][rows]
+    scalars = [n for n in names if n not in vec]
+    if rows is None:
+        return Frame(file.read(columns=scalars).to_pandas(), vec)
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) > 1 and (np.diff(rows) <= 0).any():
+        raise ValueError("rows must be ascending and unique")
+    kept, at = [], 0
+    for batch in file.iter_batches(batch_size=READ_ROWS, columns=scalars):
+        lo, hi = np.searchsorted(rows, [at, at + len(batch)])
+        if hi > lo:
+            kept.append(pa.Table.from_batches([batch]).take(pa.array(rows[lo:hi] - at)))
+        at += len(batch)
+    table = pa.concat_tables(kept) if kept else file.schema_arrow.empty_table().select(scalars)
+    return Frame(table.to_pandas(), vec)
+
+
+SPLIT_COLUMNS = ("request_id", "event_timestamp")
+
+
+def read_split(
+    path: Path | str, val_share: float, test_share: float
+) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """:func:`time_split` of a training table from its key columns only, and those columns."""
+    keys = pq.read_table(path, columns=[*SPLIT_COLUMNS, "query"]).to_pandas()
+    return time_split(keys, val_share, test_share), keys
 
 
 def time_split(df: pd.DataFrame, val_share: float, test_share: float) -> dict[str, np.ndarray]:
