@@ -5,12 +5,19 @@ Starts the service (uvicorn, two workers, the packaged champion: ``--model``,
 free port with the feedback log in a temporary folder, then drives it with a threaded HTTP
 load generator (keep-alive clients, closed loop: each client sends its next request when
 the last one answers) for ``--seconds`` per scenario. Prints p50 / p99 latency and
-requests per second, and splits off the requests whose query was new to the worker (they
-pay for one BERT pass; the rest reuse the worker's cached query vector). Baseline, same run, in-process: the
+requests per second.
+
+Queries: a request carries a logged query (one the online store has an embedding for:
+the ``query_text`` feature table, drawn in proportion to the requests that had it in the
+logs) or, with probability ``--unseen-share`` (default 5%), a query the logs never had
+(three random title words, a new text each time: it always pays for one BERT pass). The
+headline p50/p99 is over that mix; each response names where its query vector came from
+(``query_vector``: the worker's cache, the online store, or the encoder) and the latency
+is also split by that source and by logged/unseen. Baseline, same run, in-process: the
 naive ranker that embeds the query and every candidate with a full BERT pass per
 request, then scores (what the cached item embeddings and the online store avoid).
 Targets on 2 cores: rank of 100 candidates p99 < 20 ms with 1 client, >= 150 req/s with 8.
-Run: `python -m bench.bench_serving [--seconds 10] [--model TAG_OR_DIR] [--workers 2]`.
+Run: `python -m bench.bench_serving [--seconds 10] [--unseen-share 0.05] [--model TAG_OR_DIR] [--workers 2]`.
 """
 
 from __future__ import annotations
@@ -70,29 +77,45 @@ def start_server(bundle: Path, params_file: Path, workers: int, log: Path) -> tu
     raise RuntimeError("server not ready after 300 s")
 
 
-def load(url: str, path: str, make_body, clients: int, seconds: float) -> dict:
-    """Closed-loop load: ``clients`` threads, each with a keep-alive connection, for ``seconds``."""
+SOURCES = ("cache", "store", "encoder")
+
+
+def _percentiles(lat: np.ndarray) -> tuple[float, float]:
+    if not len(lat):
+        return float("nan"), float("nan")
+    return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+
+
+def load(url: str, path: str, make_body, clients: int, seconds: float, seed: int = 0) -> dict:
+    """Closed-loop load: ``clients`` threads, each with a keep-alive connection, for ``seconds``.
+
+    ``make_body(rng)`` gives ``(body, unseen)``: ``unseen`` when the query is not in the logs.
+    ``seed``: one per scenario, so a scenario does not replay an earlier one's queries (which
+    the workers have cached by then).
+    """
     import httpx
 
     latencies: list[list[float]] = [[] for _ in range(clients)]
-    encoded: list[list[bool]] = [[] for _ in range(clients)]  # did the request pay for a BERT pass?
+    sources: list[list[str]] = [[] for _ in range(clients)]  # where the worker got the query vector
+    unseen: list[list[bool]] = [[] for _ in range(clients)]
     errors = [0] * clients
     stop = time.perf_counter() + seconds
     start_gate = threading.Barrier(clients)
 
     def client(i: int) -> None:
-        rng = np.random.default_rng(i)
+        rng = np.random.default_rng((seed, i))
         with httpx.Client(base_url=url, timeout=30) as http:
-            http.post(path, json=make_body(rng))  # warm the connection
+            http.post(path, json=make_body(rng)[0])  # warm the connection
             start_gate.wait()
             while time.perf_counter() < stop:
-                body = make_body(rng)
+                body, new = make_body(rng)
                 t0 = time.perf_counter()
                 r = http.post(path, json=body)
                 dt = time.perf_counter() - t0
                 if r.status_code == 200:
                     latencies[i].append(dt)
-                    encoded[i].append("encode" in r.json().get("timings_ms", {}))
+                    sources[i].append(str(r.json().get("query_vector")))
+                    unseen[i].append(new)
                 else:
                     errors[i] += 1
 
@@ -104,19 +127,60 @@ def load(url: str, path: str, make_body, clients: int, seconds: float) -> dict:
         t.join()
     wall = time.perf_counter() - t0
     lat = np.concatenate([np.asarray(x) for x in latencies]) * 1000
-    cold = np.concatenate([np.asarray(x, bool) for x in encoded])
-    warm = lat[~cold]
-    return {
+    source = np.concatenate([np.asarray(x, dtype=object) for x in sources]).astype(str)
+    new = np.concatenate([np.asarray(x, bool) for x in unseen])
+    p50, p99 = _percentiles(lat)
+    out = {
         "requests": len(lat),
         "errors": sum(errors),
-        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
-        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+        "p50_ms": p50,
+        "p99_ms": p99,
         "rps": len(lat) / min(wall, seconds) if len(lat) else 0.0,
-        # a query new to the worker costs one BERT pass; the rest reuse its cached vector
-        "new_query_share": float(cold.mean()) if len(lat) else float("nan"),
-        "cached_query_p99_ms": float(np.percentile(warm, 99)) if len(warm) else float("nan"),
-        "new_query_p50_ms": float(np.percentile(lat[cold], 50)) if cold.any() else float("nan"),
+        "unseen_share": float(new.mean()) if len(lat) else float("nan"),
+        "by_source": {},
     }
+    out["logged_p50_ms"], out["logged_p99_ms"] = _percentiles(lat[~new])
+    out["unseen_p50_ms"], out["unseen_p99_ms"] = _percentiles(lat[new])
+    for name in SOURCES:  # cache: seen by this worker; store: logged, new to the worker; encoder: BERT
+        sel = source == name
+        share = float(sel.mean()) if len(lat) else float("nan")
+        out["by_source"][name] = (share, *_percentiles(lat[sel]))
+    out["logged_encoded"] = int(((source == "encoder") & ~new).sum())  # logged yet encoded: store missed
+    return out
+
+
+def describe_load(name: str, clients: int, r: dict) -> str:
+    split = ", ".join(
+        f"{src} {share:.1%} (p50 {p50:.1f} / p99 {p99:.1f})"
+        for src, (share, p50, p99) in r["by_source"].items()
+        if share > 0
+    )
+    return (
+        f"{name:8s} {clients} client(s): p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
+        f"{r['rps']:7.1f} req/s  ({r['requests']} ok, {r['errors']} errors; {r['unseen_share']:.1%} unseen "
+        f"queries)\n    query vector from: {split}\n"
+        f"    logged queries p50 {r['logged_p50_ms']:.2f} / p99 {r['logged_p99_ms']:.2f} ms; "
+        f"unseen p50 {r['unseen_p50_ms']:.2f} / p99 {r['unseen_p99_ms']:.2f} ms"
+        + (f"; {r['logged_encoded']} logged queries were encoded" if r["logged_encoded"] else "")
+    )
+
+
+def logged_queries(raw: dict) -> tuple[list[str], np.ndarray]:
+    """The logged queries (normalised texts of the ``query_text`` table) and their request shares."""
+    features = Path(raw["paths"]["features"])
+    table = pd.read_parquet(features / "query_text.parquet", columns=["query_text", "query_id"])
+    texts = table["query_text"].astype(str).tolist()
+    weights = np.ones(len(texts))
+    impressions = Path(raw["paths"].get("raw", "")) / "impressions.parquet"
+    if impressions.is_file():  # in proportion to the requests that carried the query
+        from shoprank.features.queries import query_ids
+
+        imp = pd.read_parquet(impressions, columns=["request_id", "query"]).drop_duplicates("request_id")
+        counts = query_ids(imp["query"].fillna("")).value_counts()
+        weights = table["query_id"].map(counts).fillna(0).to_numpy(float)
+        if weights.sum() <= 0:
+            weights = np.ones(len(texts))
+    return texts, weights / weights.sum()
 
 
 def naive_baseline(bundle: Path, params_file: Path, requests: list[dict], texts: dict[str, str]) -> dict:
@@ -158,6 +222,12 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (one per core)")
     ap.add_argument("--baseline-requests", type=int, default=8)
+    ap.add_argument(
+        "--unseen-share",
+        type=float,
+        default=0.05,
+        help="share of requests whose query the logs never had (a new text each time: one BERT pass)",
+    )
     args = ap.parse_args()
     print(f"hardware: {describe()}", flush=True)
     from shoprank.ranking.ranker import load_bundle_path
@@ -182,14 +252,33 @@ def main() -> None:
         items = pd.read_parquet(bundle / "items.parquet")
         users = pd.read_parquet(bundle / "users.parquet")["user_id"].astype(str).tolist()[:200] or [None]
         item_ids = items["item_id"].astype(str).to_numpy()
-        queries = [" ".join(t.split()[:3]) for t in items["title"].astype(str).sample(50, random_state=0)]
+        from shoprank.features.queries import normalise_query
 
-        def rank_body(rng) -> dict:
+        logged, weights = logged_queries(raw)
+        known = set(logged)
+        words = np.array(sorted({w for t in items["title"].astype(str) for w in t.lower().split()}))
+        print(
+            f"queries: {len(logged)} logged (drawn by their share of logged requests), "
+            f"{args.unseen_share:.0%} of requests unseen (three random title words each)",
+            flush=True,
+        )
+
+        def query(rng) -> tuple[str, bool]:
+            if rng.random() >= args.unseen_share:
+                return str(logged[rng.choice(len(logged), p=weights)]), False
+            while True:  # a new text (almost surely): the logs, the store and the worker lack it
+                text = " ".join(rng.choice(words, size=3))
+                if normalise_query(text) not in known:
+                    return text, True
+
+        def rank_body(rng) -> tuple[dict, bool]:
             cand = rng.choice(item_ids, size=min(100, len(item_ids)), replace=False).tolist()
-            return {"query": str(rng.choice(queries)), "user_id": str(rng.choice(users)), "item_ids": cand}
+            q, new = query(rng)
+            return {"query": q, "user_id": str(rng.choice(users)), "item_ids": cand}, new
 
-        def search_body(rng) -> dict:
-            return {"query": str(rng.choice(queries)), "user_id": str(rng.choice(users)), "k": 10}
+        def search_body(rng) -> tuple[dict, bool]:
+            q, new = query(rng)
+            return {"query": q, "user_id": str(rng.choice(users)), "k": 10}, new
 
         proc, url = start_server(bundle, params_file, args.workers, Path(tmp) / "server.log")
         print(
@@ -197,18 +286,15 @@ def main() -> None:
         )
         results = {}
         try:
-            for name, path, body in (("rank100", "/rank", rank_body), ("search", "/search", search_body)):
-                for clients in (1, 8):
-                    r = load(url, path, body, clients, args.seconds)
-                    results[(name, clients)] = r
-                    print(
-                        f"{name:8s} {clients} client(s): p50 {r['p50_ms']:7.2f} ms  "
-                        f"p99 {r['p99_ms']:7.2f} ms  {r['rps']:7.1f} req/s  "
-                        f"({r['requests']} ok, {r['errors']} errors); "
-                        f"{r['new_query_share']:.1%} with a query new to the worker (p50 "
-                        f"{r['new_query_p50_ms']:.1f} ms), p99 of the rest {r['cached_query_p99_ms']:.2f} ms",
-                        flush=True,
-                    )
+            scenarios = [
+                (name, path, body, clients)
+                for name, path, body in (("rank100", "/rank", rank_body), ("search", "/search", search_body))
+                for clients in (1, 8)
+            ]
+            for seed, (name, path, body, clients) in enumerate(scenarios):
+                r = load(url, path, body, clients, args.seconds, seed)
+                results[(name, clients)] = r
+                print(describe_load(name, clients, r), flush=True)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)
@@ -216,19 +302,25 @@ def main() -> None:
         texts = dict(zip(item_ids, text, strict=True))
         rng = np.random.default_rng(99)
         base = naive_baseline(
-            bundle, params_file, [rank_body(rng) for _ in range(args.baseline_requests)], texts
+            bundle, params_file, [rank_body(rng)[0] for _ in range(args.baseline_requests)], texts
         )
         print(
             "baseline: naive rank100 (BERT pass per candidate), 1 client, in-process: "
             f"p50 {base['p50_ms']:.1f} ms  p99 {base['p99_ms']:.1f} ms  {base['rps']:.1f} req/s"
         )
         one, eight = results[("rank100", 1)], results[("rank100", 8)]
+
+        def verdict(ok: bool) -> str:
+            return "met" if ok else "not met"
+
         print(
             f"rank100 vs naive: {base['p50_ms'] / one['p50_ms']:.0f}x lower p50; "
-            f"targets: p99 {one['p99_ms']:.1f} ms (< {RANK_TARGET_P99_MS:g}: "
-            f"{'met' if one['p99_ms'] < RANK_TARGET_P99_MS else 'not met'}), "
+            f"targets, 1 client, {one['unseen_share']:.1%} unseen queries: p50 {one['p50_ms']:.1f} ms, "
+            f"p99 {one['p99_ms']:.1f} ms (< {RANK_TARGET_P99_MS:g}: "
+            f"{verdict(one['p99_ms'] < RANK_TARGET_P99_MS)}); logged queries only: p99 "
+            f"{one['logged_p99_ms']:.1f} ms ({verdict(one['logged_p99_ms'] < RANK_TARGET_P99_MS)}); "
             f"{eight['rps']:.0f} req/s with 8 clients (>= {RANK_TARGET_RPS:g}: "
-            f"{'met' if eight['rps'] >= RANK_TARGET_RPS else 'not met'})"
+            f"{verdict(eight['rps'] >= RANK_TARGET_RPS)})"
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -177,7 +178,73 @@ def test_online_features_are_cached_for_their_ttl(monkeypatch):
     assert calls == [2, 1]
 
 
+def test_online_features_give_the_query_vector_with_the_item_read_or_alone(monkeypatch):
+    """The stored query embedding rides on a needed item/user read, else one query-only read."""
+    reads: list[list[dict]] = []
+    vec = np.arange(4, dtype=np.float32)
+
+    def fake_read(store, service, rows):
+        reads.append(rows)
+        known = [r["query_id"] == "q_known" for r in rows]
+        embedding = np.empty(len(rows), object)
+        embedding[:] = [np.stack([vec] * len(rows))[i] if k else None for i, k in enumerate(known)]
+        return pd.DataFrame(
+            {
+                "price": [5.0] * len(rows),
+                "item_ctr_28d": [0.5] * len(rows),
+                "user_clicks": [7] * len(rows),
+                "query_embedding": embedding,
+            }
+        )
+
+    monkeypatch.setattr("shoprank.ranking.features.read_online", fake_read)
+    now = [0.0]
+    f = _features(lambda: object(), ttl=10.0, clock=lambda: now[0])
+    first = f.fetch(np.array([0, 1]), None, "q_known", want_query=True)  # items stale: one read for all
+    assert len(reads) == 1 and len(reads[0]) == 2 and first.store_calls == 1
+    np.testing.assert_array_equal(first.query_embedding, vec)
+    assert first.query_embedding.base is None  # owned: a cached vector must not pin the read's matrix
+    assert f.fetch(np.array([0, 1]), None, "q_known").query_embedding is None  # not wanted: no read
+    assert len(reads) == 1
+    alone = f.fetch(np.array([0, 1]), None, "q_known", want_query=True)  # items fresh: the query alone
+    assert len(reads) == 2 and reads[1] == [{"item_id": "", "user_id": "", "query_id": "q_known"}]
+    np.testing.assert_array_equal(alone.query_embedding, vec)
+    assert alone.fallback is None and alone.items["price"].tolist() == [5.0, 5.0]
+    unseen = f.fetch(np.array([0]), None, "q_unseen", want_query=True)
+    assert unseen.query_embedding is None and unseen.fallback is None and len(reads) == 3
+
+
+def test_a_failed_query_read_opens_the_circuit_and_degrades_nothing(monkeypatch):
+    tries = []
+
+    def broken(store, service, rows):
+        tries.append(rows)
+        raise ConnectionError("store down")
+
+    now = [0.0]
+    f = _features(lambda: object(), ttl=10.0, clock=lambda: now[0])
+    f.fetched[:] = 0.0  # items fresh
+    monkeypatch.setattr("shoprank.ranking.features.read_online", broken)
+    got = f.fetch(np.array([0, 1]), None, "q_known", want_query=True)
+    assert got.query_embedding is None and got.fallback is None  # the encoder gives the same vector
+    assert not f.healthy() and "store down" in (f.last_error or "")
+    assert f.query_vector("q_known") is None and len(tries) == 1  # the circuit is open: not tried
+    now[0] = 6.0  # after store_retry_s the store is tried again
+    monkeypatch.setattr(
+        "shoprank.ranking.features.read_online",
+        lambda store, service, rows: pd.DataFrame({"query_embedding": [np.ones(4, np.float32)]}),
+    )
+    np.testing.assert_array_equal(f.query_vector("q_known"), np.ones(4, np.float32))
+    assert f.healthy()
+
+
 # ---------------------------------------------------------------- the live service
+
+
+def _logged_queries(env) -> list[str]:
+    """Normalised queries of the tiny logs: the online store holds their embeddings."""
+    table = pd.read_parquet(Path(env.raw["paths"]["features"]) / "query_text.parquet")
+    return sorted(table["query_text"].astype(str))
 
 
 def _served(env, request_id: str, wait_s: float = 5.0) -> pd.DataFrame:
@@ -274,10 +341,19 @@ def test_rank_scores_and_orders_the_candidates(live_server, serving_env):
     small = {x["item_id"]: x["score"] for x in again.json()["results"]}
     full = {x["item_id"]: x["score"] for x in body["results"]}
     assert all(small[i] == pytest.approx(full[i], abs=1e-5) for i in small)  # a score is per item
-    # the first request of a query pays for a BERT pass (timed as "encode"); later ones reuse it
+    # a query the logs never had pays for a BERT pass (timed as "encode"); later ones reuse it
     new = {"query": "waterproof trail tent 7391", "item_ids": items[:5]}
-    first, second = (live_server.post("/rank", new).json()["timings_ms"] for _ in range(2))
-    assert "encode" in first and "encode" not in second
+    first, second = (live_server.post("/rank", new).json() for _ in range(2))
+    assert "encode" in first["timings_ms"] and "encode" not in second["timings_ms"]
+    assert (first["query_vector"], second["query_vector"]) == ("encoder", "cache")
+    # a logged query's vector comes from the online store, no BERT pass; then from the cache
+    logged = _logged_queries(serving_env)[-1]
+    first, second = (
+        live_server.post("/rank", {"query": logged, "item_ids": items[:5]}).json() for _ in range(2)
+    )
+    assert (first["query_vector"], second["query_vector"]) == ("store", "cache")
+    assert "encode" not in first["timings_ms"] and first["degraded"] is False
+    assert 'shoprank_query_vectors_total{endpoint="rank",source="store"}' in live_server.get("/metrics").text
     feed = live_server.post("/rank", {"item_ids": items[:3], "explain": True}).json()  # no query: a feed
     assert len(feed["results"]) == 3 and "reasons" in feed["results"][0]
 
@@ -444,11 +520,17 @@ def test_api_key_and_online_store_down_fallback(serving_env):
         body = r.json()
         assert body["degraded"] is True and body["fallback"] == "online_store_unreachable"
         assert len(body["results"]) == 5 and body["user_known"] is True  # the packaged user table
+        logged = _logged_queries(serving_env)[0]  # the store has its vector, but is down: BERT
+        r = server.post("/search", {"query": logged, "k": 5}, headers=key)
+        assert r.status_code == 200 and r.json()["query_vector"] == "encoder", r.text
         items = [x["item_id"] for x in body["results"]]
         ranked = server.post(
             "/rank", {"query": "tent", "item_ids": items}, headers={"Authorization": "Bearer s3cret"}
         )
         assert ranked.status_code == 200 and ranked.json()["degraded"] is True
+        assert ranked.json()["query_vector"] == "cache"  # encoded by the search above
+        intent = server.post("/intent", {"query": _logged_queries(serving_env)[1]}, headers=key)
+        assert intent.status_code == 200 and intent.json()["query_vector"] == "encoder"
         assert (
             'shoprank_fallback_total{endpoint="search",reason="online_store_unreachable"}'
             in server.get("/metrics", headers=key).text
@@ -542,3 +624,117 @@ def test_fast_path_inputs_and_scores_equal_the_evaluation_path(serving_env, monk
             _, got_drops = ranker._fast_impacts(s, idx)
             for group, drop in want_drops.items():
                 np.testing.assert_allclose(got_drops.get(group, 0.0 * drop), drop, atol=1e-5, err_msg=group)
+
+
+class CountingEncoder:
+    """The ranker's encoder, counting the texts it is asked to embed."""
+
+    def __init__(self, encoder):
+        self.encoder, self.texts = encoder, []
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.texts += texts
+        return self.encoder.encode(texts)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_query_vectors_come_from_the_cache_the_store_then_the_encoder(serving_env, monkeypatch):
+    """A logged query is served with the store's vector (no BERT pass); an unseen one is encoded;
+    the store's vector is the encoder's (train/serve consistency: the model was trained on it)."""
+    from shoprank.config import load_params
+    from shoprank.features.queries import normalise_query, query_id
+    from shoprank.ranking.ranker import Ranker
+
+    monkeypatch.setenv("SHOPRANK_SERVE_FEATURE_TTL_S", "600")  # items stay fresh: query-only reads
+    params = load_params(serving_env.params_file)
+    ranker = Ranker(serving_env.bundle, params)
+    counting = ranker.encoder = CountingEncoder(ranker.encoder)
+    logged = _logged_queries(serving_env)
+    assert len(logged) >= 6
+    rows = np.arange(min(50, len(ranker.items)))
+    items = ranker.item_ids[rows].tolist()
+
+    # the store and the encoder agree on logged queries' vectors
+    stored = np.stack([ranker.features.query_vector(query_id(q)) for q in logged[:20]])
+    encoded = counting.encoder.encode([normalise_query(q) for q in logged[:20]])
+    cosine = (stored * encoded).sum(1) / np.linalg.norm(stored, axis=1) / np.linalg.norm(encoded, axis=1)
+    assert cosine.min() > 0.9999, cosine.min()
+
+    # rank: the items are fresh, so the query is read alone; then the process cache
+    first = ranker.rank(logged[0].upper() + "  ", None, items)  # normalised like the store's key
+    again = ranker.rank(logged[0], "user_000003", items)
+    assert (first["query_vector"], again["query_vector"]) == ("store", "cache") and counting.texts == []
+    assert first["degraded"] is False and "encode" not in first["timings_ms"]
+    # the same vector (and so the same scores) as a BERT pass would have given
+    ranker._queries.clear()
+    by_store = ranker.score(rows, logged[1], "user_000003", "r_" + "0" * 32, {})
+    ranker._queries.clear()
+    monkeypatch.setattr(ranker.features, "query_vector", lambda qid: None)
+    by_encoder = ranker.score(rows, logged[1], "user_000003", "r_" + "0" * 32, {})
+    monkeypatch.undo()
+    assert (by_store.query_vector, by_encoder.query_vector) == ("store", "encoder")
+    np.testing.assert_allclose(by_store.scores, by_encoder.scores, atol=1e-5)
+    counting.texts.clear()
+
+    # the vector rides on a store read the items need anyway (stale items)
+    ranker.features.fetched[rows] = -np.inf
+    stale = ranker.rank(logged[2], None, items)
+    assert stale["query_vector"] == "store" and counting.texts == []
+
+    # search reads the query alone before retrieval; intent too
+    assert ranker.search(logged[3], k=5)["query_vector"] == "store"
+    assert ranker.intent(logged[4])["query_vector"] == "store"
+    assert counting.texts == []
+
+    # a query the logs never had: one BERT pass, then cached
+    unseen = "waterproof trail tent 7391"
+    assert ranker.rank(unseen, None, items)["query_vector"] == "encoder"
+    assert ranker.search(unseen, k=5)["query_vector"] == "cache"
+    assert counting.texts == [unseen]
+    feed = ranker.rank("", None, items)
+    assert feed["query_vector"] is None and counting.texts == [unseen]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_store_down_query_vectors_come_from_the_encoder(serving_env, monkeypatch):
+    from shoprank.config import load_params
+    from shoprank.ranking.ranker import Ranker
+
+    def down():
+        raise ConnectionError("online store down")
+
+    monkeypatch.setenv("SHOPRANK_SERVE_FEATURE_TTL_S", "600")
+    ranker = Ranker(serving_env.bundle, load_params(serving_env.params_file), open_store=down)
+    counting = ranker.encoder = CountingEncoder(ranker.encoder)
+    logged = _logged_queries(serving_env)
+    items = ranker.item_ids[:20].tolist()
+    ranked = ranker.rank(logged[0], "user_000003", items)
+    assert ranked["query_vector"] == "encoder" and ranked["fallback"] == "online_store_unreachable"
+    assert ranker.search(logged[1], k=5)["query_vector"] == "encoder"
+    assert ranker.intent(logged[2])["query_vector"] == "encoder"
+    assert counting.texts == logged[:3]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_item_features_are_refreshed_in_the_background(serving_env, monkeypatch):
+    """With a TTL, a thread re-reads the item table every TTL/2: requests find items fresh."""
+    from shoprank.config import load_params
+    from shoprank.ranking.ranker import Ranker
+
+    monkeypatch.setenv("SHOPRANK_SERVE_FEATURE_TTL_S", "1")  # refresh every 0.5 s
+    ranker = Ranker(serving_env.bundle, load_params(serving_env.params_file))
+    try:
+        assert ranker._refresh_thread is not None and ranker._refresh_thread.is_alive()
+        ranker.features.fetched[:] = -np.inf  # every item stale; no request follows
+        deadline = time.monotonic() + 30
+        while np.isinf(ranker.features.fetched).any() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert np.isfinite(ranker.features.fetched).all(), "the background refresh did not re-read the items"
+        s = ranker.score(np.arange(min(20, len(ranker.items))), "", None, "r_" + "0" * 32, {})
+        assert s.lookup.store_calls == 0  # fresh: the request did not wait on the store
+    finally:
+        ranker.stop_refresh()
+    assert not ranker._refresh_thread.is_alive()

@@ -31,6 +31,11 @@ EMPTY_RESULTS = Counter("shoprank_empty_results_total", "Searches that returned 
 FALLBACKS = Counter(
     "shoprank_fallback_total", "Responses served (partly) from fallbacks, by reason.", ["endpoint", "reason"]
 )
+QUERY_VECTORS = Counter(
+    "shoprank_query_vectors_total",
+    "Query vectors by endpoint and source: cache (this process), store (the online store), encoder (BERT).",
+    ["endpoint", "source"],
+)
 FEEDBACK = Counter("shoprank_feedback_events_total", "Feedback events written to the log.", ["event"])
 MODEL_INFO = Gauge(
     "shoprank_model_info", "The champion in service (value 1).", ["version", "candidate", "kind"]

@@ -4,6 +4,13 @@ Features are built by the same code as training and evaluation: the online store
 the Feast feature service's values (the columns of the point-in-time training set),
 :func:`shoprank.training.data.derive` adds the cross features, and the champion's own
 ``predict`` (with its fitted preprocessing) scores every candidate in one batched call.
+
+The query's vector comes from, in order: this process's cache; the online store (the
+``query_text`` view's ``query_embedding``, computed offline by the same encoder from the
+normalised text, which is what the model was trained on), read with the request's item
+and user features when those need a read, else alone; one BERT pass (a query the logs
+never had, or the store down). Responses name the source (``query_vector``: ``cache``,
+``store`` or ``encoder``) and ``shoprank_query_vectors_total`` counts them.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ DISPLAY = ("item_id", "title", "description", "created_at")
 LIST_COLUMNS = ("recent_items", "recent_categories")
 ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 SERVED_MEMORY = 50_000  # recent responses kept to check and enrich feedback
+REFRESH_CHUNK = 100  # items per online-store read of the background refresh (~4 ms each)
+REFRESH_PAUSE_S = 0.01  # between those reads
 
 
 class BadRequest(ValueError):
@@ -90,6 +99,7 @@ class Scored:
     cosine: np.ndarray
     fallback: list[str]
     user_known: bool
+    query_vector: str | None = None  # where q_vec came from: cache, store, encoder (None: no query)
     _frame: Frame | None = None
 
 
@@ -162,6 +172,8 @@ class Ranker:
         self.served_log = BackgroundAppender(self.feedback)
         atexit.register(self.served_log.flush, 5.0)  # a normal shutdown writes what is queued
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._refresh_thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self._served: OrderedDict[str, dict[str, tuple[int, float, str, str | None]]] = OrderedDict()
         self._lock = threading.Lock()
         metrics.MODEL_INFO.labels(self.version, self.manifest["champion"]["candidate"], self.kind).set(1)
@@ -182,6 +194,12 @@ class Ranker:
             self.fast.use_derive = True  # cross features by derive() itself, then check again
             if not self.check_fast_path():
                 self.fast = None
+        self._queries.clear()  # the warm-up queries are not real ones
+        if self.settings.feature_ttl_s > 0 and self._refresh_thread is None:
+            self._refresh_thread = threading.Thread(
+                target=self._refresher, name="feature-refresh", daemon=True
+            )
+            self._refresh_thread.start()
 
     def check_fast_path(self, user_id: str | None = None) -> bool:
         """Do the fast path's inputs and scores equal the pandas path's on a few items?"""
@@ -211,21 +229,25 @@ class Ranker:
             )
             return False
         return True
-        self._queries.clear()
-        if self.settings.feature_ttl_s > 0:
-            threading.Thread(target=self._refresher, name="feature-refresh", daemon=True).start()
 
     def _refresher(self) -> None:
         """Keep the item table fresh in the background, so requests rarely wait on the store."""
         period = max(self.settings.feature_ttl_s / 2, 0.5)
-        while True:
-            time.sleep(period)
+        while not self._stopping.wait(period):
             try:
-                self.features.refresh_all()
+                # small chunks with a pause between them: a chunk holds the GIL for a few ms,
+                # not the tens of ms a whole table would, so requests are not held up behind it
+                self.features.refresh_all(chunk=REFRESH_CHUNK, pause_s=REFRESH_PAUSE_S)
                 if self.fast is not None:
                     self.fast.prepare()  # rebuild the item arrays here, not in a request
             except Exception as exc:  # logged and retried on the next tick
                 log(logger, "feature refresh failed", error=repr(exc)[:300], level=logging.WARNING)
+
+    def stop_refresh(self, timeout_s: float = 5.0) -> None:
+        """Stop the background refresh (it also dies with the process: a daemon thread)."""
+        self._stopping.set()
+        if self._refresh_thread is not None:
+            self._refresh_thread.join(timeout_s)
 
     def _load_encoder(self, text: Text) -> Any:
         from shoprank.text import load_encoder
@@ -244,8 +266,8 @@ class Ranker:
         return encoder
 
     # ---- inputs
-    def embed_query(self, query: str, timings: dict[str, float] | None = None) -> np.ndarray:
-        """The query's text vector: from this process's cache, else one BERT pass (timed as ``encode``)."""
+    def cached_query(self, query: str) -> np.ndarray | None:
+        """The query's vector if this process has it (the empty query: zeros), else None."""
         from shoprank.features.queries import normalise_query
 
         norm = normalise_query(query)
@@ -255,14 +277,62 @@ class Ranker:
             hit = self._queries.get(norm)
             if hit is not None:
                 self._queries.move_to_end(norm)
-                return hit
-        with stage("encode", {} if timings is None else timings):  # responses show who paid for BERT
-            vec = self.encoder.encode([norm])[0]
+            return hit
+
+    def _usable(self, vec: np.ndarray | None) -> np.ndarray | None:
+        """A store vector that fits this model (its width, finite); None sends the query to the encoder."""
+        if vec is None or vec.shape != (self.vectors.shape[1],) or not np.isfinite(vec).all():
+            if vec is not None:
+                log(
+                    logger,
+                    "stored query embedding does not fit the model; encoding",
+                    shape=list(vec.shape),
+                    level=logging.WARNING,
+                )
+            return None
+        return vec
+
+    def resolve_query(
+        self, query: str, stored: np.ndarray | None, timings: dict[str, float] | None = None
+    ) -> tuple[np.ndarray, str]:
+        """The vector of a query the cache missed: ``stored`` (from the online store) if usable,
+        else one BERT pass (timed as ``encode``: responses show who paid for BERT). Cached."""
+        from shoprank.features.queries import normalise_query
+
+        norm = normalise_query(query)
+        vec, source = self._usable(stored), "store"
+        if vec is None:
+            with stage("encode", {} if timings is None else timings):
+                vec, source = self.encoder.encode([norm])[0], "encoder"
         with self._lock:
             self._queries[norm] = vec
             while len(self._queries) > self.settings.query_cache:
                 self._queries.popitem(last=False)
-        return vec
+        return vec, source
+
+    def query_vector(
+        self, query: str, timings: dict[str, float] | None = None
+    ) -> tuple[np.ndarray, str | None]:
+        """The query's text vector and where it came from: ``cache``, ``store`` or ``encoder``.
+
+        The cache, else one query-only read of the online store (timed as ``query_store``),
+        else one BERT pass. The empty query (a feed) is zeros, source None.
+        """
+        from shoprank.features.queries import query_id
+
+        qid = query_id(query)
+        if not qid:
+            return np.zeros(self.vectors.shape[1], np.float32), None
+        hit = self.cached_query(query)
+        if hit is not None:
+            return hit, "cache"
+        with stage("query_store", {} if timings is None else timings):
+            stored = self.features.query_vector(qid)
+        return self.resolve_query(query, stored, timings)
+
+    def embed_query(self, query: str, timings: dict[str, float] | None = None) -> np.ndarray:
+        """The query's text vector (see :meth:`query_vector`)."""
+        return self.query_vector(query, timings)[0]
 
     def check_query(self, query: str, allow_empty: bool = False) -> str:
         if not isinstance(query, str):
@@ -335,15 +405,31 @@ class Ranker:
         return Frame(df, vectors)
 
     def score(
-        self, rows: np.ndarray, query: str, user_id: str | None, request_id: str, timings: dict
+        self,
+        rows: np.ndarray,
+        query: str,
+        user_id: str | None,
+        request_id: str,
+        timings: dict,
+        q_vec: np.ndarray | None = None,
+        source: str | None = None,
     ) -> Scored:
+        """Score ``rows`` for the request; ``q_vec`` (and its ``source``) when the caller has it.
+
+        Without ``q_vec``: the process cache, else the store's vector, read with the item and
+        user features (the same read; alone if they are fresh), else one BERT pass.
+        """
         from shoprank.features.queries import query_id as qid
 
         query_id = qid(query) if query else ""
-        with stage("embed", timings):
-            q_vec = self.embed_query(query, timings) if query else np.zeros(self.vectors.shape[1], np.float32)
+        if q_vec is None:
+            q_vec = self.cached_query(query)
+            source = "cache" if q_vec is not None and query_id else None
         with stage("features", timings):
-            lookup = self.features.fetch(rows, user_id, query_id)
+            lookup = self.features.fetch(rows, user_id, query_id, want_query=q_vec is None)
+        if q_vec is None:
+            with stage("embed", timings):
+                q_vec, source = self.resolve_query(query, lookup.query_embedding, timings)
         fallback = [lookup.fallback] if lookup.fallback else []
         s = Scored(
             rows,
@@ -357,6 +443,7 @@ class Ranker:
             self.vectors[rows] @ q_vec,
             fallback,
             lookup.user_known,
+            source,
         )
         with stage("score", timings):
             try:
@@ -404,14 +491,19 @@ class Ranker:
             while len(self._served) > SERVED_MEMORY:
                 self._served.popitem(last=False)
 
-    def _meta(self, request_id: str, fallback: list[str], timings: dict, endpoint: str) -> dict:
+    def _meta(
+        self, request_id: str, fallback: list[str], timings: dict, endpoint: str, query_vector: str | None
+    ) -> dict:
         for reason in fallback:
             metrics.FALLBACKS.labels(endpoint, reason).inc()
+        if query_vector is not None:
+            metrics.QUERY_VECTORS.labels(endpoint, query_vector).inc()
         return {
             "request_id": request_id,
             "model_version": self.version,
             "degraded": bool(fallback),
             "fallback": ",".join(fallback) if fallback else None,
+            "query_vector": query_vector,
             "timings_ms": timings,
         }
 
@@ -438,7 +530,7 @@ class Ranker:
             for p, i in enumerate(order.tolist())
         ]
         return {
-            **self._meta(request_id, s.fallback, timings, "rank"),
+            **self._meta(request_id, s.fallback, timings, "rank", s.query_vector),
             "user_known": s.user_known,
             "order": [r["item_id"] for r in results],
             "results": results,
@@ -504,21 +596,21 @@ class Ranker:
         mask = self._mask(filters)
         request_id = new_request_id()
         timings: dict[str, float] = {}
-        with stage("embed", timings):
-            q_vec = self.embed_query(query, timings)
+        with stage("embed", timings):  # before retrieval: a query-only store read, else BERT
+            q_vec, source = self.query_vector(query, timings)
         with stage("retrieve", timings):
             got = self.retriever.retrieve(query, q_vec, self.settings.retrieve_n, mask)
         if len(got.rows) == 0:
             metrics.EMPTY_RESULTS.labels("search").inc()
             self._log_served(request_id, query, user_id, np.zeros(0, np.int64), np.zeros(0))
             return {
-                **self._meta(request_id, [], timings, "search"),
+                **self._meta(request_id, [], timings, "search", source),
                 "query": query,
                 "user_known": None,
                 "intent": self._intent_of(q_vec),
                 "results": [],
             }
-        s = self.score(got.rows, query, user_id, request_id, timings)
+        s = self.score(got.rows, query, user_id, request_id, timings, q_vec, source)
         with stage("rerank", timings):
             rng = np.random.default_rng(int(request_id[2:18], 16))
             order, explored = rerank(
@@ -557,7 +649,7 @@ class Ranker:
             )
             metrics.SCORES.labels("search").observe(float(s.scores[i]))
         return {
-            **self._meta(request_id, s.fallback, timings, "search"),
+            **self._meta(request_id, s.fallback, timings, "search", source),
             "query": query,
             "user_known": s.user_known,
             "intent": self._intent_of(q_vec),
@@ -573,7 +665,9 @@ class Ranker:
 
     def intent(self, query: str) -> dict:
         query = self.check_query(query)
-        q_vec = self.embed_query(query)
+        q_vec, source = self.query_vector(query)
+        if source is not None:
+            metrics.QUERY_VECTORS.labels("intent", source).inc()
         attributes = understand.model_attributes(self.understanding, q_vec)
         attributes.update(understand.lexical_attributes(query, self.vocab))
         if self.understanding is None:
@@ -585,6 +679,7 @@ class Ranker:
                 "attributes": attributes,
                 "degraded": True,
                 "fallback": "no_understanding_model",
+                "query_vector": source,
             }
         probs, names = self.understanding.query_intent(q_vec.reshape(1, -1))
         p = {n: round(float(v), 4) for n, v in zip(names, probs[0], strict=True)}
@@ -595,6 +690,7 @@ class Ranker:
             "attributes": attributes,
             "degraded": False,
             "fallback": None,
+            "query_vector": source,
             "model_version": self.version,
         }
 
