@@ -130,6 +130,78 @@ def test_missing_keys_read_as_null(tiny_online):
         assert reader.read([known])["item_impressions_7d"].dtype == np.int64
 
 
+def _store_copy(tiny_online, tmp_path):
+    """Settings of a copy of the tiny store (repo, registry and SQLite file), free to alter."""
+    shutil.copytree(tiny_online["root"] / "features", tmp_path / "features")
+    settings = tiny_online["settings"].model_copy(update={"repo": tmp_path / "features"})
+    return settings, tmp_path / "features" / "data" / "online_store.db"
+
+
+def test_stale_features_and_empty_values_read_like_feast(tiny_online, tmp_path):
+    """Rows of a feature the view no longer has are ignored, an empty value reads as null."""
+    settings, db = _store_copy(tiny_online, tmp_path)
+    rows = tiny_online["rows"]
+    with OnlineReader(settings) as reader:
+        view = next(v for v in reader.views if v.name == "item_profile")
+        key = reader._keys(view, [(rows[1]["item_id"],)])[0]
+        other = reader._keys(view, [(rows[2]["item_id"],)])[0]
+        table = view.table
+        with sqlite3.connect(db) as conn:  # as if "old_price" had been dropped from the view
+            conn.execute(
+                f'INSERT INTO "{table}" (entity_key, feature_name, value, event_ts, created_ts) '
+                f"SELECT entity_key, 'old_price', value, event_ts, created_ts FROM \"{table}\" "
+                "WHERE feature_name = 'price'"
+            )
+            empty = f'UPDATE "{table}" SET value = ? WHERE entity_key = ? AND feature_name = ?'
+            for feature in ("price", "brand", "n_features"):
+                conn.execute(empty, (b"", key, feature))
+            conn.execute(f'DELETE FROM "{table}" WHERE entity_key = ? AND feature_name = ?', (other, "brand"))
+        fast = reader.read(rows)
+        assert_same_frame(fast, online_features(open_store(settings), SERVICE, rows))
+        assert np.isnan(fast["price"].iloc[1]) and fast["brand"].iloc[1] is None
+        assert fast["brand"].iloc[2] is None
+        assert fast["n_features"].dtype == np.float64 and np.isnan(fast["n_features"].iloc[1])
+        assert not np.isnan(fast["price"].iloc[2])
+
+
+def test_large_requests_are_read_in_chunks_and_sizes_share_statements(tiny_online, monkeypatch):
+    import shoprank.features.online as online
+
+    settings, rows = tiny_online["settings"], tiny_online["rows"]
+    feast = online_features(open_store(settings), SERVICE, rows)
+    with OnlineReader(settings) as reader:
+        monkeypatch.setattr(online, "CHUNK", 7)  # several statements, a batch spanning views of two keys
+        assert_same_frame(reader.read(rows), feast)
+        monkeypatch.undo()
+        for size in range(1, len(rows) + 1):  # every size: the same values as the whole request
+            part = reader.read_columns(rows[-size:])
+            for c in reader.columns:
+                assert all(same(a, b) for a, b in zip(part[c], feast[c].iloc[-size:], strict=True)), c
+        assert len(reader._statements) <= 12  # sizes rounded up to a few statement shapes
+        assert online._padded(1) == 1 and online._padded(65) == 96 and online._padded(4096) == online.CHUNK
+
+
+def test_a_missing_table_is_a_clear_error(tiny_online, tmp_path):
+    settings, db = _store_copy(tiny_online, tmp_path)
+    reader = OnlineReader(settings)
+    with sqlite3.connect(db) as conn:
+        conn.execute(f'DROP TABLE "{next(v for v in reader.views if v.name == "item_stats").table}"')
+    with pytest.raises(OnlineStoreMissing, match="for view item_stats"):
+        reader.read(tiny_online["rows"][:2])
+    reader.close()
+
+
+def test_concurrent_reads_agree(tiny_online):
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = tiny_online["rows"]
+    with OnlineReader(tiny_online["settings"]) as reader:
+        want = reader.read(rows)
+        with ThreadPoolExecutor(4) as pool:
+            for got in pool.map(lambda i: reader.read(rows[i % 7 :]), range(40)):
+                assert_same_frame(got, want.iloc[len(want) - len(got) :].reset_index(drop=True))
+
+
 def test_reader_sees_a_new_materialisation_without_reopening(params, tmp_path):
     batch = _hand_batch(tmp_path / "batch")
     settings = params.features.model_copy(update={"repo": copy_repo(REPO, tmp_path)})
@@ -210,6 +282,40 @@ def test_decoder_matches_feast_conversion_for_every_fast_path():
             assert len(got) == len(want), label
             for a, b in zip(got, want, strict=True):
                 assert same(a, b) and (a is None) == (b is None), f"{label}: {a!r} != {b!r}"
+
+
+def test_decoder_vectorised_paths_equal_feast_exactly(monkeypatch):
+    """Many values (numpy paths, not the loop for a few), of one length and mixed, exactly as Feast's."""
+    from feast.protos.feast.types.Value_pb2 import Value
+    from feast.type_map import feast_value_type_to_python_type
+
+    import shoprank.features.online as online
+
+    stamps = [1_700_000_000_000_000 + 977 * i for i in range(40)]  # microseconds: 8-byte varints
+    mixed = [0, 1, 127, 128, 300, 2**40, -1, -(2**63), 2**63 - 1, 5] * 4
+    cases = {
+        "int64 one length": [Value(int64_val=v) for v in stamps],
+        "int64 one byte": [Value(int64_val=v % 128) for v in range(40)],
+        "int64 mixed": [Value(int64_val=v) for v in mixed],
+        "int32 mixed": [Value(int32_val=v) for v in (0, 1, -1, 2**31 - 1, -(2**31), 300) * 5],
+        "bool": [Value(bool_val=i % 3 == 0) for i in range(30)],
+        "int64 with an int32": [Value(int64_val=v) for v in stamps[:20]] + [Value(int32_val=4)],
+        "string many": [Value(string_val=f"s{i % 25}-é") for i in range(60)],
+    }
+    monkeypatch.setattr(online, "STRING_MEMO", 10)  # the memo is emptied on the way
+    decoder = _Decoder()
+    for label, protos in cases.items():
+        assert len(protos) > online._FEW
+        blobs = np.empty(len(protos) + 1, object)
+        blobs[:] = [p.SerializeToString() for p in protos] + [None]
+        want = [feast_value_type_to_python_type(p) for p in protos] + [None]
+        for _ in range(2):  # the second time strings come from the memo
+            values, null = decoder.decode(blobs, _Column(label, label, label.split()[0], None))
+            got = values if null is None else [None if m else v for v, m in zip(values, null, strict=True)]
+            assert [type(v) if v is None or isinstance(v, str) else int(v) for v in got] == [
+                type(v) if v is None or isinstance(v, str) else int(v) for v in want
+            ], label
+            assert [v for v in got if isinstance(v, str)] == [v for v in want if isinstance(v, str)], label
 
 
 @pytest.mark.integration

@@ -35,13 +35,14 @@ How: at construction the feature service is resolved from the registry once (vie
 features, types, join keys, table names), the SQLite database is opened read-only (or
 a Redis client is made from the same settings Feast uses). Entity keys are serialised
 like Feast (``serialize_entity_key`` layout, checked against Feast's function at
-construction); SQLite: one statement per view pivots the view's rows into one row per
-requested entity; Redis: one pipeline of ``HMGET`` per entity (all the service's views
-of an entity share one Redis hash: Feast's key layout, serialised key + project name,
-fields ``mmh3("<view>:<feature>")``). Values are Feast ``ValueProto`` bytes, decoded
-per column: fixed-width floats and embedding matrices with ``np.frombuffer``, varint
-ints vectorised, strings by slicing; anything unusual falls back to protobuf parsing
-and Feast's own conversion, value by value.
+construction); SQLite: one statement reads the rows of the requested keys from every
+view's table, each row numbered by the query with its place (entity, column) in the
+result; Redis: one pipeline of ``HMGET`` per entity (all the service's views of an
+entity share one Redis hash: Feast's key layout, serialised key + project name, fields
+``mmh3("<view>:<feature>")``). Values are Feast ``ValueProto`` bytes, decoded per
+column: fixed-width floats and embedding matrices with ``np.frombuffer``, varint ints
+vectorised, strings by slicing (memoised by their bytes); anything unusual falls back to
+protobuf parsing and Feast's own conversion, value by value.
 
 Errors: :class:`OnlineStoreMissing` (a :class:`FeatureRepoError`) when the registry
 lacks the service or the online store has not been loaded: run ``shoprank
@@ -50,14 +51,13 @@ materialize``.
 
 from __future__ import annotations
 
-import itertools
 import operator
 import os
 import sqlite3
 import struct
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ import pandas as pd
 from shoprank.config import Features
 from shoprank.features.store import FeatureRepoError, open_store
 
-CHUNK = 4096  # entities per SQLite statement (bound parameters stay far below SQLite's limit)
+CHUNK = 4096  # entity keys per SQLite statement, all views' (bound parameters stay far below SQLite's limit)
 # SQLite page cache of the reader's connection. SQLite's default (2 MiB) is smaller than the
 # pages one 100-item read touches (three item views, an index and a table page per entity),
 # so every read evicted what the next needed and paid a read() per page: 3.0 ms of SQL per
@@ -121,20 +121,35 @@ class _View:
     row_keys: list[str]  # the entity-row columns they are read from (projection join_key_map)
     key_types: list[Any]  # Feast ValueType of each join key
     columns: list[_Column]
-    sql: dict[int, str] = field(default_factory=dict)  # statement per number of entities
 
     def __post_init__(self) -> None:
-        self.feature_index = {c.feature: j for j, c in enumerate(self.columns)}
+        self.width = len(self.columns) + 1  # + a spare column for stored features the service does not read
+        # SQLite: the column of a stored row, computed by the query (a small int per row is cheaper
+        # to return and to place than the feature name's str and a dict lookup)
+        whens = " ".join(f"WHEN {_sql_text(c.feature)} THEN {j}" for j, c in enumerate(self.columns))
+        self.column_sql = f"CASE t.feature_name {whens} ELSE {self.width - 1} END"
         groups: dict[str, list[int]] = {}
-        self.batches: list[list[int]] = []  # column indices decoded together: numeric scalars by kind
+        self.batches: list[list[int]] = []  # column indices decoded together: scalars by kind
         for j, c in enumerate(self.columns):
-            if c.kind in _SCALARS:
+            if c.kind in _BATCHED:
                 if c.kind not in groups:
                     groups[c.kind] = []
                     self.batches.append(groups[c.kind])
                 groups[c.kind].append(j)
             else:
                 self.batches.append([j])
+        # the same as index arrays (numpy indexing with a list first tries it as an integer)
+        self.batch_index = [np.asarray(js, np.intp) for js in self.batches]
+
+
+def _sql_text(text: str) -> str:
+    """``text`` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _sql_name(name: str) -> str:
+    """``name`` as an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _varint(n: int) -> bytes:
@@ -167,14 +182,15 @@ class _Decoder:
         from feast.protos.feast.types.Value_pb2 import Value
         from feast.type_map import feast_value_type_to_python_type
 
-        self._msg = Value()
+        self._value = Value
         self._to_python = feast_value_type_to_python_type
+        self._strings: dict[Any, str | None] = dict(_NULLS)  # string value per stored bytes (memo)
 
     # -- the slow, exact path: protobuf + Feast's conversion, value by value ----------------
     def parse(self, blob: bytes | None) -> Any:
         if not blob:
             return None
-        msg = self._msg
+        msg = self._value()  # a message per value: readers share the decoder across threads
         msg.ParseFromString(blob)
         return self._to_python(msg)
 
@@ -193,11 +209,42 @@ class _Decoder:
 
     @staticmethod
     def _varints(present: Sequence[bytes], tag: int) -> np.ndarray | None:
-        """Varint scalars (``tag`` + varint), vectorised; None if any value is not exactly that."""
-        lens = np.fromiter(map(len, present), np.int64, len(present))
+        """Varint scalars (``tag`` + varint), vectorised; None if any value is not exactly that.
+
+        A few values (one user's, one query's) are read in a loop: each numpy call costs
+        more than decoding a varint in Python. Many of one length: a (values, bytes)
+        matrix, its 7-bit groups shifted into place and or-ed together; of mixed lengths:
+        the same over the joined bytes, summed per value.
+        """
+        if len(present) <= _FEW:
+            out = []
+            for b in present:
+                if not 2 <= len(b) <= 11 or b[0] != tag:
+                    return None
+                try:
+                    value, end = _read_varint(b, 1)
+                except IndexError:  # the last byte asks for more
+                    return None
+                if end != len(b):
+                    return None
+                out.append(value & 0xFFFF_FFFF_FFFF_FFFF)  # 64 bits, as below
+            return np.array(out, np.uint64).view(np.int64)
+        lens = np.fromiter(map(len, present), np.intp, len(present))
         if (lens < 2).any() or (lens > 11).any():
             return None
         buf = np.frombuffer(b"".join(present), np.uint8)
+        width = len(present[0])
+        if len(buf) == width * len(present) and (lens == width).all():  # one length: a matrix
+            raw = buf.reshape(-1, width)
+            if (raw[:, 0] != tag).any():
+                return None
+            payload = raw[:, 1:]
+            if width == 2:  # one byte each (values below 128): the common case of counts
+                return None if (payload >= 0x80).any() else payload[:, 0].astype(np.int64)
+            if not (payload[:, :-1] >= 0x80).all() or (payload[:, -1] >= 0x80).any():
+                return None  # continuation bits must be set on all but each value's last byte
+            parts = (payload & 0x7F).astype(np.uint64) << _SHIFTS[: width - 1]
+            return np.bitwise_or.reduce(parts, axis=1).view(np.int64)
         starts = np.cumsum(lens) - lens
         if (buf[starts] != tag).any():
             return None
@@ -269,30 +316,57 @@ class _Decoder:
             return _objects(values)
         return np.asarray(values, dtype=dtype)
 
-    def decode(self, blobs: np.ndarray, col: _Column) -> tuple[Any, np.ndarray | None]:
+    def strings(self, blobs: list[bytes | None]) -> list[str | None]:
+        """String values, None for nulls.
+
+        String features repeat (categories, brands, colours): the decoding is memoised by
+        the stored bytes, a pure function of them, so when every value was seen before,
+        one C-level dict lookup per value is all. The memo is emptied when it grows past
+        ``STRING_MEMO`` entries.
+        """
+        memo = self._strings
+        try:
+            return list(map(memo.__getitem__, blobs))
+        except KeyError:  # a value not seen before
+            pass
+        if len(memo) > STRING_MEMO:
+            memo.clear()
+            memo.update(_NULLS)
+        out = []
+        for b in blobs:
+            value = memo.get(b, _MISS)
+            if value is _MISS:
+                if not b:  # null (the memo may be being emptied by another thread)
+                    value = None
+                elif len(b) > 1 and b[0] == _TAG_STRING and b[1] < 0x80 and len(b) == b[1] + 2:
+                    value = b[2:].decode()
+                else:
+                    value = self.parse(b)
+                if value is None or type(value) is str:  # immutable: safe to hand out again
+                    memo[b] = value
+            out.append(value)
+        return out
+
+    def decode(
+        self, blobs: np.ndarray, col: _Column, null: np.ndarray | None = None
+    ) -> tuple[Any, np.ndarray | None]:
         """``(values, null mask)``, one value per blob.
 
         ``values``: a numpy array (numeric scalars; a 2-d matrix for equal-length numeric
         arrays; arbitrary where the mask says null), or a list of Python values with None
-        for nulls (mask None then).
+        for nulls (mask None then). ``null``: which blobs are null, when the caller knows
+        (computed here otherwise).
         """
         kind = col.kind
         if kind == "string":
-            out: list[Any] = []
-            for b in blobs:
-                if not b:
-                    out.append(None)
-                elif b[0] == _TAG_STRING and b[1] < 0x80 and len(b) == b[1] + 2:
-                    out.append(b[2:].decode())
-                else:
-                    out.append(self.parse(b))
-            return out, None
+            return self.strings(blobs.tolist()), None
         if kind not in _NUMERIC:
-            return [self.parse(b) for b in blobs], None
-        null = np.fromiter(map(operator.not_, blobs), bool, len(blobs))
+            return [self.parse(b) for b in blobs.tolist()], None
+        if null is None:
+            null = np.fromiter(map(operator.not_, blobs), bool, len(blobs))
         has_null = bool(null.any())
-        present = blobs[~null] if has_null else blobs
-        if not len(present):
+        present = (blobs[~null] if has_null else blobs).tolist()  # a list: iterated more cheaply
+        if not present:
             return [None] * len(blobs), None
         values = self._numeric(present, kind)
         if has_null:  # spread the non-null values over all entities
@@ -306,6 +380,13 @@ class _Decoder:
         return values, null
 
 
+_FEW = 16  # values decoded in a Python loop rather than with numpy
+_SHIFTS = 7 * np.arange(10, dtype=np.uint64)  # of the 7-bit groups of a varint value
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
+_MISS = object()  # not in the string memo
+_NULLS = {None: None, b"": None}  # stored nulls: no row, or an empty value
+STRING_MEMO = 100_000  # string values kept by _Decoder (a few MiB at most)
+
 _LISTS = {
     "float32_list": np.float32,
     "float64_list": np.float64,
@@ -313,7 +394,12 @@ _LISTS = {
     "int32_list": np.int64,
 }
 _SCALARS = {"float32", "float64", "int64", "int32", "bool"}
+_BATCHED = _SCALARS | {"string"}  # decoded a view's columns of one kind at a time
 _NUMERIC = {"float32", "float64", "int64", "int32", "bool", "float32_list", "float64_list"}
+
+
+# what a read fetches per view: (row -> unique entity index or None, grid of stored bytes, null mask or None)
+_Fetched = tuple[np.ndarray | None, np.ndarray, np.ndarray | None]
 
 
 class OnlineReader:
@@ -354,6 +440,13 @@ class OnlineReader:
         if len(set(self.columns)) != len(self.columns):
             raise FeatureRepoError(f"feature service {service!r} has two features of the same name")
         self.join_keys = list(dict.fromkeys(k for v in self.views for k in v.row_keys))  # required
+        # views of the same entities (same join keys, read from the same entity-row columns):
+        # their keys are made once per read, and SQLite reads them with one VALUES list
+        groups: dict[tuple, list[_View]] = {}
+        for v in self.views:
+            groups.setdefault((tuple(v.join_keys), tuple(v.row_keys)), []).append(v)
+        self._groups = list(groups.values())
+        self._statements: dict[tuple[tuple[int, int], ...], str] = {}  # SQLite query per batch shape
         self._entity_keys |= set(self.join_keys)  # returned when given, as Feast does: any entity's key
         self._decoder = _Decoder()
         self._lock = threading.Lock()
@@ -448,11 +541,8 @@ class OnlineReader:
         jk = view.join_keys[0].encode("utf8")
         prefix = struct.pack("<III", 1, 2, len(jk)) + jk + struct.pack("<I", 2)
         pack = struct.Struct("<I").pack
-        out = []
-        for (v,) in values:
-            b = v.encode("utf8")
-            out.append(prefix + pack(len(b)) + b)
-        return out
+        encoded = [v.encode("utf8") for (v,) in values]
+        return [prefix + pack(len(b)) + b for b in encoded]
 
     def _feast_keys(self, view: _View, values: list[tuple]) -> list[bytes]:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
@@ -516,23 +606,48 @@ class OnlineReader:
                 out[c] = np.empty(0, object)
             return out
         fetched = self._fetch(cols, n)
-        decode, assemble = self._decoder.decode, self._assemble
         for view in self.views:
-            inv, grid = fetched[view.name]
-            for js in view.batches:  # scalars of one kind: decoded together
+            inv, grid, nulls = fetched[view.name]  # nulls: None where decode finds them
+            for js, at in zip(view.batches, view.batch_index, strict=True):
                 col = view.columns[js[0]]
-                if len(js) == 1:
-                    out[col.name] = assemble(decode(grid[:, js[0]], col), inv, n, col.kind)
-                    continue
-                values, null = decode(grid[:, js].ravel(), col)
-                if null is None:  # all null
-                    for j in js:
-                        out[view.columns[j].name] = assemble(([None] * len(grid), None), inv, n, col.kind)
-                    continue
-                values, null = values.reshape(len(grid), len(js)), null.reshape(len(grid), len(js))
-                for k, j in enumerate(js):
-                    out[view.columns[j].name] = assemble((values[:, k], null[:, k]), inv, n, col.kind)
+                null = None if nulls is None else nulls[:, at]
+                if col.kind in _BATCHED:
+                    arrays = self._batch(col, grid[:, at], null, inv, n)
+                else:  # one column
+                    decoded = self._decoder.decode(grid[:, js[0]], col, None if null is None else null[:, 0])
+                    arrays = [self._assemble(decoded, inv, n, col.kind)]
+                for j, arr in zip(js, arrays, strict=True):
+                    out[view.columns[j].name] = arr
         return {k: out[k] for k in [*keys, *self.columns]}
+
+    def _batch(self, col: _Column, blobs: np.ndarray, nulls: np.ndarray | None, inv: Any, n: int) -> list:
+        """Scalar columns of one kind (``blobs``: unique entities x columns), decoded together.
+
+        One decoding, one expansion to the rows and one conversion for all of them: the
+        columns are the rows of a transposed matrix (each contiguous). The result equals
+        :meth:`_assemble` column by column, which takes over when numbers have nulls.
+        """
+        m, k = blobs.shape
+        if col.kind == "string":
+            values = self._decoder.strings(blobs.ravel().tolist())
+            matrix = np.fromiter(values, object, m * k).reshape(m, k)
+            dtype: Any = object
+        else:
+            null = None if nulls is None else nulls.ravel()
+            flat, null = self._decoder.decode(blobs.ravel(), col, null)
+            if null is None:  # all null
+                return [self._assemble(([None] * m, None), inv, n, col.kind) for _ in range(k)]
+            matrix, null = flat.reshape(m, k), null.reshape(m, k)
+            if inv is not None:
+                matrix, null = matrix[inv], null[inv]
+            if matrix.dtype == object or null.any():
+                return [self._assemble((matrix[:, c], null[:, c]), None, n, col.kind) for c in range(k)]
+            dtype = np.float64 if matrix.dtype.kind == "f" else matrix.dtype  # as _assemble's
+            inv = None  # applied
+        if inv is not None:
+            matrix = matrix[inv]
+        columns = np.ascontiguousarray(matrix.T, dtype)
+        return [columns[c] for c in range(k)]  # (iterating an array ends in a costly IndexError)
 
     def read(self, entity_rows: Any) -> pd.DataFrame:
         """One row per entity row, in order: the given join keys, then the service's features."""
@@ -541,41 +656,70 @@ class OnlineReader:
     def _unique(self, view: _View, cols: dict[str, list[Any]], n: int) -> tuple[np.ndarray | None, list]:
         """Unique entity keys of ``view`` and each row's index into them (None: already unique, in order)."""
         if len(view.row_keys) == 1:
-            values = cols[view.row_keys[0]]
-            index: dict[Any, int] = {}
-            inv = [index.setdefault(v, len(index)) for v in values]
-            uniq = [(v,) for v in index]
+            values: Any = cols[view.row_keys[0]]
+            index: dict[Any, Any] = dict.fromkeys(values)  # first-seen order
+            uniq = list(zip(index))  # 1-tuples
         else:
-            tuples = list(zip(*(cols[k] for k in view.row_keys), strict=True))
-            index = {}
-            inv = [index.setdefault(t, len(index)) for t in tuples]
+            values = list(zip(*(cols[k] for k in view.row_keys), strict=True))
+            index = dict.fromkeys(values)
             uniq = list(index)
         if len(uniq) == n:
             return None, uniq
-        return np.asarray(inv, np.intp), uniq
+        index = dict(zip(index, range(len(index)), strict=True))
+        return np.fromiter(map(index.__getitem__, values), np.intp, n), uniq
 
-    def _fetch(self, cols: dict[str, list[Any]], n: int) -> dict[str, tuple[np.ndarray | None, list]]:
-        """Per view: (row -> unique index, per column a tuple of stored bytes per unique entity)."""
-        uniques = {v.name: self._unique(v, cols, n) for v in self.views}
+    def _fetch(self, cols: dict[str, list[Any]], n: int) -> dict[str, _Fetched]:
+        """Per view: (row -> unique index, a (unique entities, columns) grid of stored bytes, nulls).
+
+        The null mask of the grid is None where the store does not tell (Redis: decoding finds them).
+        """
+        uniques = {}
+        for views in self._groups:  # views of the same entities share their unique keys
+            unique = self._unique(views[0], cols, n)
+            for view in views:
+                uniques[view.name] = unique
         if self._redis is not None:
             return self._fetch_redis(uniques)
         return self._fetch_sqlite(uniques)
 
-    def _sql(self, view: _View, count: int) -> str:
-        sql = view.sql.get(count)
+    def _statement(self, shape: tuple[tuple[int, int], ...]) -> str:
+        """The query of a batch: ``shape``, per key group in it, (group, its number of keys, padded).
+
+        Per group a VALUES list of (position, key), parameters ``?1...`` in group order;
+        per view of the group the view's rows of those keys (Feast's table, its index on
+        ``entity_key``; the keys drive the join), each as ``(cell, value)``: the cell is
+        the row's place in the flat array of all grids, ``base + position * width +
+        column``, the base a parameter after the keys (one per view, in order). Rows
+        with an empty value (a null) are left out. One statement for all views: one
+        round trip and one result to place. SQLite allows 500 arms of a UNION ALL and
+        32766 parameters: far more than views, and than the keys of a batch (CHUNK, padded).
+        """
+        sql = self._statements.get(shape)
         if sql is None:
-            table = '"' + view.table.replace('"', '""') + '"'
-            marks = ",".join("?" * count)
-            sql = f"SELECT entity_key, feature_name, value FROM {table} WHERE entity_key IN ({marks})"
-            view.sql[count] = sql
+            ctes, arms, param = [], [], 0
+            for g, count in shape:
+                values = ",".join(f"({i},?{param + i + 1})" for i in range(count))
+                ctes.append(f"k{g}(pos, key) AS (VALUES {values})")
+                param += count
+            for g, _ in shape:
+                for view in self._groups[g]:
+                    param += 1
+                    arms.append(
+                        f"SELECT ?{param} + k{g}.pos * {view.width} + {view.column_sql}, t.value "
+                        f"FROM k{g} CROSS JOIN {_sql_name(view.table)} AS t ON t.entity_key = k{g}.key "
+                        "WHERE length(t.value) > 0"  # an empty value is a null (Feast's reading too)
+                    )
+            sql = "WITH " + ", ".join(ctes) + " " + " UNION ALL ".join(arms)
+            self._statements[shape] = sql
         return sql
 
-    def _fetch_sqlite(self, uniques: dict) -> dict[str, tuple[np.ndarray | None, np.ndarray]]:
-        """Feast's own query (all rows of the requested keys), placed into a (entities, features) grid.
+    def _fetch_sqlite(self, uniques: dict) -> dict[str, _Fetched]:
+        """Feast's rows of the requested keys, placed into one (entities, columns) grid per view.
 
-        The placement is C-level: two dict lookups mapped over the result columns, one
-        numpy scatter. A feature the view no longer has (stale rows) lands in a spare
-        column that is never read.
+        The grids are consecutive blocks of one flat object array; the query returns each
+        stored row's place in it (:meth:`_statement`), so placing the rows is one numpy
+        scatter. A feature the view no longer has (stale rows) lands in a spare column
+        that is never read. Up to CHUNK keys per statement, all views in each.
         """
         try:
             st = os.stat(self.path)
@@ -583,7 +727,14 @@ class OnlineReader:
             raise OnlineStoreMissing(
                 f"{self.path}: the SQLite online store is gone (run `shoprank materialize`)"
             ) from None
-        out = {}
+        keys = [self._keys(views[0], uniques[views[0].name][1]) for views in self._groups]
+        bases, size = {}, 0  # each view's block in the flat array
+        for g, views in enumerate(self._groups):
+            for view in views:
+                bases[view.name] = size
+                size += len(keys[g]) * view.width
+        cells = np.full(size, None, object)
+        null = np.ones(size, bool)  # no stored value: no row, or an empty one (left out by the query)
         with self._lock:
             if (st.st_dev, st.st_ino) != self._inode:  # the file was replaced (teardown + materialize)
                 assert self._conn is not None
@@ -591,39 +742,43 @@ class OnlineReader:
                 self._open_sqlite()
             conn = self._conn
             assert conn is not None
-            for view in self.views:
-                inv, uniq = uniques[view.name]
-                keys = self._keys(view, uniq)
-                rows: list[tuple] = []
+            for batch in _batches([len(k) for k in keys]):
+                params: list[Any] = []
+                for g, start, stop in batch:  # padded with NULL keys (they match nothing) to the shape
+                    params += keys[g][start:stop]
+                    params += [None] * (_padded(stop - start) - (stop - start))
+                params += [bases[v.name] + start * v.width for g, start, _ in batch for v in self._groups[g]]
+                sql = self._statement(tuple((g, _padded(stop - start)) for g, start, stop in batch))
                 try:
-                    for start in range(0, len(keys), CHUNK):
-                        part = keys[start : start + CHUNK]
-                        rows += conn.execute(self._sql(view, len(part)), part).fetchall()
+                    rows = conn.execute(sql, params).fetchall()
                 except sqlite3.OperationalError as exc:
                     if "no such table" in str(exc):
-                        raise OnlineStoreMissing(
-                            f"{self.path}: no table {view.table} for view {view.name} "
-                            "(run `shoprank materialize`)"
-                        ) from exc
+                        raise self._missing_table(conn) from exc
                     raise
-                out[view.name] = (inv, self._grid(view, keys, rows))
+                if rows:
+                    at = np.fromiter(map(_FIRST, rows), np.intp, len(rows))
+                    cells[at] = np.fromiter(map(_SECOND, rows), object, len(rows))
+                    null[at] = False
+        out = {}
+        for g, views in enumerate(self._groups):
+            for view in views:
+                block = slice(bases[view.name], bases[view.name] + len(keys[g]) * view.width)
+                shape = (len(keys[g]), view.width)
+                out[view.name] = (
+                    uniques[view.name][0],
+                    cells[block].reshape(shape),
+                    null[block].reshape(shape),
+                )
         return out
 
-    @staticmethod
-    def _grid(view: _View, keys: list[bytes], rows: list[tuple]) -> np.ndarray:
-        width = len(view.columns) + 1  # + a spare column for features the service does not read
-        grid = np.full((len(keys), width), None, object)
-        if rows:
-            eks, names, values = zip(*rows, strict=True)
-            entity = dict(zip(keys, range(len(keys)), strict=True))
-            spare = width - 1
-            feature = view.feature_index
-            at = np.fromiter(map(entity.__getitem__, eks), np.intp, len(eks)) * width
-            at += np.fromiter(map(feature.get, names, itertools.repeat(spare)), np.intp, len(names))
-            grid.reshape(-1)[at] = values
-        return grid
+    def _missing_table(self, conn: sqlite3.Connection) -> OnlineStoreMissing:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        view = next((v for v in self.views if v.table not in tables), self.views[0])
+        return OnlineStoreMissing(
+            f"{self.path}: no table {view.table} for view {view.name} (run `shoprank materialize`)"
+        )
 
-    def _fetch_redis(self, uniques: dict) -> dict[str, tuple[np.ndarray | None, np.ndarray]]:
+    def _fetch_redis(self, uniques: dict) -> dict[str, _Fetched]:
         """One pipeline: per entity one HMGET of the fields of all its views (Feast's layout)."""
         project = self._project_bytes
         plan = []
@@ -644,7 +799,7 @@ class OnlineReader:
             grid[:] = replies[pos : pos + count]
             pos += count
             for view, offset in members:
-                out[view.name] = (inv, grid[:, offset : offset + len(view.columns)])
+                out[view.name] = (inv, grid[:, offset : offset + len(view.columns)], None)
         return out
 
     @staticmethod
@@ -663,8 +818,8 @@ class OnlineReader:
         if values.ndim == 2 or values.dtype == object:  # arrays: one object each
             if values.ndim == 2:
                 arr = np.empty(n, object)
-                for i, row in enumerate(values):
-                    arr[i] = row
+                for i in range(n):
+                    arr[i] = values[i]
             else:
                 arr = values.copy() if inv is None else values
             if has_null:
@@ -694,6 +849,35 @@ class OnlineReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _padded(count: int) -> int:
+    """The number of keys a statement is prepared for: ``count`` rounded up to a few sizes.
+
+    Requests of varying sizes then share a handful of statements (SQLite's parsing and
+    planning of one is a millisecond), kept in the connection's statement cache.
+    """
+    return next((size for size in _SIZES if size >= count), count)
+
+
+_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, CHUNK)
+
+
+def _batches(counts: list[int]) -> list[list[tuple[int, int, int]]]:
+    """Statements of at most CHUNK keys: per statement, ``(group, start, stop)`` ranges of group keys."""
+    batches: list[list[tuple[int, int, int]]] = [[]]
+    room = CHUNK
+    for g, count in enumerate(counts):
+        start = 0
+        while start < count:
+            if not room:
+                batches.append([])
+                room = CHUNK
+            stop = min(count, start + room)
+            batches[-1].append((g, start, stop))
+            room -= stop - start
+            start = stop
+    return [b for b in batches if b]
 
 
 def _objects(values: Sequence[Any], nested: bool = False) -> np.ndarray:
