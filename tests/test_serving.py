@@ -738,3 +738,14 @@ def test_item_features_are_refreshed_in_the_background(serving_env, monkeypatch)
     finally:
         ranker.stop_refresh()
     assert not ranker._refresh_thread.is_alive()
+    # a refresh that finds the store unchanged does not make the item arrays be rebuilt;
+    # a value that differs from the store's is replaced, and the arrays follow
+    features = ranker.features
+    features.refresh_all()
+    version = features.version
+    assert features.refresh_all() == len(ranker.items) and features.version == version
+    price = features.values["price"].copy()
+    features.values.loc[0, "price"] = -1.0
+    features.refresh_all()
+    assert features.version > version
+    pd.testing.assert_series_equal(features.values["price"], price)

@@ -96,6 +96,17 @@ def as_vector(value: Any) -> np.ndarray | None:
     return np.array(value, dtype=np.float32)
 
 
+def _same(old: pd.Series, new: np.ndarray) -> bool:
+    """Would writing ``new`` over ``old`` change nothing? (NaN equals NaN; values compared in
+    ``old``'s dtype, as they would be stored: None is <NA> in a string column.)"""
+    try:
+        if old.dtype.kind in "fc" and new.dtype.kind in "fc":
+            return bool(np.array_equal(old.to_numpy(), new, equal_nan=True))
+        return bool(old.reset_index(drop=True).equals(pd.Series(new, dtype=old.dtype)))
+    except Exception:  # an unusual value: treat as changed (a rebuild is always correct)
+        return False
+
+
 @dataclass
 class Lookup:
     items: pd.DataFrame  # item feature columns of the requested rows, in order
@@ -288,14 +299,18 @@ class OnlineFeatures:
         got = rows[present]
         if len(got):
             with self._lock:
+                changed = False
                 for c in cols:
                     j = self.values.columns.get_loc(c)
                     new = df[c].to_numpy()[present]
                     if pd.api.types.is_numeric_dtype(self.values[c].dtype):
                         new = pd.to_numeric(pd.Series(new), errors="coerce").to_numpy()
-                    self.values.iloc[got, j] = new
+                    if not _same(self.values.iloc[got, j], new):
+                        self.values.iloc[got, j] = new
+                        changed = True
                 self.fetched[got] = now
-                self.version += 1
+                if changed:  # derived item arrays are rebuilt only when a value moved
+                    self.version += 1
 
     def _user_row(self, df: pd.DataFrame) -> dict[str, Any]:
         row = df.iloc[0]
