@@ -749,3 +749,15 @@ def test_item_features_are_refreshed_in_the_background(serving_env, monkeypatch)
     features.refresh_all()
     assert features.version > version
     pd.testing.assert_series_equal(features.values["price"], price)
+
+    # the background refresh skips an unchanged SQLite store, and re-reads after a commit to it
+    import sqlite3
+
+    assert features.refresh_all(if_changed=True) == 0  # the full refresh above saw this state
+    features.values.loc[0, "price"] = -1.0  # (a local edit the store does not know about)
+    with sqlite3.connect(features.store().path) as conn:  # any commit by another connection
+        conn.execute("CREATE TABLE touched (x)")
+        conn.execute("DROP TABLE touched")
+    assert features.refresh_all(if_changed=True) == len(ranker.items)
+    pd.testing.assert_series_equal(features.values["price"], price)
+    assert features.refresh_all(if_changed=True) == 0

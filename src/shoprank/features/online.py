@@ -835,6 +835,23 @@ class OnlineReader:
         arr[null] = np.nan
         return arr
 
+    def change_token(self) -> tuple | None:
+        """A value that changes whenever the store's contents may have: equal tokens mean
+        unchanged data. SQLite: the file's identity and ``PRAGMA data_version`` (it moves
+        when another connection, e.g. ``shoprank materialize``, commits). Redis: None
+        (no cheap signal: callers re-read)."""
+        if self._redis is not None or self._conn is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        with self._lock:
+            if (st.st_dev, st.st_ino) != self._inode:
+                return None  # replaced: the next read reopens it
+            (version,) = self._conn.execute("PRAGMA data_version").fetchone()
+        return (st.st_dev, st.st_ino, version)
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:

@@ -155,6 +155,7 @@ class OnlineFeatures:
         self.last_error: str | None = None
         self._lock = threading.Lock()
         self.timeout, self.refresh_timeout = timeout_s, refresh_timeout_s
+        self._token: tuple | None = None  # the store's change token at the last full refresh
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="online-store")
 
     def store(self) -> Any:
@@ -262,11 +263,24 @@ class OnlineFeatures:
         items = self.values.iloc[rows].reset_index(drop=True)
         return Lookup(items, user, known, q_vec, fallback, calls)
 
-    def refresh_all(self, chunk: int = 2000, pause_s: float = 0.0) -> int:
+    def refresh_all(self, chunk: int = 2000, pause_s: float = 0.0, if_changed: bool = False) -> int:
         """Re-read every item from the store (skipped while it is down); returns the items refreshed.
 
-        ``pause_s`` sleeps between chunks (a background refresh yields to requests).
+        ``pause_s`` sleeps between chunks (a background refresh yields to requests). With
+        ``if_changed``, a store that can tell it has not changed since the last full refresh
+        (the SQLite reader's :meth:`~shoprank.features.online.OnlineReader.change_token`) is
+        not re-read: the items are marked fresh and 0 is returned.
         """
+        token = None
+        if self.clock() >= self._down_until:
+            try:
+                store = self.store()
+                token = store.change_token() if hasattr(store, "change_token") else None
+            except Exception:  # the re-read below meets the failure and handles it
+                token = None
+            if if_changed and token is not None and token == self._token:
+                self.fetched[:] = self.clock()
+                return 0
         done = 0
         for start in range(0, len(self.item_ids), chunk):
             if start and pause_s > 0:
@@ -287,6 +301,8 @@ class OnlineFeatures:
             self._update_items(rows, df, now)
             self.last_error = None
             done += len(rows)
+        if done == len(self.item_ids):
+            self._token = token  # taken before the reads: a change during them is caught next time
         return done
 
     def _update_items(self, rows: np.ndarray, df: pd.DataFrame, now: float) -> None:

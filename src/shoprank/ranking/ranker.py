@@ -235,9 +235,10 @@ class Ranker:
         period = max(self.settings.feature_ttl_s / 2, 0.5)
         while not self._stopping.wait(period):
             try:
-                # small chunks with a pause between them: a chunk holds the GIL for a few ms,
-                # not the tens of ms a whole table would, so requests are not held up behind it
-                self.features.refresh_all(chunk=REFRESH_CHUNK, pause_s=REFRESH_PAUSE_S)
+                # skipped while the store is unchanged (SQLite tells); else small chunks with a
+                # pause between them: a chunk holds the GIL for a few ms, not the tens of ms a
+                # whole table would, so requests are not held up behind it
+                self.features.refresh_all(chunk=REFRESH_CHUNK, pause_s=REFRESH_PAUSE_S, if_changed=True)
                 if self.fast is not None:
                     self.fast.prepare()  # rebuild the item arrays here, not in a request
             except Exception as exc:  # logged and retried on the next tick
