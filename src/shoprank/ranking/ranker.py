@@ -331,10 +331,6 @@ class Ranker:
             stored = self.features.query_vector(qid)
         return self.resolve_query(query, stored, timings)
 
-    def embed_query(self, query: str, timings: dict[str, float] | None = None) -> np.ndarray:
-        """The query's text vector (see :meth:`query_vector`)."""
-        return self.query_vector(query, timings)[0]
-
     def check_query(self, query: str, allow_empty: bool = False) -> str:
         if not isinstance(query, str):
             raise BadRequest("query must be a string")
