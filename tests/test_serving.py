@@ -8,6 +8,8 @@ key and an unreachable online store, and `bentoml serve` is exercised once.
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -118,6 +120,9 @@ def test_loaded_service_takes_its_heap_out_of_the_collectors_view():
 def test_serve_settings_read_the_environment():
     s = ServeSettings.from_env({"SHOPRANK_SERVE_EXPLORE_SHARE": "0.25", "SHOPRANK_SERVE_MAX_K": "7"})
     assert s.explore_share == 0.25 and s.max_k == 7 and s.diversity == ServeSettings().diversity
+    assert s.encoder_runtime == "onnx"
+    with pytest.raises(ValueError, match="encoder_runtime"):
+        ServeSettings.from_env({"SHOPRANK_SERVE_ENCODER_RUNTIME": "tensorflow"})
 
 
 def _features(open_store, ttl=60.0, clock=None):
@@ -273,6 +278,11 @@ def test_package_stores_the_champion_with_its_lineage(serving_env):
     assert manifest["encoder"]["key"] and manifest["understanding"]["intent"]["accuracy"] > 0.5
     for name in ("scorer.pt", "items.parquet", "users.parquet", "understanding.pkl", "retrieval/items.faiss"):
         assert (serving_env.bundle / name).exists(), name
+    # the query encoder as ONNX, checked against PyTorch on logged queries and titles at export
+    export = manifest["encoder"]["onnx_export"]
+    assert manifest["encoder"]["onnx"] == "encoder" and export["key"] == manifest["encoder"]["key"]
+    assert export["parity_texts"] >= 16 and export["parity_max_abs_diff"] <= 1e-4
+    assert (serving_env.bundle / "encoder" / "model.onnx").is_file()
 
 
 @pytest.mark.slow
@@ -281,6 +291,7 @@ def test_health_readiness_and_metrics(live_server):
     assert live_server.get("/health").json()["status"] == "ok"
     ready = live_server.get("/ready").json()
     assert ready["ready"] and ready["online_store"] == "ok" and ready["understanding"]
+    assert ready["encoder_runtime"] == "onnx"
     live_server.post("/search", {"query": "tent"})
     text = live_server.get("/metrics").text
     for name in ("shoprank_request_seconds_bucket", "shoprank_score_bucket", "shoprank_stage_seconds"):
@@ -639,6 +650,29 @@ class CountingEncoder:
 
 @pytest.mark.slow
 @pytest.mark.integration
+def test_onnx_and_torch_query_encoders_agree_and_a_broken_graph_falls_back(serving_env, monkeypatch, caplog):
+    from shoprank.config import load_params
+    from shoprank.ranking.ranker import Ranker
+
+    params = load_params(serving_env.params_file)
+    queries = ["waterproof trail tent 7391", "x", "a gift for my sister who likes hiking and coffee"]
+    onnx = Ranker(serving_env.bundle, params).encoder
+    monkeypatch.setenv("SHOPRANK_SERVE_ENCODER_RUNTIME", "torch")
+    torch_ranker = Ranker(serving_env.bundle, params)
+    assert torch_ranker.encoder_runtime == "torch" and torch_ranker.ready()["encoder_runtime"] == "torch"
+    np.testing.assert_allclose(onnx.encode(queries), torch_ranker.encoder.encode(queries), atol=1e-5)
+    monkeypatch.setenv("SHOPRANK_SERVE_ENCODER_RUNTIME", "onnx")
+    bundle = serving_env.root / "broken-bundle"
+    shutil.copytree(serving_env.bundle, bundle)
+    (bundle / "encoder" / "model.onnx").write_bytes(b"not a graph")
+    with caplog.at_level(logging.WARNING):
+        broken = Ranker(bundle, params)
+    assert broken.encoder_runtime == "torch" and "ONNX query encoder unusable" in caplog.text
+    np.testing.assert_array_equal(broken.encoder.encode(queries), torch_ranker.encoder.encode(queries))
+
+
+@pytest.mark.slow
+@pytest.mark.integration
 def test_query_vectors_come_from_the_cache_the_store_then_the_encoder(serving_env, monkeypatch):
     """A logged query is served with the store's vector (no BERT pass); an unseen one is encoded;
     the store's vector is the encoder's (train/serve consistency: the model was trained on it)."""
@@ -649,6 +683,7 @@ def test_query_vectors_come_from_the_cache_the_store_then_the_encoder(serving_en
     monkeypatch.setenv("SHOPRANK_SERVE_FEATURE_TTL_S", "600")  # items stay fresh: query-only reads
     params = load_params(serving_env.params_file)
     ranker = Ranker(serving_env.bundle, params)
+    assert ranker.encoder_runtime == "onnx"  # the default: the bundle's exported graph
     counting = ranker.encoder = CountingEncoder(ranker.encoder)
     logged = _logged_queries(serving_env)
     assert len(logged) >= 6

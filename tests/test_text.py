@@ -195,6 +195,41 @@ def test_empty_input(tiny, tmp_path):
     assert EmbeddingCache(tmp_path, tiny.key).embed([], tiny).shape == (0, 32)
 
 
+# -- the ONNX export (serving's query encoder) ------------------------------------------------
+def test_onnx_export_reproduces_the_torch_encoder_and_leaves_it_in_eval_mode(tiny, tmp_path):
+    from shoprank.text.onnx_encoder import OnnxTextEncoder, export
+
+    before = tiny.encode(TEXTS)
+    meta = export(tiny, tmp_path / "enc", TEXTS)
+    assert meta["key"] == tiny.key and meta["parity_max_abs_diff"] <= 1e-4
+    assert not tiny.model.training  # no dropout switched on by the export
+    np.testing.assert_array_equal(tiny.encode(TEXTS), before)
+    onnx = OnnxTextEncoder.load(tmp_path / "enc")
+    assert (onnx.key, onnx.dim, onnx.max_length) == (tiny.key, tiny.dim, tiny.max_length)
+    # other lengths and batch sizes than the export's sample, the input order kept
+    texts = ["x", *TEXTS, "a much longer product description " * 10]
+    np.testing.assert_allclose(onnx.encode(texts), tiny.encode(texts), atol=1e-5)
+    np.testing.assert_allclose(onnx.encode(texts[3:4]), tiny.encode(texts[3:4]), atol=1e-5)
+    assert onnx.encode([]).shape == (0, tiny.dim)
+
+
+def test_onnx_export_that_does_not_reproduce_the_encoder_is_refused(tiny, tmp_path, monkeypatch):
+    from shoprank.text import onnx_encoder
+
+    other = TextEncoder.tiny(seed=1)  # a different network under the first one's tokenizer and key
+    real_load = onnx_encoder.OnnxTextEncoder.load
+
+    def load_other(folder, **kw):
+        export_folder = tmp_path / "other"
+        if not export_folder.exists():
+            onnx_encoder.export(other, export_folder, TEXTS)
+        return real_load(export_folder, **kw)
+
+    monkeypatch.setattr(onnx_encoder.OnnxTextEncoder, "load", staticmethod(load_other))
+    with pytest.raises(onnx_encoder.ExportError, match="differ from PyTorch"):
+        onnx_encoder.export(tiny, tmp_path / "enc", TEXTS)
+
+
 # -- the real model -----------------------------------------------------------------------
 @pytest.mark.integration
 def test_real_minilm_embeds_by_meaning(params, tmp_path):

@@ -281,7 +281,7 @@ def package(
     force: Annotated[bool, typer.Option(help="Rebuild even if this champion is already packaged.")] = False,
     params: ParamsOpt = None,
 ) -> None:
-    """Package the champion (model, encoder reference, indexes, item tables) into the BentoML model store."""
+    """Package the champion (model, query encoder, indexes, item tables) into the BentoML model store."""
     from shoprank.ranking.bundle import PackageError
     from shoprank.ranking.bundle import package as run_package
 
@@ -289,8 +289,8 @@ def package(
     try:
         from shoprank.text import load_encoder
 
-        key = load_encoder(p.text, device="cpu").key  # recorded: serving must embed queries the same way
-        result = run_package(p, force=force, encoder_key=key)
+        # recorded by key (serving must embed queries the same way) and exported to ONNX for serving
+        result = run_package(p, force=force, encoder=load_encoder(p.text, device="cpu"))
     except (PackageError, FileNotFoundError) as exc:
         _fail(str(exc), 2)
     m = result["manifest"]

@@ -8,6 +8,8 @@ The folder (a "bundle") holds:
     users.parquet        each user's latest features: the fallback when the online store is down
     retrieval/           BM25 index (bm25s) and the faiss index of item embeddings
     understanding.pkl    intent and attribute heads (when the batch has simulator labels)
+    encoder/             the query encoder as an ONNX graph + tokenizer, checked against PyTorch
+                         (serving's one-query encodes run about 3x faster on ONNX Runtime)
 
 :func:`package` writes it into the BentoML model store as ``shoprank-ranker:<version>-<sha>``
 with the lineage as metadata; serving/bentofile.yaml builds a Bento around it.
@@ -100,8 +102,51 @@ def train_understanding(truth_dir: Path, features_dir: Path, item_ids: list[str]
     return model, report
 
 
-def build_bundle(params: Params, out: Path | str, encoder_key: str | None = None) -> dict[str, Any]:
-    """Write the bundle of the current champion into ``out`` (an empty or new folder); return the manifest."""
+ENCODER_DIR = "encoder"
+PARITY_QUERIES, PARITY_TITLES = 48, 16  # texts the exported encoder is checked on
+
+
+def export_encoder(encoder: Any, out: Path, features_dir: Path, items: pd.DataFrame) -> dict[str, Any]:
+    """The query encoder as ONNX in ``out``, checked on logged queries and item titles.
+
+    Returns the export's metadata, or ``{"error": ...}`` when it cannot be made (serving
+    then encodes with PyTorch: slower, same vectors).
+    """
+    from shoprank.text.onnx_encoder import ExportError, export
+
+    texts: list[str] = []
+    qt_path = features_dir / "query_text.parquet"
+    if qt_path.is_file():
+        queries = pd.read_parquet(qt_path, columns=["query_text"])["query_text"].dropna().unique()
+        texts += [str(q) for q in queries[:PARITY_QUERIES] if str(q)]
+    texts += items["title"].dropna().astype(str).head(PARITY_TITLES).tolist()
+    try:
+        meta = export(encoder, out, texts or ["an example query"])
+    except (ExportError, ImportError) as exc:
+        shutil.rmtree(out, ignore_errors=True)
+        log(
+            logger,
+            "query encoder not exported; serving will encode with PyTorch",
+            error=str(exc)[:300],
+            level=logging.WARNING,
+        )
+        return {"error": str(exc)[:500]}
+    log(
+        logger,
+        "exported the query encoder",
+        parity_max_abs_diff=meta["parity_max_abs_diff"],
+        texts=meta["parity_texts"],
+        seconds=meta["export_seconds"],
+    )
+    return meta
+
+
+def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[str, Any]:
+    """Write the bundle of the current champion into ``out`` (an empty or new folder); return the manifest.
+
+    ``encoder`` (the :class:`~shoprank.text.TextEncoder` the features were built with) is
+    recorded by its key and exported to ONNX for serving; without it neither happens.
+    """
     from shoprank.evaluation.step import FEATURE_SERVICE
     from shoprank.models.scorers import load
     from shoprank.quality import current_batch
@@ -141,6 +186,7 @@ def build_bundle(params: Params, out: Path | str, encoder_key: str | None = None
     if understanding is not None:
         with open(out / "understanding.pkl", "wb") as f:
             pickle.dump(understanding, f)
+    onnx = export_encoder(encoder, out / ENCODER_DIR, features_dir, items) if encoder is not None else None
     manifest = {
         "format": FORMAT,
         "name": MODEL_NAME,
@@ -152,7 +198,9 @@ def build_bundle(params: Params, out: Path | str, encoder_key: str | None = None
         "encoder": {
             "model_dir": str(params.text.model_dir) if params.text.model_dir else None,
             "max_length": params.text.max_length,
-            "key": encoder_key,
+            "key": encoder.key if encoder is not None else None,
+            "onnx": ENCODER_DIR if onnx is not None and "error" not in onnx else None,
+            "onnx_export": onnx,
         },
         "items": len(items),
         "users": len(users),
@@ -170,7 +218,7 @@ def model_tag(record: dict[str, Any]) -> str:
     return f"{MODEL_NAME}:{record['version'].lower()}-{record['sha256'][:12]}"
 
 
-def package(params: Params, force: bool = False, encoder_key: str | None = None) -> dict[str, Any]:
+def package(params: Params, force: bool = False, encoder: Any = None) -> dict[str, Any]:
     """Build the bundle straight into the BentoML model store; returns {tag, path, manifest, created}."""
     import bentoml
     from bentoml.exceptions import NotFound
@@ -200,11 +248,11 @@ def package(params: Params, force: bool = False, encoder_key: str | None = None)
         "metric_value": record["metrics"].get(record["metric"]),
         "sha256": record["sha256"],
         "feature_service": FEATURE_SERVICE,
-        "encoder_key": str(encoder_key),
+        "encoder_key": str(encoder.key if encoder is not None else None),
         **{f"lineage_{k}": str(v) for k, v in record["lineage"].items()},
     }
     with bentoml.models.create(tag, metadata=metadata, labels={"project": "shoprank"}) as model:
-        manifest = build_bundle(params, model.path, encoder_key)
+        manifest = build_bundle(params, model.path, encoder)
     log(logger, "packaged", tag=tag, items=manifest["items"], candidate=record["candidate"])
     stored = bentoml.models.get(tag)
     return {"tag": str(stored.tag), "path": stored.path, "manifest": manifest, "created": True}

@@ -166,6 +166,7 @@ class Ranker:
         if fastpath.supports(self.scorer) and self.settings.fast_path:
             self.fast = fastpath.FastScorer(self.scorer, self.features)
         self.encoder = encoder if encoder is not None else self._load_encoder(params.text)
+        self.encoder_runtime = runtime_of(self.encoder)
         self.feedback = FeedbackLog(params.paths.feedback)
         # served records are written by a background thread, one fsync per batch: a response
         # does not wait on the disk; clicks and purchases (acknowledged) are written in-line
@@ -251,11 +252,30 @@ class Ranker:
             self._refresh_thread.join(timeout_s)
 
     def _load_encoder(self, text: Text) -> Any:
+        """The query encoder: the bundle's ONNX graph (``encoder_runtime: onnx``, the default), else
+        PyTorch with the packaged weights; both give the vectors the features were built with."""
+        from shoprank.ranking.bundle import ENCODER_DIR
         from shoprank.text import load_encoder
 
         enc = self.manifest["encoder"]
-        settings = text.model_copy(update={"model_dir": enc["model_dir"], "max_length": enc["max_length"]})
-        encoder = load_encoder(settings, device="cpu")
+        encoder: Any = None
+        if self.settings.encoder_runtime == "onnx" and enc.get("onnx"):
+            from shoprank.text.onnx_encoder import OnnxTextEncoder
+
+            try:
+                encoder = OnnxTextEncoder.load(self.bundle / ENCODER_DIR, threads=self.settings.torch_threads)
+            except Exception as exc:  # a broken or missing graph costs speed, not answers
+                log(
+                    logger,
+                    "ONNX query encoder unusable; encoding with PyTorch",
+                    error=repr(exc)[:300],
+                    level=logging.WARNING,
+                )
+        if encoder is None:
+            settings = text.model_copy(
+                update={"model_dir": enc["model_dir"], "max_length": enc["max_length"]}
+            )
+            encoder = load_encoder(settings, device="cpu")
         if enc.get("key") and enc["key"] != encoder.key:
             log(
                 logger,
@@ -264,6 +284,7 @@ class Ranker:
                 loaded=encoder.key,
                 level=logging.WARNING,
             )
+        log(logger, "query encoder loaded", runtime=runtime_of(encoder), key=encoder.key)
         return encoder
 
     # ---- inputs
@@ -733,7 +754,13 @@ class Ranker:
             "online_store": "ok" if self.features.healthy() else "unreachable",
             "online_store_error": self.features.last_error,
             "understanding": self.understanding is not None,
+            "encoder_runtime": self.encoder_runtime,
         }
+
+
+def runtime_of(encoder: Any) -> str:
+    """``onnx`` or ``torch``: what runs the query encoder (readiness reports it)."""
+    return "onnx" if type(encoder).__name__ == "OnnxTextEncoder" else "torch"
 
 
 def new_request_id() -> str:

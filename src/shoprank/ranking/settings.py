@@ -30,7 +30,12 @@ class ServeSettings:
     query_cache: int = 10000  # query embeddings kept in memory
     explain_top: int = 20  # results that get reasons (occlusion: one extra scorer row per group)
     fast_path: bool = True  # neural champions: inputs from arrays (see fastpath.py); False: pandas path
-    torch_threads: int = 1  # intra-op threads per worker: small batches gain nothing from more
+    torch_threads: int = 1  # intra-op threads per worker (torch and ONNX Runtime): small batches gain nothing
+    encoder_runtime: str = "onnx"  # unseen queries: "onnx" (the bundle's graph, ~3x faster) or "torch"
+
+    def __post_init__(self) -> None:
+        if self.encoder_runtime not in ("onnx", "torch"):
+            raise ValueError(f"encoder_runtime must be 'onnx' or 'torch', got {self.encoder_runtime!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServeSettings:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -194,23 +194,8 @@ class TextEncoder:
         """
         import torch
 
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise TypeError("encode() takes a list of str")
-        n = len(texts)
-        out = np.empty((n, self.dim), dtype=np.float32)
-        if n == 0:
-            return out
-        # longest first (like sentence-transformers): similar lengths share a batch
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        starts: Iterable[int] = range(0, n, self.batch_size)
-        n_batches = -(-n // self.batch_size)
-        if n_batches >= PROGRESS_MIN_BATCHES:
-            starts = progress(starts, f"encoding {n} texts", total=n_batches)
         with torch.inference_mode():
-            for start in starts:
-                idx = order[start : start + self.batch_size]
-                out[idx] = self._encode_batch([texts[i] for i in idx])
-        return out
+            return encode_batched(texts, self.batch_size, self.dim, self._encode_batch)
 
     def _encode_batch(self, batch: list[str]) -> np.ndarray:
         import torch
@@ -224,6 +209,31 @@ class TextEncoder:
         counts = mask.sum(dim=1).clamp(min=1e-9)  # (b, 1): real tokens per text
         pooled = summed / counts
         return torch.nn.functional.normalize(pooled, p=2, dim=1).float().cpu().numpy()
+
+
+def encode_batched(
+    texts: list[str], batch_size: int, dim: int, encode_batch: Callable[[list[str]], np.ndarray]
+) -> np.ndarray:
+    """``encode_batch`` over ``texts`` in batches of similar length -> (len(texts), dim) float32.
+
+    Longest first (like sentence-transformers), so similar lengths share a batch and
+    padding is short; rows come back in the input order. A progress bar for long inputs.
+    """
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise TypeError("encode() takes a list of str")
+    n = len(texts)
+    out = np.empty((n, dim), dtype=np.float32)
+    if n == 0:
+        return out
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    starts: Iterable[int] = range(0, n, batch_size)
+    n_batches = -(-n // batch_size)
+    if n_batches >= PROGRESS_MIN_BATCHES:
+        starts = progress(starts, f"encoding {n} texts", total=n_batches)
+    for start in starts:
+        idx = order[start : start + batch_size]
+        out[idx] = encode_batch([texts[i] for i in idx])
+    return out
 
 
 def load_encoder(settings: Text, device: str | None = None) -> TextEncoder:
