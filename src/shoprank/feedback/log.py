@@ -33,25 +33,33 @@ logger = logging.getLogger(__name__)
 
 EVENTS = ("served", "click", "purchase")
 FIELDS = tuple(c.name for c in FEEDBACK.columns)
+_FIELD_SET = frozenset(FIELDS)
 
 
 class FeedbackRecordError(ValueError):
     """A feedback record does not fit the data contract; the message names the field."""
 
 
-def _record(raw: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    unknown = sorted(set(raw) - set(FIELDS))
-    if unknown:
+def _check(raw: Mapping[str, Any]) -> None:
+    """Raise FeedbackRecordError naming the first field of ``raw`` that breaks the contract."""
+    if not _FIELD_SET.issuperset(raw):
+        unknown = sorted(set(raw) - _FIELD_SET)
         raise FeedbackRecordError(f"unknown field(s) {unknown}; a feedback record has {list(FIELDS)}")
-    rec: dict[str, Any] = {name: raw.get(name) for name in FIELDS}
-    if rec["event"] not in EVENTS:
-        raise FeedbackRecordError(f"event must be one of {list(EVENTS)}, got {rec['event']!r}")
+    if raw.get("event") not in EVENTS:
+        raise FeedbackRecordError(f"event must be one of {list(EVENTS)}, got {raw.get('event')!r}")
     for name in ("request_id", "item_id"):
-        if not isinstance(rec[name], str) or not rec[name]:
-            raise FeedbackRecordError(f"{name} must be a non-empty string, got {rec[name]!r}")
-    pos = rec["position"]
+        value = raw.get(name)
+        if not isinstance(value, str) or not value:
+            raise FeedbackRecordError(f"{name} must be a non-empty string, got {value!r}")
+    pos = raw.get("position")
     if pos is not None and (isinstance(pos, bool) or not isinstance(pos, int) or pos < 1):
-        raise FeedbackRecordError(f"position must be an integer >= 1, got {rec['position']!r}")
+        raise FeedbackRecordError(f"position must be an integer >= 1, got {pos!r}")
+
+
+def _record(raw: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """``raw`` checked and completed: every field, an event id, an ISO timestamp."""
+    _check(raw)
+    rec: dict[str, Any] = {name: raw.get(name) for name in FIELDS}
     rec["event_id"] = rec["event_id"] or uuid.uuid4().hex
     ts = rec["ts"]
     rec["ts"] = (pd.Timestamp(ts) if ts is not None else pd.Timestamp(now)).isoformat()
@@ -139,8 +147,9 @@ class BackgroundAppender:
         self._thread.start()
 
     def put(self, records: list[Mapping[str, Any]]) -> None:
+        now = datetime.now(UTC)
         for rec in records:  # reject a bad record in the caller, not in the writer thread
-            _record(rec, datetime.now(UTC))
+            _check(rec) if rec.get("ts") is None else _record(rec, now)  # (only a given ts needs parsing)
         with self._done:
             self._pending += 1
         self._queue.put(records)
