@@ -2,8 +2,10 @@
 
 Real all-MiniLM-L6-v2 weights, product-title-like texts long enough to fill all
 ``max_length`` (32) tokens. Cold: every text goes through the model, once bare
-(``TextEncoder.encode``) and once through an empty ``EmbeddingCache`` (adds hashing and
-the durable Parquet write). Warm: the same texts again from the cache, in memory, and
+(``TextEncoder.encode``, PyTorch) and once through an empty ``EmbeddingCache`` (adds hashing and
+the durable Parquet write); and bare on ONNX Runtime (``text.runtime: onnx``, what
+``shoprank features`` uses on CPU by default: the graph exported and parity-checked
+first, not timed). Warm: the same texts again from the cache, in memory, and
 from a freshly opened cache object (reads the shard from disk first). The baseline is
 the bare cold encode measured in the same run; the ratio is warm / cold.
 Run: `python -m bench.bench_embeddings [--texts N] [--repeats N]`.
@@ -66,6 +68,16 @@ def run(n_texts: int = 1000, repeats: int = 3, warm_repeats: int = 30) -> dict:
     encoder.encode(texts[:64])  # warm-up: first-call allocations are not throughput
 
     cold_encode = median_s(lambda: encoder.encode(texts), repeats)
+    cold_onnx = None
+    with tempfile.TemporaryDirectory() as tmp:
+        from shoprank.text.onnx_encoder import batch_encoder
+
+        onnx = batch_encoder(encoder, "onnx", tmp)
+        reference_vectors = encoder.encode(texts)
+        onnx_vectors = onnx.encode(texts)  # exports and checks the graph (untimed), then encodes
+        if onnx.runtime == "onnx":
+            cold_onnx = median_s(lambda: onnx.encode(texts), repeats)
+            onnx_diff = float(np.abs(onnx_vectors - reference_vectors).max())
     with tempfile.TemporaryDirectory() as tmp:
         dirs = iter(range(repeats))
         cold_cache = median_s(
@@ -83,6 +95,7 @@ def run(n_texts: int = 1000, repeats: int = 3, warm_repeats: int = 30) -> dict:
         name: n_texts / s
         for name, s in [
             ("cold_encode", cold_encode),
+            *([("cold_onnx", cold_onnx)] if cold_onnx else []),
             ("cold_cache", cold_cache),
             ("warm", warm),
             ("warm_reopen", reopen),
@@ -101,6 +114,7 @@ def run(n_texts: int = 1000, repeats: int = 3, warm_repeats: int = 30) -> dict:
         "load_s": round(load_s, 2),
         "texts_per_s": {k: round(v, 1) for k, v in rate.items()},
         "warm_over_cold_encode": round(rate["warm"] / rate["cold_encode"], 1),
+        "onnx_max_abs_diff": onnx_diff if cold_onnx else None,
         "warm_reopen_over_cold_encode": round(rate["warm_reopen"] / rate["cold_encode"], 1),
         "load_avg_1min": (round(load_before, 2), round(os.getloadavg()[0], 2)),
         "repeats": {"cold": repeats, "warm": warm_repeats, "warm_reopen": repeats * 3},
@@ -124,14 +138,22 @@ def main() -> None:
     print(f"{'measurement':32s} {'texts/s':>12s} {'x cold':>8s}  median of")
     labels = {
         "cold_encode": "cold: TextEncoder.encode",
+        "cold_onnx": "cold: ONNX Runtime encode",
         "cold_cache": "cold: empty cache .embed",
         "warm": "warm: cache .embed (in memory)",
         "warm_reopen": "warm: reopened cache .embed",
     }
-    runs = {"cold_encode": "cold", "cold_cache": "cold", "warm": "warm", "warm_reopen": "warm_reopen"}
+    runs = {"cold_encode": "cold", "cold_onnx": "cold", "cold_cache": "cold", "warm": "warm"}
+    runs["warm_reopen"] = "warm_reopen"
     for key, label in labels.items():
+        if key not in out["texts_per_s"]:
+            print(f"{label:32s} {'unavailable':>12s}")
+            continue
         value = out["texts_per_s"][key]
         print(f"{label:32s} {value:12,.1f} {value / base:8.1f}  {out['repeats'][runs[key]]}")
+
+    if out["onnx_max_abs_diff"] is not None:
+        print(f"ONNX vectors vs PyTorch: largest component difference {out['onnx_max_abs_diff']:.1e}")
 
 
 if __name__ == "__main__":

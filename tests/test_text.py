@@ -244,3 +244,34 @@ def test_real_minilm_embeds_by_meaning(params, tmp_path):
     ref = st.SentenceTransformer(str(packaged_model_dir()), device="cpu")
     ref.max_seq_length = params.text.max_length
     np.testing.assert_allclose(ref.encode(TEXTS, normalize_embeddings=True), vecs, atol=1e-5)
+
+
+def test_batch_encoder_exports_once_checks_and_falls_back_to_torch(tiny, tmp_path, monkeypatch, caplog):
+    from shoprank.text import onnx_encoder
+    from shoprank.text.onnx_encoder import ExportedEncoder, batch_encoder
+
+    assert batch_encoder(tiny, "torch", tmp_path) is tiny
+    with pytest.raises(ValueError, match="runtime"):
+        batch_encoder(tiny, "tpu", tmp_path)
+    first = batch_encoder(tiny, "auto", tmp_path)  # CPU and onnxruntime installed: ONNX
+    assert isinstance(first, ExportedEncoder) and first.key == tiny.key
+    assert first.encode([]).shape == (0, tiny.dim) and first.runtime is None  # nothing to encode: no export
+    np.testing.assert_allclose(first.encode(TEXTS), tiny.encode(TEXTS), atol=1e-5)
+    assert first.runtime == "onnx" and (first.folder / "model.onnx").is_file()
+
+    # the next run reuses the export (checked again on a few texts), never exports twice
+    monkeypatch.setattr(onnx_encoder, "export", lambda *a, **k: pytest.fail("exported again"))
+    again = batch_encoder(tiny, "onnx", tmp_path)
+    np.testing.assert_allclose(again.encode(TEXTS[::-1]), tiny.encode(TEXTS[::-1]), atol=1e-5)
+    assert again.runtime == "onnx"
+    monkeypatch.undo()
+
+    # a kept export of another network fails its re-check: PyTorch encodes, with a warning
+    other = batch_encoder(TextEncoder.tiny(seed=1), "onnx", tmp_path / "other")
+    other.encode(TEXTS)
+    shutil.rmtree(again.folder)
+    shutil.copytree(other.folder, again.folder)
+    damaged = batch_encoder(tiny, "onnx", tmp_path)
+    with caplog.at_level("WARNING"):
+        np.testing.assert_array_equal(damaged.encode(TEXTS), tiny.encode(TEXTS))
+    assert damaged.runtime == "torch" and "ONNX export unusable" in caplog.text

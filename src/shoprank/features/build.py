@@ -43,11 +43,15 @@ TABLES: dict[str, Callable[..., pd.DataFrame | pa.Table]] = {
 def text_embedder(settings: Text) -> Embed:
     """The real encoder behind the embedding cache: each distinct text is encoded once, ever.
 
-    Loads the BERT weights (seconds); tests pass a tiny encoder through :func:`cached_embedder`.
+    Loads the BERT weights (seconds); encodes on ``settings.runtime`` (ONNX Runtime on CPU by
+    default, see :func:`shoprank.text.onnx_encoder.batch_encoder`). Tests pass a tiny encoder
+    through :func:`cached_embedder`.
     """
     from shoprank.text import load_encoder
+    from shoprank.text.onnx_encoder import batch_encoder
 
-    return cached_embedder(load_encoder(settings), settings.cache_dir)
+    encoder = batch_encoder(load_encoder(settings), settings.runtime, settings.cache_dir)
+    return cached_embedder(encoder, settings.cache_dir)
 
 
 def cached_embedder(encoder: Any, cache_dir: Path | str) -> Embed:

@@ -13,11 +13,21 @@ faster still but move the vectors (cosine 0.95 and 0.9965 measured): not used.
 :func:`export` writes a folder ``model.onnx`` + the tokenizer + ``encoder.json`` (the
 PyTorch encoder's key, max_length, dim and the parity check); :meth:`OnnxTextEncoder.load`
 reads it with onnxruntime only (no torch model, no weights folder).
+
+Batch encoding (``shoprank features``, ``text.runtime``) gains too: 64 texts of 32 tokens
+run about 2x faster than in PyTorch on these cores. :func:`batch_encoder` gives the
+features stage an encoder that exports on its first real batch (into the embedding
+cache folder, once per model key), checks that batch both ways, and encodes on ONNX
+Runtime from then on; the vectors keep the PyTorch encoder's key, so the embedding
+cache is shared by both runtimes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -25,12 +35,17 @@ from typing import Any
 
 import numpy as np
 
+from shoprank.logs import log
 from shoprank.text.encoder import TextEncoder, encode_batched, load_tokenizer
+
+logger = logging.getLogger(__name__)
 
 GRAPH = "model.onnx"
 META = "encoder.json"
 OPSET = 17
 PARITY_TOLERANCE = 1e-4  # largest |difference| of any vector component that export accepts
+PARITY_TEXTS = 64  # texts of the first batch that an export is checked on
+RECHECK_TEXTS = 8  # texts a reused export is checked on again (a damaged file fails here)
 
 
 class ExportError(RuntimeError):
@@ -162,3 +177,91 @@ def export(encoder: TextEncoder, folder: Path | str, check_texts: list[str]) -> 
             f"(tolerance {PARITY_TOLERANCE:.0e}) on {len(check_texts)} texts"
         )
     return meta
+
+
+def runtime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def batch_encoder(encoder: TextEncoder, runtime: str, cache_dir: Path | str) -> Any:
+    """The encoder that ``runtime`` (``text.runtime``) asks for, for batch encoding.
+
+    ``torch``: ``encoder`` itself. ``onnx``: an :class:`ExportedEncoder` (exports lazily into
+    ``<cache_dir>/onnx/<key>``). ``auto``: ONNX on CPU when onnxruntime is installed, else
+    PyTorch (on a GPU PyTorch is the faster one).
+    """
+    if runtime not in ("auto", "torch", "onnx"):
+        raise ValueError(f"text.runtime must be auto, torch or onnx, got {runtime!r}")
+    if runtime == "torch" or (runtime == "auto" and (encoder.device != "cpu" or not runtime_available())):
+        return encoder
+    from shoprank.text.cache import folder_name
+
+    return ExportedEncoder(encoder, Path(cache_dir) / "onnx" / folder_name(encoder.key))
+
+
+class ExportedEncoder:
+    """``encode`` on ONNX Runtime, exported from ``encoder`` when first needed; PyTorch if that fails.
+
+    The export happens on the first call with texts (a stage whose texts are all cached
+    never pays for it), is checked on that call's first texts, and is kept in ``folder``
+    for the next run (checked again on a few texts when reused).
+    """
+
+    def __init__(self, encoder: TextEncoder, folder: Path):
+        self.torch = encoder
+        self.folder = folder
+        self.key, self.dim, self.name = encoder.key, encoder.dim, encoder.name
+        self.max_length, self.device = encoder.max_length, "cpu"
+        self.runtime: str | None = None  # onnx or torch once decided
+        self._onnx: OnnxTextEncoder | None = None
+
+    def __repr__(self) -> str:
+        return f"ExportedEncoder(key={self.key!r}, runtime={self.runtime})"
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if self.runtime is None and len(texts):
+            self._decide(texts)
+        if self._onnx is not None:
+            return self._onnx.encode(texts)
+        return self.torch.encode(texts)
+
+    def _decide(self, texts: list[str]) -> None:
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            if (self.folder / META).is_file():
+                onnx = OnnxTextEncoder.load(self.folder, threads, self.torch.batch_size)
+                sample = list(texts[:RECHECK_TEXTS])
+                diff = float(np.abs(onnx.encode(sample) - self.torch.encode(sample)).max())
+                if onnx.key != self.key or not diff <= PARITY_TOLERANCE:
+                    raise ExportError(f"{self.folder}: the kept export does not match (max diff {diff:.2e})")
+            else:
+                self.folder.parent.mkdir(parents=True, exist_ok=True)
+                staging = Path(tempfile.mkdtemp(prefix=".export-", dir=self.folder.parent))
+                try:
+                    export(self.torch, staging, list(texts[:PARITY_TEXTS]))
+                    staging.rename(self.folder)  # whole or not at all
+                except OSError:  # another process exported it first: use theirs next time
+                    pass
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+                folder = self.folder if (self.folder / META).is_file() else None
+                if folder is None:
+                    raise ExportError(f"{self.folder}: export did not land")
+                onnx = OnnxTextEncoder.load(folder, threads, self.torch.batch_size)
+        except Exception as exc:  # slower, never wrong: PyTorch computes the same vectors
+            log(
+                logger,
+                "encoding with PyTorch: ONNX export unusable",
+                error=repr(exc)[:300],
+                level=logging.WARNING,
+            )
+            self.runtime = "torch"
+            return
+        self._onnx, self.runtime = onnx, "onnx"
+        log(logger, "encoding with ONNX Runtime", folder=str(self.folder), threads=threads)
