@@ -213,7 +213,7 @@ class ExportedEncoder:
 
     The export happens on the first call with texts (a stage whose texts are all cached
     never pays for it), is checked on that call's first texts, and is kept in ``folder``
-    for the next run (checked again on a few texts when reused).
+    for the next run. Every run checks the graph again on a few of its first texts.
     """
 
     def __init__(self, encoder: TextEncoder, folder: Path):
@@ -239,26 +239,13 @@ class ExportedEncoder:
 
         threads = torch.get_num_threads()
         try:
-            if (self.folder / META).is_file():
-                onnx = OnnxTextEncoder.load(self.folder, threads, self.torch.batch_size, spinning=True)
-                sample = list(texts[:RECHECK_TEXTS])
-                diff = float(np.abs(onnx.encode(sample) - self.torch.encode(sample)).max())
-                if onnx.key != self.key or not diff <= PARITY_TOLERANCE:
-                    raise ExportError(f"{self.folder}: the kept export does not match (max diff {diff:.2e})")
-            else:
-                self.folder.parent.mkdir(parents=True, exist_ok=True)
-                staging = Path(tempfile.mkdtemp(prefix=".export-", dir=self.folder.parent))
-                try:
-                    export(self.torch, staging, list(texts[:PARITY_TEXTS]))
-                    staging.rename(self.folder)  # whole or not at all
-                except OSError:  # another process exported it first: use theirs next time
-                    pass
-                finally:
-                    shutil.rmtree(staging, ignore_errors=True)
-                folder = self.folder if (self.folder / META).is_file() else None
-                if folder is None:
-                    raise ExportError(f"{self.folder}: export did not land")
-                onnx = OnnxTextEncoder.load(folder, threads, self.torch.batch_size, spinning=True)
+            if not (self.folder / META).is_file():
+                self._export(texts)
+            onnx = OnnxTextEncoder.load(self.folder, threads, self.torch.batch_size, spinning=True)
+            sample = list(texts[:RECHECK_TEXTS])  # a damaged or foreign graph fails here
+            diff = float(np.abs(onnx.encode(sample) - self.torch.encode(sample)).max())
+            if onnx.key != self.key or not diff <= PARITY_TOLERANCE:
+                raise ExportError(f"{self.folder}: the kept export does not match (max diff {diff:.2e})")
         except Exception as exc:  # slower, never wrong: PyTorch computes the same vectors
             log(
                 logger,
@@ -270,3 +257,16 @@ class ExportedEncoder:
             return
         self._onnx, self.runtime = onnx, "onnx"
         log(logger, "encoding with ONNX Runtime", folder=str(self.folder), threads=threads)
+
+    def _export(self, texts: list[str]) -> None:
+        """Export into a staging folder, checked on ``texts``, then move it into place whole."""
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=self.folder.parent))
+        try:
+            export(self.torch, staging, list(texts[:PARITY_TEXTS]))
+            staging.rename(self.folder)
+        except OSError:  # another process put its export there first: that one is used
+            if not (self.folder / META).is_file():
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
