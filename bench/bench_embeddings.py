@@ -68,7 +68,7 @@ def run(n_texts: int = 1000, repeats: int = 3, warm_repeats: int = 30) -> dict:
     encoder.encode(texts[:64])  # warm-up: first-call allocations are not throughput
 
     cold_encode = median_s(lambda: encoder.encode(texts), repeats)
-    cold_onnx = None
+    cold_onnx = onnx_diff = None
     with tempfile.TemporaryDirectory() as tmp:
         from shoprank.text.onnx_encoder import batch_encoder
 
@@ -114,7 +114,7 @@ def run(n_texts: int = 1000, repeats: int = 3, warm_repeats: int = 30) -> dict:
         "load_s": round(load_s, 2),
         "texts_per_s": {k: round(v, 1) for k, v in rate.items()},
         "warm_over_cold_encode": round(rate["warm"] / rate["cold_encode"], 1),
-        "onnx_max_abs_diff": onnx_diff if cold_onnx else None,
+        "onnx_max_abs_diff": onnx_diff,
         "warm_reopen_over_cold_encode": round(rate["warm_reopen"] / rate["cold_encode"], 1),
         "load_avg_1min": (round(load_before, 2), round(os.getloadavg()[0], 2)),
         "repeats": {"cold": repeats, "warm": warm_repeats, "warm_reopen": repeats * 3},
@@ -143,8 +143,8 @@ def main() -> None:
         "warm": "warm: cache .embed (in memory)",
         "warm_reopen": "warm: reopened cache .embed",
     }
-    runs = {"cold_encode": "cold", "cold_onnx": "cold", "cold_cache": "cold", "warm": "warm"}
-    runs["warm_reopen"] = "warm_reopen"
+    runs = {key: "cold" for key in ("cold_encode", "cold_onnx", "cold_cache")}
+    runs.update(warm="warm", warm_reopen="warm_reopen")
     for key, label in labels.items():
         if key not in out["texts_per_s"]:
             print(f"{label:32s} {'unavailable':>12s}")

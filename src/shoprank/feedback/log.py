@@ -149,7 +149,10 @@ class BackgroundAppender:
     def put(self, records: list[Mapping[str, Any]]) -> None:
         now = datetime.now(UTC)
         for rec in records:  # reject a bad record in the caller, not in the writer thread
-            _check(rec) if rec.get("ts") is None else _record(rec, now)  # (only a given ts needs parsing)
+            if rec.get("ts") is None:
+                _check(rec)
+            else:  # a given timestamp must parse too
+                _record(rec, now)
         with self._done:
             self._pending += 1
         self._queue.put(records)

@@ -760,7 +760,7 @@ class Ranker:
 
 def runtime_of(encoder: Any) -> str:
     """``onnx`` or ``torch``: what runs the query encoder (readiness reports it)."""
-    return "onnx" if type(encoder).__name__ == "OnnxTextEncoder" else "torch"
+    return getattr(encoder, "runtime", None) or "torch"
 
 
 def new_request_id() -> str:

@@ -111,6 +111,8 @@ class TextEncoder:
     the same vectors, which is what the embedding cache relies on.
     """
 
+    runtime = "torch"
+
     def __init__(
         self,
         model: Any,

@@ -55,6 +55,8 @@ class ExportError(RuntimeError):
 class OnnxTextEncoder:
     """``encode(texts)`` like :class:`TextEncoder`, on an exported ONNX graph."""
 
+    runtime = "onnx"
+
     def __init__(self, session: Any, tokenizer: Any, meta: dict[str, Any], batch_size: int = 64):
         self.session = session
         self.tokenizer = tokenizer
@@ -103,10 +105,8 @@ class OnnxTextEncoder:
         )
         ids = tokens["input_ids"].astype(np.int64, copy=False)
         mask = tokens["attention_mask"].astype(np.int64, copy=False)
-        inputs = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in {i.name for i in self.session.get_inputs()}:
-            inputs["token_type_ids"] = np.zeros_like(ids)
-        (hidden,) = self.session.run(["last_hidden_state"], inputs)  # (b, t, dim)
+        # the graph's only inputs (see export): BERT's token types default to zeros inside it
+        (hidden,) = self.session.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
