@@ -11,7 +11,12 @@ would score, on the same test requests and candidates as ``shoprank evaluate``:
   estimates from the item's own history features (CTR, position-debiased CTR and
   impressions per window, age, price; a least-squares fit on the test candidates
   themselves, so an optimistic estimate);
-- ``quality unknown``: every term but quality exactly, quality not at all.
+- ``quality unknown``: every term but quality exactly, quality not at all;
+- ``these features, fit to utility``: no term known; gradient-boosted trees fitted to the
+  noise-free utility itself (not to clicks) on the features the trained models get
+  (LightGBM's view: numeric, categorical, query-item cosine), out of fold over requests
+  of the test candidates themselves. A model learning from noisy clicks on the same
+  features can hardly do better: the ceiling of what these features carry.
 
 Expected clicks are scored exactly as evaluation scores them
 (:func:`shoprank.evaluation.oracle.expected_clicks`); the AUCs are on the logged test
@@ -39,8 +44,9 @@ from shoprank.data.simulator.run import simulate
 from shoprank.evaluation import metrics as M
 from shoprank.evaluation.oracle import expected_clicks
 from shoprank.evaluation.step import candidate_frame, load_truth
+from shoprank.models.baselines import tabular
 from shoprank.training.data import time_split
-from shoprank.training.train import training_set_path
+from shoprank.training.train import feature_spec, training_set_path
 
 ROOT = Path(__file__).resolve().parents[1]
 HISTORY = ("item_ctr_", "item_coec_", "item_impressions_", "item_age_days", "item_is_new", "log_price")
@@ -67,6 +73,23 @@ def simulated_terms(params) -> pd.DataFrame:
     return cand
 
 
+def fitted_to_utility(frame, utility: np.ndarray, requests: np.ndarray, folds: int = 4) -> np.ndarray:
+    """Out-of-fold LightGBM predictions of ``utility`` from the models' features (folds of whole requests)."""
+    import lightgbm as lgb
+
+    x = tabular(frame, feature_spec(list(frame.df.columns)), position=0).drop(columns=["position"])
+    codes = pd.factorize(requests)[0]
+    fold = np.random.default_rng(0).permutation(codes.max() + 1)[codes] % folds
+    params = {"objective": "regression", "learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 50}
+    out = np.empty(len(x))
+    for k in range(folds):
+        train, held = fold != k, fold == k
+        booster = lgb.train({**params, "verbose": -1, "seed": 0}, lgb.Dataset(x[train], utility[train]), 400)
+        out[held] = booster.predict(x[held])
+        print(f"  fold {k + 1}/{folds} fitted", flush=True)
+    return out
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -89,7 +112,8 @@ def main() -> None:
     if not np.array_equal(cand["attractiveness"].to_numpy(), cand["attractiveness_sim"].to_numpy()):
         sys.exit("the simulation differs from the pipeline's raw data: params.yaml changed since `dvc repro`")
     names = [c for c in terms.columns if c not in ("request_id", "item_id", "attractiveness")]
-    features = candidate_frame(params, test, truth.candidates).df
+    frame = candidate_frame(params, test, truth.candidates)
+    features = frame.df
     hist = [c for c in features.columns if c.startswith(HISTORY) and features[c].dtype.kind in "fiub"]
     x = features[hist].astype("float64").fillna(0.0).to_numpy()
     x = np.column_stack([(x - x.mean(0)) / (x.std(0) + 1e-9), np.ones(len(x))])
@@ -105,6 +129,7 @@ def main() -> None:
         "noise-free (every term)": known,
         "quality from history": known - cand["quality"].to_numpy() + quality_hat,
         "quality unknown": known - cand["quality"].to_numpy(),
+        "these features, fit to utility": fitted_to_utility(frame, known, cand["request_id"].to_numpy()),
     }
     clicks_at = {k: expected_clicks(cand, v, truth.examination) for k, v in rankers.items()}
     legacy, oracle = clicks_at["legacy ranking"], clicks_at["oracle (true attractiveness)"]
@@ -116,7 +141,7 @@ def main() -> None:
     exam = truth.examination[logged["position"].to_numpy() - 1]
     y, rows = logged["clicked"].to_numpy(), logged["row"].to_numpy()
     bayes = M.auc(y, exam * cand["attractiveness"].to_numpy()[rows])
-    logits = ("noise-free (every term)", "quality from history", "quality unknown")
+    logits = ("noise-free (every term)", "quality from history", "quality unknown", "these features, fit to utility")
     aucs = {k: M.auc(y, exam * sigmoid(rankers[k][rows])) for k in logits}
 
     print(

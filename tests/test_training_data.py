@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 
 from shoprank.models.preprocess import TensorData
 from shoprank.training import data as D
+from shoprank.training.train import feature_spec
 
 
 def _table(n: int = 1000) -> tuple[pa.Table, np.ndarray, np.ndarray]:
@@ -111,3 +112,17 @@ def test_derive_flags_queries_that_name_the_items_attributes():
     assert out["query_brand_match"].tolist() == [1.0, 0.0, 0.0, 0.0]
     assert out["query_colour_match"].tolist() == [1.0, 0.0, 0.0, 1.0]  # whole words, any case
     assert "query_material_match" not in out
+
+
+def test_derive_flags_items_over_the_price_cap_the_query_names():
+    df = pd.DataFrame(
+        {
+            "query": ["tent under 50", "tent under 50", "boots below $120", "cheap tent", None, "x under 5"],
+            "price": [49.99, 50.01, 130.0, 500.0, 500.0, np.nan],
+        }
+    )
+    out = D.derive(df)
+    assert out["query_over_price_cap"].tolist() == [0.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert D.query_price_cap("hiking boots under 80") == 80.0
+    assert np.isnan(D.query_price_cap("under armour boots"))  # a number must follow
+    assert "query_over_price_cap" in feature_spec(list(out.columns)).numeric

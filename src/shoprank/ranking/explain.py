@@ -28,7 +28,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "item_impressions_28d",
     ),
     "your_history": ("hist_category_share", "hist_top_share", "recent_items"),
-    "price": ("price_vs_pref", "log_price"),
+    "price": ("price_vs_pref", "log_price", "query_over_price_cap"),
     "freshness": ("item_is_new", "item_age_days"),
     "brand_category": ("brand", "category", "category_top"),
 }

@@ -23,7 +23,7 @@ import torch
 
 from shoprank.models.preprocess import UNKNOWN
 from shoprank.ranking.features import Lookup, is_user_column
-from shoprank.training.data import QUERY_MATCH_COLUMNS, derive
+from shoprank.training.data import QUERY_MATCH_COLUMNS, derive, query_price_cap
 
 
 def supports(scorer) -> bool:
@@ -45,7 +45,7 @@ class FastScorer:
         self.derived = [c for c in self.spec.numeric if c not in have and not is_user_column(c)]
         self.derive_inputs = [c for c in ("category", "price", *QUERY_MATCH_COLUMNS) if c in have]
         self.match_columns = [c for c in QUERY_MATCH_COLUMNS if c in have]
-        known = {"hist_category_share", "hist_top_share", "price_vs_pref"}
+        known = {"hist_category_share", "hist_top_share", "price_vs_pref", "query_over_price_cap"}
         known |= {f"query_{c}_match" for c in self.match_columns}
         # cross features this module computes from arrays; anything else new in derive(): derive itself
         self.use_derive = not set(self.derived) <= known
@@ -137,6 +137,8 @@ class FastScorer:
         q = query.lower()
         for c in self.match_columns:
             out[f"query_{c}_match"] = np.array([_mentions(q, v) for v in lower[c][rows]], dtype=np.float32)
+        with np.errstate(invalid="ignore"):  # no cap: NaN, never exceeded
+            out["query_over_price_cap"] = (price[rows] > query_price_cap(q)).astype(np.float32)
         raw = lookup.user.get("user_price_pref")
         try:
             pref = float(raw)  # type: ignore[arg-type]

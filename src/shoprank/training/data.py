@@ -8,6 +8,7 @@ per distinct text: a :class:`Vectors` is an (n,) code per row into a (u, dim) ta
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,6 +224,29 @@ def query_mentions(query: np.ndarray, values: pd.Series) -> np.ndarray:
     return out
 
 
+# "boots under 50", "tent below $120": the price the shopper will not go over
+PRICE_CAP = re.compile(r"\b(?:under|below|less than|cheaper than|up to|max)\s*[$£€]?\s*(\d+(?:\.\d+)?)\b")
+
+
+def query_price_cap(query: str) -> float:
+    """The price cap a (lower-cased) query names, NaN if none."""
+    m = PRICE_CAP.search(query) if query else None
+    return float(m.group(1)) if m else float("nan")
+
+
+def over_price_cap(query: np.ndarray, price: np.ndarray) -> np.ndarray:
+    """1.0 where the item's price exceeds the cap its row's query names, else 0.0.
+
+    Sentence embeddings do not compare numbers: without this a "tents under 50" query
+    cannot tell a 45 tent from a 150 one. Each distinct query is parsed once.
+    """
+    codes, uniq = pd.factorize(pd.Series(query, dtype=object), sort=False)
+    caps = np.array([query_price_cap(q) for q in uniq], dtype=np.float64)[codes]
+    price = np.asarray(price, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return (price > caps).astype(np.float32)  # NaN cap or price compares False
+
+
 def derive(df: pd.DataFrame) -> pd.DataFrame:
     """Cross features of user history and candidate, added in place and returned.
 
@@ -247,6 +271,8 @@ def derive(df: pd.DataFrame) -> pd.DataFrame:
         for col in QUERY_MATCH_COLUMNS:
             if col in df:
                 df[f"query_{col}_match"] = query_mentions(query, df[col])
+        if "price" in df:
+            df["query_over_price_cap"] = over_price_cap(query, df["price"].astype("float64").to_numpy())
     if "user_price_pref" in df:
         df["price_vs_pref"] = np.log1p(df["price"].astype(float)) - np.log1p(
             df["user_price_pref"].astype(float)

@@ -46,6 +46,7 @@ NUMERIC_FIXED = (
     "query_colour_match",
     "query_material_match",
     "query_size_match",
+    "query_over_price_cap",
 )
 
 
