@@ -332,9 +332,9 @@ class _Decoder:
         if len(memo) > STRING_MEMO:
             memo.clear()
             memo.update(_NULLS)
-        out = []
+        out: list[str | None] = []
         for b in blobs:
-            value = memo.get(b, _MISS)
+            value: Any = memo.get(b, _MISS)
             if value is _MISS:
                 if not b:  # null (the memo may be being emptied by another thread)
                     value = None
@@ -454,7 +454,7 @@ class OnlineReader:
         self._redis: Any = None
         if self.store_type == "sqlite":
             path = Path(config.online_store.path)
-            self.path = path if path.is_absolute() else Path(config.repo_path) / path
+            self.path = path if path.is_absolute() else Path(config.repo_path or ".") / path
             self._open_sqlite()
         elif self.store_type == "redis":
             self._setup_redis(config)
@@ -637,11 +637,11 @@ class OnlineReader:
             flat, null = self._decoder.decode(blobs.ravel(), col, null)
             if null is None:  # all null
                 return [self._assemble(([None] * m, None), inv, n, col.kind) for _ in range(k)]
-            matrix, null = flat.reshape(m, k), null.reshape(m, k)
+            matrix, grid_null = flat.reshape(m, k), null.reshape(m, k)
             if inv is not None:
-                matrix, null = matrix[inv], null[inv]
-            if matrix.dtype == object or null.any():
-                return [self._assemble((matrix[:, c], null[:, c]), None, n, col.kind) for c in range(k)]
+                matrix, grid_null = matrix[inv], grid_null[inv]
+            if matrix.dtype == object or grid_null.any():
+                return [self._assemble((matrix[:, c], grid_null[:, c]), None, n, col.kind) for c in range(k)]
             dtype = np.float64 if matrix.dtype.kind == "f" else matrix.dtype  # as _assemble's
             inv = None  # applied
         if inv is not None:
@@ -759,7 +759,7 @@ class OnlineReader:
                     at = np.fromiter(map(_FIRST, rows), np.intp, len(rows))
                     cells[at] = np.fromiter(map(_SECOND, rows), object, len(rows))
                     null[at] = False
-        out = {}
+        out: dict[str, _Fetched] = {}
         for g, views in enumerate(self._groups):
             for view in views:
                 block = slice(bases[view.name], bases[view.name] + len(keys[g]) * view.width)
@@ -792,7 +792,7 @@ class OnlineReader:
                     pipe.hmget(k + project, fields)
                 plan.append((members, inv, len(keys), len(fields)))
             replies = pipe.execute()
-        out = {}
+        out: dict[str, _Fetched] = {}
         pos = 0
         for members, inv, count, width in plan:
             grid = np.empty((count, width), object)
