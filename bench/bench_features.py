@@ -10,7 +10,9 @@ figure is the table computation alone: bench_embeddings measures encoding), then
 and query, p50/p99 over repeated calls, per online store; next to it the same lookups
 through ``OnlineReader`` (shoprank.features.online), interleaved with Feast's in three
 rounds (medians of the rounds) and the speed-up measured in the same run; with each,
-the p50 of the call's CPU time (steady where other jobs share the cores). The reader
+the p50 of the call's CPU time (steady where other jobs share the cores). For 100 items a
+machine-noise reference runs in the same rounds: a fixed pure-Python loop sized to the
+reader's median, whose p99/p50 is what the shared cores do to any call that long. The reader
 reads the store on every call (its only memo is of decoded string values by their
 bytes: emptied before every call it adds ~0.03 ms to a 100-item read).
 Run: `python -m bench.bench_features [--large [--large-training-set]] [--no-training-set] [--lookups N]
@@ -125,6 +127,29 @@ def median_latency(read, repeats: int, rounds: int) -> dict:
 READER_CALLS = 1000  # OnlineReader calls per round (cheap: a few seconds)
 
 
+def reference_work(target_s: float) -> tuple:
+    """A fixed pure-Python workload (sorting a shuffled list) sized to take about ``target_s``.
+
+    The machine-noise reference: timed the same way right after the reader, its p99/p50
+    shows how much of the reader's tail the shared cores add to any CPU-bound call of
+    that length. Sized once by its own median (not per round), so it is the same work
+    in every round.
+    """
+    rng = np.random.default_rng(0)
+    n = 1000
+    while True:
+        data = rng.random(n).tolist()
+        calls = []
+        for _ in range(7):
+            start = time.perf_counter()
+            sorted(data)
+            calls.append(time.perf_counter() - start)
+        took = float(np.median(calls))
+        if took >= target_s or n > 10_000_000:
+            return lambda data=data: sorted(data), took
+        n = int(n * min(max(target_s / max(took, 1e-7), 1.1), 4.0))
+
+
 def lookups(settings, batch: Path, repeats: int, rounds: int = 3) -> dict:
     """Feast's ``online_features`` and the fast ``OnlineReader`` on the same rows, same store, same run.
 
@@ -146,11 +171,16 @@ def lookups(settings, batch: Path, repeats: int, rounds: int = 3) -> dict:
             ("1_item", [{**base, "item_id": items[0]}], repeats),
             ("100_items", [{**base, "item_id": i} for i in items], max(repeats // 4, 10)),
         ):
-            feast_runs, fast_runs = [], []
+            feast_runs, fast_runs, ref_runs = [], [], []
+            ref = None
+            if label == "100_items":  # sized to the reader's median on this machine, now
+                ref, _ = reference_work(latency(lambda rows=rows: reader.read(rows), 200)["p50_ms"] / 1000)
             for _ in range(rounds):  # interleaved, so both see the same machine load
                 feast_runs.append(latency(lambda rows=rows: online_features(store, "ctr_model_v1", rows), n))
                 # 1,000 calls a round: a p99 is then the 10th slowest call, not the 2nd
                 fast_runs.append(latency(lambda rows=rows: reader.read(rows), max(n, READER_CALLS)))
+                if ref is not None:
+                    ref_runs.append(latency(ref, READER_CALLS))
             stats = ("p50_ms", "p99_ms", "cpu_p50_ms")
             feast = {k: round(float(np.median([r[k] for r in feast_runs])), 3) for k in stats}
             fast = {k: round(float(np.median([r[k] for r in fast_runs])), 3) for k in stats}
@@ -161,6 +191,14 @@ def lookups(settings, batch: Path, repeats: int, rounds: int = 3) -> dict:
                 "speedup_p50": round(feast["p50_ms"] / fast["p50_ms"], 1),
                 "speedup_p99": round(feast["p99_ms"] / fast["p99_ms"], 1),
             }
+            if ref_runs:
+                noise = {k: round(float(np.median([r[k] for r in ref_runs])), 3) for k in stats}
+                out[f"noise_{label}"] = {
+                    **noise,
+                    "rounds": ref_runs,
+                    "p99_over_p50": round(noise["p99_ms"] / noise["p50_ms"], 2),
+                    "reader_p99_over_p50": round(fast["p99_ms"] / fast["p50_ms"], 2),
+                }
     return out
 
 
@@ -229,6 +267,16 @@ def _fmt(lat: dict | None, prefix: str = "") -> str:
     return text
 
 
+def _noise(lat: dict | None) -> None:
+    noise = (lat or {}).get("noise_100_items")
+    if noise:
+        print(
+            f"    machine-noise reference (a CPU-bound loop of the reader's median, same rounds): "
+            f"{noise['p50_ms']}/{noise['p99_ms']} ms, p99/p50 {noise['p99_over_p50']} "
+            f"(the reader's: {noise['reader_p99_over_p50']})"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--large", action="store_true", help="also the large profile (~6M impressions)")
@@ -254,8 +302,10 @@ def main() -> None:
             print(f"  training_set       {r['training_set_s']:8.2f} s  (ctr_model_v1, point-in-time join)")
         print(f"  online p50/p99 sqlite, Feast:       {_fmt(r['lookup_sqlite'])}")
         print(f"  online p50/p99 sqlite, OnlineReader: {_fmt(r['lookup_sqlite'], 'fast_')}")
+        _noise(r["lookup_sqlite"])
         print(f"  online p50/p99 redis,  Feast:       {_fmt(r.get('lookup_redis'))}")
         print(f"  online p50/p99 redis,  OnlineReader: {_fmt(r.get('lookup_redis'), 'fast_')}")
+        _noise(r.get("lookup_redis"))
         print(f"  peak RSS {r['peak_rss_gib']} GiB ({r['peak_rss_scope']})")
     if not out["redis"]:
         print("\nredis-server not installed: Redis figures skipped")
