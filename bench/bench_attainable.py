@@ -141,7 +141,12 @@ def main() -> None:
     exam = truth.examination[logged["position"].to_numpy() - 1]
     y, rows = logged["clicked"].to_numpy(), logged["row"].to_numpy()
     bayes = M.auc(y, exam * cand["attractiveness"].to_numpy()[rows])
-    logits = ("noise-free (every term)", "quality from history", "quality unknown", "these features, fit to utility")
+    logits = (
+        "noise-free (every term)",
+        "quality from history",
+        "quality unknown",
+        "these features, fit to utility",
+    )
     aucs = {k: M.auc(y, exam * sigmoid(rankers[k][rows])) for k in logits}
 
     print(

@@ -127,7 +127,7 @@ def median_latency(read, repeats: int, rounds: int) -> dict:
 READER_CALLS = 1000  # OnlineReader calls per round (cheap: a few seconds)
 
 
-def reference_work(target_s: float) -> tuple:
+def reference_work(target_s: float):
     """A fixed pure-Python workload (sorting a shuffled list) sized to take about ``target_s``.
 
     The machine-noise reference: timed the same way right after the reader, its p99/p50
@@ -146,7 +146,7 @@ def reference_work(target_s: float) -> tuple:
             calls.append(time.perf_counter() - start)
         took = float(np.median(calls))
         if took >= target_s or n > 10_000_000:
-            return lambda data=data: sorted(data), took
+            return lambda data=data: sorted(data)
         n = int(n * min(max(target_s / max(took, 1e-7), 1.1), 4.0))
 
 
@@ -174,7 +174,7 @@ def lookups(settings, batch: Path, repeats: int, rounds: int = 3) -> dict:
             feast_runs, fast_runs, ref_runs = [], [], []
             ref = None
             if label == "100_items":  # sized to the reader's median on this machine, now
-                ref, _ = reference_work(latency(lambda rows=rows: reader.read(rows), 200)["p50_ms"] / 1000)
+                ref = reference_work(latency(lambda rows=rows: reader.read(rows), 200)["p50_ms"] / 1000)
             for _ in range(rounds):  # interleaved, so both see the same machine load
                 feast_runs.append(latency(lambda rows=rows: online_features(store, "ctr_model_v1", rows), n))
                 # 1,000 calls a round: a p99 is then the 10th slowest call, not the 2nd
