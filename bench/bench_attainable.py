@@ -16,7 +16,10 @@ would score, on the same test requests and candidates as ``shoprank evaluate``:
   noise-free utility itself (not to clicks) on the features the trained models get
   (LightGBM's view: numeric, categorical, query-item cosine), out of fold over requests
   of the test candidates themselves. A model learning from noisy clicks on the same
-  features can hardly do better: the ceiling of what these features carry.
+  features can hardly do better: the ceiling of what these features carry;
+- ``... and bert_ctr's score``: the same fit with this version's trained bert_ctr
+  candidate's score (its logit) as one more input, so that what the network drew from
+  the text embeddings and the user's history (which LightGBM's view lacks) is in too.
 
 Expected clicks are scored exactly as evaluation scores them
 (:func:`shoprank.evaluation.oracle.expected_clicks`); the AUCs are on the logged test
@@ -45,6 +48,7 @@ from shoprank.evaluation import metrics as M
 from shoprank.evaluation.oracle import expected_clicks
 from shoprank.evaluation.step import candidate_frame, load_truth
 from shoprank.models.baselines import tabular
+from shoprank.models.scorers import load
 from shoprank.training.data import time_split
 from shoprank.training.train import feature_spec, training_set_path
 
@@ -73,11 +77,18 @@ def simulated_terms(params) -> pd.DataFrame:
     return cand
 
 
-def fitted_to_utility(frame, utility: np.ndarray, requests: np.ndarray, folds: int = 4) -> np.ndarray:
-    """Out-of-fold LightGBM predictions of ``utility`` from the models' features (folds of whole requests)."""
+def fitted_to_utility(
+    frame, utility: np.ndarray, requests: np.ndarray, extra: dict | None = None, folds: int = 4
+) -> np.ndarray:
+    """Out-of-fold LightGBM predictions of ``utility`` from the models' features (folds of whole requests).
+
+    ``extra``: more input columns (name -> values aligned with the frame's rows).
+    """
     import lightgbm as lgb
 
     x = tabular(frame, feature_spec(list(frame.df.columns)), position=0).drop(columns=["position"])
+    for name, values in (extra or {}).items():
+        x[name] = values
     codes = pd.factorize(requests)[0]
     fold = np.random.default_rng(0).permutation(codes.max() + 1)[codes] % folds
     params = {"objective": "regression", "learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 50}
@@ -131,6 +142,12 @@ def main() -> None:
         "quality unknown": known - cand["quality"].to_numpy(),
         "these features, fit to utility": fitted_to_utility(frame, known, cand["request_id"].to_numpy()),
     }
+    candidate = ROOT / "models" / "candidates" / "bert_ctr.pt"
+    if candidate.is_file():  # what the network learned from text and history, as one more input
+        p = np.clip(load(candidate)[1].predict(frame, with_position=False), 1e-6, 1 - 1e-6)
+        rankers["... and bert_ctr's score"] = fitted_to_utility(
+            frame, known, cand["request_id"].to_numpy(), {"bert_ctr_logit": np.log(p / (1 - p))}
+        )
     clicks_at = {k: expected_clicks(cand, v, truth.examination) for k, v in rankers.items()}
     legacy, oracle = clicks_at["legacy ranking"], clicks_at["oracle (true attractiveness)"]
 
@@ -141,12 +158,7 @@ def main() -> None:
     exam = truth.examination[logged["position"].to_numpy() - 1]
     y, rows = logged["clicked"].to_numpy(), logged["row"].to_numpy()
     bayes = M.auc(y, exam * cand["attractiveness"].to_numpy()[rows])
-    logits = (
-        "noise-free (every term)",
-        "quality from history",
-        "quality unknown",
-        "these features, fit to utility",
-    )
+    logits = [k for k in rankers if k not in ("legacy ranking", "oracle (true attractiveness)")]
     aucs = {k: M.auc(y, exam * sigmoid(rankers[k][rows])) for k in logits}
 
     print(
