@@ -77,18 +77,10 @@ def simulated_terms(params) -> pd.DataFrame:
     return cand
 
 
-def fitted_to_utility(
-    frame, utility: np.ndarray, requests: np.ndarray, extra: dict | None = None, folds: int = 4
-) -> np.ndarray:
-    """Out-of-fold LightGBM predictions of ``utility`` from the models' features (folds of whole requests).
-
-    ``extra``: more input columns (name -> values aligned with the frame's rows).
-    """
+def fitted_to_utility(x: pd.DataFrame, utility: np.ndarray, requests: np.ndarray, folds: int = 4):
+    """Out-of-fold LightGBM predictions of ``utility`` from inputs ``x`` (folds of whole requests)."""
     import lightgbm as lgb
 
-    x = tabular(frame, feature_spec(list(frame.df.columns)), position=0).drop(columns=["position"])
-    for name, values in (extra or {}).items():
-        x[name] = values
     codes = pd.factorize(requests)[0]
     fold = np.random.default_rng(0).permutation(codes.max() + 1)[codes] % folds
     params = {"objective": "regression", "learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 50}
@@ -140,14 +132,16 @@ def main() -> None:
         "noise-free (every term)": known,
         "quality from history": known - cand["quality"].to_numpy() + quality_hat,
         "quality unknown": known - cand["quality"].to_numpy(),
-        "these features, fit to utility": fitted_to_utility(frame, known, cand["request_id"].to_numpy()),
     }
+    # the models' inputs as LightGBM sees them (numeric, categorical, query-item cosine), no position
+    inputs = tabular(frame, feature_spec(list(features.columns)), position=0).drop(columns=["position"])
+    requests = cand["request_id"].to_numpy()
+    rankers["these features, fit to utility"] = fitted_to_utility(inputs, known, requests)
     candidate = ROOT / "models" / "candidates" / "bert_ctr.pt"
     if candidate.is_file():  # what the network learned from text and history, as one more input
         p = np.clip(load(candidate)[1].predict(frame, with_position=False), 1e-6, 1 - 1e-6)
-        rankers["... and bert_ctr's score"] = fitted_to_utility(
-            frame, known, cand["request_id"].to_numpy(), {"bert_ctr_logit": np.log(p / (1 - p))}
-        )
+        with_score = inputs.assign(bert_ctr_logit=np.log(p / (1 - p)))
+        rankers["... and bert_ctr's score"] = fitted_to_utility(with_score, known, requests)
     clicks_at = {k: expected_clicks(cand, v, truth.examination) for k, v in rankers.items()}
     legacy, oracle = clicks_at["legacy ranking"], clicks_at["oracle (true attractiveness)"]
 
