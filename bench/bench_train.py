@@ -19,7 +19,7 @@ import pandas as pd
 
 from bench.hardware import describe
 from shoprank.config import load_params
-from shoprank.training.data import Frame
+from shoprank.inputs.frame import Frame
 from shoprank.training.train import feature_spec, fit_neural
 
 

@@ -29,7 +29,7 @@ def synthetic(rows: int, seed: int = 0):
 
     Returns (frame, item ids, item embedding table, the true click probability of each row).
     """
-    from shoprank.training.data import Frame
+    from shoprank.inputs.frame import Frame
 
     rng = np.random.default_rng(seed)
     ids = [f"item_{i:05d}" for i in range(ITEMS)]

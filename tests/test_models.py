@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from shoprank.evaluation.metrics import auc, log_loss
+from shoprank.inputs.frame import Frame
 from shoprank.models.baselines import LightGBMModel, PopularityModel
 from shoprank.models.bert_ctr import BertCTR
 from shoprank.models.lightning import with_lora
 from shoprank.models.scorers import NeuralScorer, load, save
-from shoprank.training.data import Frame, time_split
+from shoprank.training.data import time_split
 from shoprank.training.train import feature_spec, fit_neural
 
 pytestmark = pytest.mark.slow

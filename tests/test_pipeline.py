@@ -70,8 +70,9 @@ def test_candidate_pool_scored_in_chunks_equals_one_pass(params_file):
 
     from shoprank.config import load_params
     from shoprank.evaluation.step import candidate_scores, load_truth
+    from shoprank.inputs.frame import read_frame
     from shoprank.models.scorers import load
-    from shoprank.training.data import read_frame, read_split
+    from shoprank.training.data import read_split
     from shoprank.training.train import training_set_path
 
     path, raw = params_file

@@ -20,12 +20,12 @@ import pytest
 import yaml
 
 from shoprank.feedback import FeedbackLog
+from shoprank.inputs.frame import Frame
 from shoprank.ranking.explain import impacts, reasons
 from shoprank.ranking.features import OnlineFeatures
 from shoprank.ranking.rerank import diverse_order, exploration_slots, rerank
 from shoprank.ranking.settings import ServeSettings
 from shoprank.retrieval import HybridRetriever
-from shoprank.training.data import Frame
 from tests import serving_fixtures
 from tests.serving_fixtures import Server, free_port
 

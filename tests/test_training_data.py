@@ -7,6 +7,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shoprank.inputs import derive as DV
+from shoprank.inputs import frame as F
 from shoprank.models.preprocess import TensorData
 from shoprank.training import data as D
 from shoprank.training.train import feature_spec
@@ -36,10 +38,10 @@ def _table(n: int = 1000) -> tuple[pa.Table, np.ndarray, np.ndarray]:
 
 
 def test_read_frame_stores_each_vector_once_and_reads_back_the_same_values(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "READ_ROWS", 128)  # several batches: keys seen in an earlier batch are reused
+    monkeypatch.setattr(F, "READ_ROWS", 128)  # several batches: keys seen in an earlier batch are reused
     table, items, queries = _table()
     pq.write_table(table, tmp_path / "t.parquet", row_group_size=300)
-    frame = D.read_frame(tmp_path / "t.parquet")
+    frame = F.read_frame(tmp_path / "t.parquet")
     item, query = frame.vectors["item_embedding"], frame.vectors["query_embedding"]
     assert item.table.shape == (31, 8)  # 30 items + the zero row
     assert query.table.shape == (12, 8)  # 11 queries with text + the zero row
@@ -52,11 +54,11 @@ def test_read_frame_stores_each_vector_once_and_reads_back_the_same_values(tmp_p
     assert part.vectors["item_embedding"].table is item.table  # a split copies codes only
 
     rows = np.array([0, 5, 127, 128, 299, 300, 301, 640, 999])  # across batch and row-group edges
-    some = D.read_frame(tmp_path / "t.parquet", rows=rows)  # read batch by batch, only these rows kept
+    some = F.read_frame(tmp_path / "t.parquet", rows=rows)  # read batch by batch, only these rows kept
     pd.testing.assert_frame_equal(some.df, frame.df.iloc[rows].reset_index(drop=True))
     np.testing.assert_array_equal(np.asarray(some.vectors["item_embedding"]), items[rows])
     np.testing.assert_array_equal(np.asarray(some.vectors["query_embedding"]), queries[rows])
-    assert len(D.read_frame(tmp_path / "t.parquet", rows=np.array([], np.int64)).df) == 0
+    assert len(F.read_frame(tmp_path / "t.parquet", rows=np.array([], np.int64)).df) == 0
 
 
 def test_read_split_matches_the_split_of_the_whole_table(tmp_path):
@@ -85,7 +87,7 @@ def test_read_split_matches_the_split_of_the_whole_table(tmp_path):
 
 
 def test_tensor_data_gathers_vectors_per_batch():
-    vecs = D.Vectors(np.array([2, 0, 1, 2]), np.array([[0, 0], [1, 1], [2, 2]], np.float32))
+    vecs = F.Vectors(np.array([2, 0, 1, 2]), np.array([[0, 0], [1, 1], [2, 2]], np.float32))
     data = TensorData({"q_emb": vecs, "label": np.arange(4, dtype=np.float32)})
     batch = data[[0, 1, 3]]
     assert batch["q_emb"].tolist() == [[2, 2], [0, 0], [2, 2]]
@@ -93,9 +95,9 @@ def test_tensor_data_gathers_vectors_per_batch():
 
 
 def test_rowwise_cosine_matches_dense_and_is_nan_for_zero_rows():
-    a = D.Vectors.of(np.array([[1, 0], [0, 0], [1, 1]], np.float32))
+    a = F.Vectors.of(np.array([[1, 0], [0, 0], [1, 1]], np.float32))
     b = np.array([[1, 0], [1, 0], [1, 0]], np.float32)
-    out = D.rowwise_cosine(a, b, chunk=2)
+    out = F.rowwise_cosine(a, b, chunk=2)
     assert out[0] == 1.0 and np.isnan(out[1]) and abs(out[2] - 2**-0.5) < 1e-6
     pd.testing.assert_series_equal(pd.Series(out).isna(), pd.Series([False, True, False]))
 
@@ -108,7 +110,7 @@ def test_derive_flags_queries_that_name_the_items_attributes():
             "colour": ["red", "red", "red", "red"],
         }
     )
-    out = D.derive(df)
+    out = DV.derive(df)
     assert out["query_brand_match"].tolist() == [1.0, 0.0, 0.0, 0.0]
     assert out["query_colour_match"].tolist() == [1.0, 0.0, 0.0, 1.0]  # whole words, any case
     assert "query_material_match" not in out
@@ -121,8 +123,8 @@ def test_derive_flags_items_over_the_price_cap_the_query_names():
             "price": [49.99, 50.01, 130.0, 500.0, 500.0, np.nan],
         }
     )
-    out = D.derive(df)
+    out = DV.derive(df)
     assert out["query_over_price_cap"].tolist() == [0.0, 1.0, 1.0, 0.0, 0.0, 0.0]
-    assert D.query_price_cap("hiking boots under 80") == 80.0
-    assert np.isnan(D.query_price_cap("under armour boots"))  # a number must follow
+    assert DV.query_price_cap("hiking boots under 80") == 80.0
+    assert np.isnan(DV.query_price_cap("under armour boots"))  # a number must follow
     assert "query_over_price_cap" in feature_spec(list(out.columns)).numeric

@@ -16,8 +16,8 @@ import pandas as pd
 from shoprank.evaluation import metrics as M
 from shoprank.evaluation.offpolicy import rank_within_requests, snips_ctr
 from shoprank.evaluation.oracle import expected_clicks
+from shoprank.inputs.frame import Frame
 from shoprank.models.scorers import Scorer
-from shoprank.training.data import Frame
 
 TOP_K = 10
 # the headline keys of every candidate's entry in metrics/evaluate.json (what the CLI prints)

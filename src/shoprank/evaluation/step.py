@@ -17,9 +17,11 @@ import pandas as pd
 
 from shoprank.config import Params
 from shoprank.evaluation.evaluate import Truth, evaluate_scorer
+from shoprank.inputs.derive import derive
+from shoprank.inputs.frame import VECTOR_COLUMNS, Frame, Vectors, dense, read_frame
 from shoprank.logs import log, timed
 from shoprank.models.scorers import Scorer, load
-from shoprank.training.data import VECTOR_COLUMNS, Frame, Vectors, dense, derive, read_frame, read_split
+from shoprank.training.data import read_split
 from shoprank.training.train import training_set_path
 
 logger = logging.getLogger(__name__)

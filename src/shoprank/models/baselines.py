@@ -1,7 +1,7 @@
 """Baselines trained and evaluated on the same training set as BERT-CTR every run.
 
 Every model answers ``predict(frame, with_position)``: P(click) for the rows of a
-training-set :class:`~shoprank.training.data.Frame`. ``with_position=True`` uses the logged
+training-set :class:`~shoprank.inputs.frame.Frame`. ``with_position=True`` uses the logged
 position (the logged
 click likelihood, for AUC and log loss); ``False`` gives the position-free relevance
 that rankings are built from.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from shoprank.inputs.frame import Frame, rowwise_cosine
 from shoprank.models.preprocess import FeatureSpec
-from shoprank.training.data import Frame, rowwise_cosine
 
 SERVING_POSITION = 1  # position-aware baselines are scored as if every item were on top
 

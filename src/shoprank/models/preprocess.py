@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from shoprank.training.data import Frame, Vectors
+from shoprank.inputs.frame import Frame, Vectors
 
 UNKNOWN = 0  # code of unseen categories and of history padding
 
@@ -132,7 +132,7 @@ def tokenize(tokenizer_dir: str, texts: list[str], max_length: int) -> tuple[np.
 class TensorData(torch.utils.data.Dataset):
     """Index-able dict of tensors; batches are dicts the model takes directly.
 
-    A :class:`~shoprank.training.data.Vectors` input stays deduplicated: its codes are
+    A :class:`~shoprank.inputs.frame.Vectors` input stays deduplicated: its codes are
     indexed and its table rows gathered per batch, never densified for the whole split.
     """
 

@@ -13,9 +13,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from shoprank.inputs.frame import Frame
 from shoprank.models.bert_ctr import BertCTR, CTRConfig
 from shoprank.models.preprocess import Preprocessor, TensorData, loader
-from shoprank.training.data import Frame
 
 
 class Scorer(Protocol):

@@ -74,8 +74,8 @@ def user_table(features_dir: Path) -> pd.DataFrame:
 def train_understanding(truth_dir: Path, features_dir: Path, item_ids: list[str], item_vecs: np.ndarray):
     """Intent and attribute heads from the simulator's labels; (model, report) or (None, reason)."""
     from shoprank.features.queries import normalise_query
+    from shoprank.inputs.frame import read_frame
     from shoprank.models.understanding import ATTRIBUTES, QueryUnderstanding
-    from shoprank.training.data import read_frame
 
     req_path, items_path = truth_dir / "requests.parquet", truth_dir / "items.parquet"
     qt_path = features_dir / "query_text.parquet"

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shoprank.training.data import Frame, Vectors
+from shoprank.inputs.frame import Frame, Vectors
 
 # group -> the frame columns it blanks ("query_embedding" is a vector)
 GROUPS: dict[str, tuple[str, ...]] = {

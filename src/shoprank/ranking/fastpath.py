@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from shoprank.inputs.derive import QUERY_MATCH_COLUMNS, derive, query_price_cap
 from shoprank.models.preprocess import UNKNOWN
 from shoprank.ranking.features import Lookup, is_user_column
-from shoprank.training.data import QUERY_MATCH_COLUMNS, derive, query_price_cap
 
 
 def supports(scorer) -> bool:
@@ -229,7 +229,7 @@ class FastScorer:
 
 @lru_cache(maxsize=65536)
 def _mentions(query: str, value: str) -> float:
-    """:func:`shoprank.training.data.query_mentions` for one pair: ``value`` as a whole word of ``query``."""
+    """:func:`shoprank.inputs.derive.query_mentions` for one pair: ``value`` as a whole word of ``query``."""
     if not value or not query or value not in query:
         return 0.0
     at = query.find(value)

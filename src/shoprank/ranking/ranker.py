@@ -2,7 +2,7 @@
 
 Features are built by the same code as training and evaluation: the online store gives
 the Feast feature service's values (the columns of the point-in-time training set),
-:func:`shoprank.training.data.derive` adds the cross features, and the champion's own
+:func:`shoprank.inputs.derive.derive` adds the cross features, and the champion's own
 ``predict`` (with its fitted preprocessing) scores every candidate in one batched call.
 
 The query's vector comes from, in order: this process's cache; the online store (the
@@ -35,13 +35,14 @@ import pandas as pd
 
 from shoprank.config import Params, Text
 from shoprank.feedback import BackgroundAppender, FeedbackLog
+from shoprank.inputs.derive import derive
+from shoprank.inputs.frame import Frame
 from shoprank.logs import log
 from shoprank.ranking import explain, fastpath, metrics, understand
 from shoprank.ranking.bundle import MANIFEST
 from shoprank.ranking.features import Lookup, OnlineFeatures, is_user_column
 from shoprank.ranking.rerank import rerank
 from shoprank.ranking.settings import ServeSettings
-from shoprank.training.data import Frame, derive
 
 logger = logging.getLogger(__name__)
 DISPLAY = ("item_id", "title", "description", "created_at")

@@ -22,12 +22,12 @@ import pyarrow.parquet as pq
 import torch
 
 from shoprank.config import Params, Train
+from shoprank.inputs.frame import Frame
 from shoprank.logs import log
 from shoprank.models.baselines import LightGBMModel, PopularityModel
 from shoprank.models.bert_ctr import CTRConfig
 from shoprank.models.preprocess import FeatureSpec, Preprocessor, TensorData, loader
 from shoprank.models.scorers import NeuralScorer, save
-from shoprank.training.data import Frame
 
 logger = logging.getLogger(__name__)
 CANDIDATES = ("bert_ctr", "no_text", "lightgbm", "popularity")
@@ -242,7 +242,7 @@ def train_candidate(
 
 def item_embeddings(features_dir: Path) -> tuple[list[str], np.ndarray]:
     """Every item's latest text embedding from the feature tables: (ids, (n, dim))."""
-    from shoprank.training.data import dense
+    from shoprank.inputs.frame import dense
 
     table = pq.read_table(Path(features_dir) / "item_text.parquet")
     df = table.select(["item_id", "event_timestamp"]).to_pandas()
@@ -263,8 +263,10 @@ def item_texts(batch_dir: Path) -> dict[str, str]:
 
 def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict:
     """The `train` step: fit the candidates on the training split of the training set."""
+    from shoprank.inputs.derive import derive
+    from shoprank.inputs.frame import read_frame
     from shoprank.quality import current_batch
-    from shoprank.training.data import derive, read_frame, time_split
+    from shoprank.training.data import time_split
 
     s = params.train
     frame = read_frame(training_set_path(params))
