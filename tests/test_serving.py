@@ -620,7 +620,6 @@ def test_fast_path_inputs_and_scores_equal_the_evaluation_path(serving_env, monk
     monkeypatch.setenv("SHOPRANK_SERVE_FEATURE_TTL_S", "0")  # no background refresher in the test process
     ranker = Ranker(serving_env.bundle, load_params(serving_env.params_file))
     assert ranker.fast is not None, "the start-up check rejected the fast path"
-    assert not ranker.fast.use_derive, "a cross feature the fast path does not compute from arrays"
     rows = np.arange(min(60, len(ranker.items)))
     for user in ("user_000003", "user_unknown", None):
         for query in ("waterproof hiking boots", "", "hiking boots under 80"):

@@ -65,7 +65,7 @@ def candidate_frame(params: Params, test: pd.DataFrame, candidates: pd.DataFrame
     for name, (pos, column) in arrays.items():  # each distinct vector once: codes into its table
         table = dense(column)
         vectors[name] = Vectors(pos + 1, np.concatenate([np.zeros((1, table.shape[1]), np.float32), table]))
-    return Frame(derive(df), vectors)
+    return derive(Frame(df, vectors))
 
 
 def candidate_scores(
@@ -113,7 +113,7 @@ def run_evaluate(params: Params) -> dict:
     train_queries = set(keys["query"].iloc[split["train"]].fillna(""))
     del keys
     test = read_frame(path, rows=split["test"])  # only the test rows: training splits are never held
-    derive(test.df)
+    derive(test)
     truth = load_truth(params.paths.truth, test.df)
     scorers: dict[str, Scorer] = {}
     for name in s.candidates:

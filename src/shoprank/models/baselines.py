@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from shoprank.inputs.frame import Frame, rowwise_cosine
+from shoprank.inputs.derive import derive
+from shoprank.inputs.frame import Frame
 from shoprank.models.preprocess import FeatureSpec
 
 SERVING_POSITION = 1  # position-aware baselines are scored as if every item were on top
@@ -51,14 +52,15 @@ class PopularityModel:
 
 
 def tabular(frame: Frame, spec: FeatureSpec, position: int | None) -> pd.DataFrame:
-    """LightGBM's view: numeric, categorical, query-item cosine, has_query, position."""
+    """LightGBM's view: its declared numeric and categorical inputs, has_query, position."""
+    missing = [c for c in spec.numeric if c not in frame.df.columns]
+    if missing:  # derived inputs a caller has not added yet (the query-item cosine reads vectors)
+        derive(frame, missing)
     df = frame.df
-    x = pd.DataFrame({c: df[c].astype("float64") for c in spec.numeric}, index=df.index)
+    nan = pd.Series(np.nan, index=df.index)  # an input the frame cannot give: missing
+    x = pd.DataFrame({c: df[c].astype("float64") if c in df else nan for c in spec.numeric}, index=df.index)
     for c in spec.categorical:
         x[c] = df[c].astype("string").fillna("<na>").astype("category")
-    if spec.query_embedding in frame.vectors:
-        q, i = frame.vectors[spec.query_embedding], frame.vectors[spec.item_embedding]
-        x["query_item_cosine"] = rowwise_cosine(q, i)
     x["has_query"] = (df[spec.query].fillna("") != "").astype("float64")
     x["position"] = df[spec.position].astype("float64") if position is None else float(position)
     return x

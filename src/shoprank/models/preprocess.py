@@ -33,6 +33,20 @@ class FeatureSpec:
     label: str = "clicked"
 
 
+def feature_spec(columns: list[str], candidate: str = "bert_ctr") -> FeatureSpec:
+    """The declared inputs of ``candidate`` that a frame with ``columns`` holds, in declaration order."""
+    from shoprank.inputs.declare import present
+
+    have = present(columns, candidate)
+    vectors = {x.entity: x.name for x in present(columns) if x.kind == "text_vector"}
+    return FeatureSpec(
+        numeric=tuple(x.name for x in have if x.kind in ("numeric", "cross")),
+        categorical=tuple(x.name for x in have if x.kind == "categorical"),
+        query_embedding=vectors.get("query", "query_embedding"),
+        item_embedding=vectors.get("item", "item_embedding"),
+    )
+
+
 @dataclass
 class Preprocessor:
     spec: FeatureSpec

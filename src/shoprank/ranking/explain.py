@@ -1,5 +1,7 @@
 """Why an item scored as it did: occlusion of feature groups, in one batched scorer call.
 
+The groups are the explanation groups of the declared inputs (:mod:`shoprank.inputs.declare`).
+
 For each explained result the scorer also scores copies with one feature group blanked
 (numbers -> missing, which the scorers read as the training mean or "unknown"; the
 query embedding -> zero). The drop in predicted CTR is the group's impact; the largest
@@ -14,24 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shoprank.inputs.declare import groups, present
 from shoprank.inputs.frame import Frame, Vectors
 
-# group -> the frame columns it blanks ("query_embedding" is a vector)
-GROUPS: dict[str, tuple[str, ...]] = {
-    "query_match": ("query_embedding",),
-    "popularity": (
-        "item_ctr_1d",
-        "item_ctr_7d",
-        "item_ctr_28d",
-        "item_impressions_1d",
-        "item_impressions_7d",
-        "item_impressions_28d",
-    ),
-    "your_history": ("hist_category_share", "hist_top_share", "recent_items"),
-    "price": ("price_vs_pref", "log_price", "query_over_price_cap"),
-    "freshness": ("item_is_new", "item_age_days"),
-    "brand_category": ("brand", "category", "category_top"),
-}
 MIN_IMPACT = 0.001  # smaller drops in predicted CTR are not worth a reason
 
 
@@ -40,13 +27,11 @@ def occluded(frame: Frame) -> tuple[Frame, list[str]]:
     parts_df = [frame.df]
     parts_vec: dict[str, list[np.ndarray]] = {k: [np.asarray(v)] for k, v in frame.vectors.items()}
     names: list[str] = []
-    for group, cols in GROUPS.items():
-        present = [c for c in cols if c in frame.df.columns or c in frame.vectors]
-        if not present:
-            continue
+    held = [x.name for x in present([*frame.df.columns, *frame.vectors])]
+    for group, cols in groups(held).items():
         df = frame.df.copy()
         vec: dict[str, Any] = dict(frame.vectors)
-        for c in present:
+        for c in cols:
             if c in vec:
                 vec[c] = np.zeros(frame.vectors[c].shape, np.float32)
             elif pd.api.types.is_numeric_dtype(df[c]):

@@ -1,29 +1,29 @@
 """The hot path of a neural champion: model inputs straight from arrays, one forward pass.
 
-:meth:`Preprocessor.transform` and :func:`derive` work column by column in pandas: about
-1 ms of fixed cost per column whatever the row count, 20-40 ms per request. Here the
-item columns are transformed once per refresh of the item table (all items at once),
-and a request only gathers its rows, adds the user's columns and runs :func:`derive` on
-the few columns it reads (so new cross features are picked up, never copied). The
-arithmetic is the preprocessor's own (its fitted vocabularies, means, scales and
-clipping). tests/test_serving.py checks that inputs and scores equal those of
-``scorer.predict`` on the full frame, and the service checks the same at start-up
-(:meth:`Ranker.check_fast_path`): on any difference it uses the pandas path instead.
+:meth:`Preprocessor.transform` and :func:`~shoprank.inputs.derive.derive` work column by
+column in pandas, a fixed cost per column whatever the row count. Here the item columns
+are transformed once per refresh of the item table (all items at once), together with
+the item parts of every derived input, and a request only gathers its rows, adds the
+user's columns and runs each derivation's ``cross`` on the rows (the derivations are the
+declared ones, never copied here). The arithmetic is the preprocessor's own (its fitted
+vocabularies, means, scales and clipping). tests/test_serving.py checks that inputs and
+scores equal those of ``scorer.predict`` on the full frame, and the service checks the
+same at start-up: on any difference it uses the pandas path instead.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import Counter
-from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from shoprank.inputs.derive import QUERY_MATCH_COLUMNS, derive, query_price_cap
+from shoprank.inputs.declare import by_name, groups
+from shoprank.inputs.derive import DERIVATIONS, Derivation, repeat
 from shoprank.models.preprocess import UNKNOWN
-from shoprank.ranking.features import Lookup, is_user_column
+from shoprank.ranking.features import Lookup
 
 
 def supports(scorer) -> bool:
@@ -40,20 +40,17 @@ class FastScorer:
         have = set(features.values.columns)
         self.item_cat = [c for c in self.spec.categorical if c in have]
         self.user_cat = [c for c in self.spec.categorical if c not in have]
-        self.item_num = [c for c in self.spec.numeric if c in have]
-        self.user_num = [c for c in self.spec.numeric if c not in have and is_user_column(c)]
-        self.derived = [c for c in self.spec.numeric if c not in have and not is_user_column(c)]
-        self.derive_inputs = [c for c in ("category", "price", *QUERY_MATCH_COLUMNS) if c in have]
-        self.match_columns = [c for c in QUERY_MATCH_COLUMNS if c in have]
-        known = {"hist_category_share", "hist_top_share", "price_vs_pref", "query_over_price_cap"}
-        known |= {f"query_{c}_match" for c in self.match_columns}
-        # cross features this module computes from arrays; anything else new in derive(): derive itself
-        self.use_derive = not set(self.derived) <= known
+        declared = {c: by_name(c) for c in self.spec.numeric}
+        self.derived: dict[str, Derivation] = {
+            c: DERIVATIONS[x.derive] for c, x in declared.items() if x.derive is not None
+        }
+        self.item_num = [c for c in self.spec.numeric if c in have and c not in self.derived]
+        self.user_num = [c for c in self.spec.numeric if c not in have and c not in self.derived]
         self._version = -1
         self._lock = threading.Lock()
 
     def _item_arrays(self) -> tuple:
-        """Per item: categorical codes, normalised numerics and the raw values the cross features read.
+        """Per item: categorical codes, normalised numerics and the derivations' item parts.
 
         Rebuilt (for all items at once) only when the item table changes.
         """
@@ -61,6 +58,7 @@ class FastScorer:
         if version != self._version:
             with self._lock:
                 v = self.features.values
+                have = set(v.columns)
                 cat = (
                     np.stack([self._codes(v[c], c) for c in self.item_cat], axis=1) if self.item_cat else None
                 )
@@ -69,14 +67,10 @@ class FastScorer:
                     if self.item_num
                     else None
                 )
-                category = v["category"].astype("string").fillna("").to_numpy(dtype=object)
-                top = np.array([c.split(" > ")[0] for c in category], dtype=object)
-                price = v["price"].astype("float64").to_numpy()
-                lower = {
-                    c: v[c].astype("string").fillna("").str.lower().to_numpy(object)
-                    for c in self.match_columns
-                }
-                self._arrays = (cat, num, category, top, price, lower)
+                parts: dict[str, Any] = {}  # the derivations' per-item parts
+                for d in self.derived.values():
+                    parts.update(d.item_parts({c: v[c].to_numpy() for c in d.reads if c in have}))
+                self._arrays = (cat, num, parts)
                 self._version = version
         return self._arrays
 
@@ -107,44 +101,17 @@ class FastScorer:
             return 0.0
         return float(np.clip((x - self.pre.mean[name]) / self.pre.std[name], -10, 10))
 
-    def cross(self, lookup: Lookup, query: str) -> pd.DataFrame:
-        """The cross features, by :func:`derive` itself on just the columns it reads."""
-        n = len(lookup.items)
-        df = lookup.items[self.derive_inputs].reset_index(drop=True)
-        df["query"] = query
-        hist = lookup.user.get("recent_categories")
-        hist = list(hist) if hist is not None and not isinstance(hist, float) else None
-        df["recent_categories"] = pd.Series([hist] * n, dtype=object)
-        pref = lookup.user.get("user_price_pref")
-        df["user_price_pref"] = np.nan if pref is None else pref
-        return derive(df)
-
     def cross_arrays(self, rows: np.ndarray, lookup: Lookup, query: str) -> dict[str, np.ndarray]:
-        """:func:`derive`'s cross features for one user and many items, from arrays."""
-        _, _, category, top, price, lower = self._item_arrays()
+        """The derived inputs for one request's rows: each derivation's ``cross`` on gathered parts."""
+        parts = self._item_arrays()[2]
         n = len(rows)
         out: dict[str, np.ndarray] = {}
-        hist = lookup.user.get("recent_categories")
-        cat_share = np.zeros(n, dtype=np.float32)
-        top_share = np.zeros(n, dtype=np.float32)
-        if hist is not None and not isinstance(hist, float) and len(hist):
-            m = len(hist)
-            counts = Counter(str(h) for h in hist)
-            tops = Counter(str(h).split(" > ")[0] for h in hist)
-            cat_share = np.array([counts.get(c, 0) / m for c in category[rows]], dtype=np.float32)
-            top_share = np.array([tops.get(c, 0) / m for c in top[rows]], dtype=np.float32)
-        out["hist_category_share"], out["hist_top_share"] = cat_share, top_share
-        q = query.lower()
-        for c in self.match_columns:
-            out[f"query_{c}_match"] = np.array([_mentions(q, v) for v in lower[c][rows]], dtype=np.float32)
-        with np.errstate(invalid="ignore"):  # no cap: NaN, never exceeded
-            out["query_over_price_cap"] = (price[rows] > query_price_cap(q)).astype(np.float32)
-        raw = lookup.user.get("user_price_pref")
-        try:
-            pref = float(raw)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            pref = np.nan
-        out["price_vs_pref"] = np.log1p(price[rows]) - np.log1p(pref)
+        for name, d in self.derived.items():
+            cols: dict[str, Any] = {k: v[rows] for k, v in parts.items()}
+            for r in d.reads:  # what the item parts do not hold: the request's own values
+                if r not in cols:
+                    cols[r] = repeat(query if r == "query" else lookup.user.get(r), n)
+            out[name] = d.cross(cols)
         return out
 
     def inputs(self, rows: np.ndarray, lookup: Lookup, q_vec: np.ndarray, query: str, item_vecs) -> dict:
@@ -167,9 +134,7 @@ class FastScorer:
             for c in self.user_num:
                 cols[c] = np.full(n, self._scalar(user.get(c), c), dtype=np.float32)
             if self.derived:
-                crossed = (
-                    self.cross(lookup, query) if self.use_derive else self.cross_arrays(rows, lookup, query)
-                )
+                crossed = self.cross_arrays(rows, lookup, query)
                 for c in self.derived:
                     cols[c] = self._scaled(crossed[c], c)
             out["num"] = np.stack([cols[c] for c in self.spec.numeric], axis=1)
@@ -187,7 +152,7 @@ class FastScorer:
         return out
 
     def occlusion(
-        self, arrays: dict[str, np.ndarray], groups: dict[str, tuple[str, ...]]
+        self, arrays: dict[str, np.ndarray], by_group: dict[str, tuple[str, ...]] | None = None
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """:func:`shoprank.ranking.explain.impacts` on model inputs: blank each group, one forward pass.
 
@@ -198,14 +163,17 @@ class FastScorer:
         n = len(arrays["has_query"])
         num = {c: j for j, c in enumerate(self.spec.numeric)}
         cat = {c: j for j, c in enumerate(self.spec.categorical)}
+        if by_group is None:
+            s = self.spec
+            by_group = groups([*s.numeric, *s.categorical, s.query_embedding, s.history])
         parts, names = [arrays], []
-        for group, cols in groups.items():
+        for group, cols in by_group.items():
             a = dict(arrays)
             touched = False
             for c in cols:
-                if c == "query_embedding":
+                if c == self.spec.query_embedding:
                     a["q_emb"], touched = np.zeros_like(arrays["q_emb"]), True
-                elif c == "recent_items":
+                elif c == self.spec.history:
                     a["hist"], touched = np.zeros_like(arrays["hist"]), True
                 elif c in num:
                     a["num"] = a["num"].copy() if a["num"] is arrays["num"] else a["num"]
@@ -225,17 +193,3 @@ class FastScorer:
     def predict(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
         return torch.sigmoid(self.model(batch, with_position=False)).float().numpy()
-
-
-@lru_cache(maxsize=65536)
-def _mentions(query: str, value: str) -> float:
-    """:func:`shoprank.inputs.derive.query_mentions` for one pair: ``value`` as a whole word of ``query``."""
-    if not value or not query or value not in query:
-        return 0.0
-    at = query.find(value)
-    while at >= 0:
-        end = at + len(value)
-        if (at == 0 or not query[at - 1].isalnum()) and (end == len(query) or not query[end].isalnum()):
-            return 1.0
-        at = query.find(value, at + 1)
-    return 0.0

@@ -193,9 +193,7 @@ class Ranker:
         except Exception as exc:  # the store may be down at start: requests then use fallbacks
             log(logger, "warm-up failed", error=repr(exc)[:300], level=logging.WARNING)
         if self.fast is not None and not self.check_fast_path():
-            self.fast.use_derive = True  # cross features by derive() itself, then check again
-            if not self.check_fast_path():
-                self.fast = None
+            self.fast = None
         self._queries.clear()  # the warm-up queries are not real ones
         if self.settings.feature_ttl_s > 0 and self._refresh_thread is None:
             self._refresh_thread = threading.Thread(

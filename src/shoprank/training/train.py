@@ -26,39 +26,11 @@ from shoprank.inputs.frame import Frame
 from shoprank.logs import log
 from shoprank.models.baselines import LightGBMModel, PopularityModel
 from shoprank.models.bert_ctr import CTRConfig
-from shoprank.models.preprocess import FeatureSpec, Preprocessor, TensorData, loader
+from shoprank.models.preprocess import FeatureSpec, Preprocessor, TensorData, feature_spec, loader
 from shoprank.models.scorers import NeuralScorer, save
 
 logger = logging.getLogger(__name__)
 CANDIDATES = ("bert_ctr", "no_text", "lightgbm", "popularity")
-CATEGORICAL = ("category", "category_top", "brand", "colour", "material", "size", "region", "device")
-NUMERIC_FIXED = (
-    "log_price",
-    "item_age_days",
-    "item_is_new",
-    "n_attributes",
-    "n_features",
-    "user_clicks",
-    "hist_category_share",
-    "hist_top_share",
-    "price_vs_pref",
-    "query_brand_match",
-    "query_colour_match",
-    "query_material_match",
-    "query_size_match",
-    "query_over_price_cap",
-)
-
-
-def feature_spec(columns: list[str]) -> FeatureSpec:
-    """The model inputs present in a training table (windowed stats found by name)."""
-    windowed = tuple(
-        c
-        for c in columns
-        if c.startswith(("item_ctr_", "item_coec_", "item_impressions_", "user_ctr_", "user_impressions_"))
-    )
-    numeric = tuple(c for c in NUMERIC_FIXED if c in columns) + windowed
-    return FeatureSpec(numeric=numeric, categorical=tuple(c for c in CATEGORICAL if c in columns))
 
 
 @dataclass
@@ -202,7 +174,7 @@ def train_candidate(
     """Fit candidate ``name`` and write ``out_dir/<name>.pt`` (+ checksum)."""
     if name not in CANDIDATES:
         raise ValueError(f"unknown candidate {name!r}; known: {', '.join(CANDIDATES)}")
-    spec = feature_spec(list(train.df.columns))
+    spec = feature_spec(list(train.df.columns), name)
     start = time.perf_counter()
     info: dict = {}
     if name in ("bert_ctr", "no_text"):
@@ -270,7 +242,7 @@ def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict
 
     s = params.train
     frame = read_frame(training_set_path(params))
-    derive(frame.df)
+    derive(frame)
     split = time_split(frame.df, s.val_share, s.test_share)
     train, val = frame.take(split["train"]), frame.take(split["val"])
     del frame  # the test rows are evaluate's; holding the whole table here doubled peak memory

@@ -1,0 +1,228 @@
+"""Every model input, declared once: its name, kind, source, explanation group and users.
+
+An input comes either from a field of a Feast feature view (``view``) or from other
+columns by a named derivation (``derive``, see :mod:`shoprank.inputs.derive`). The
+training frames, the :class:`~shoprank.models.preprocess.FeatureSpec` of each
+candidate, the serving fast path, the explanation groups, the Feast feature services
+(features/feature_services.py) and the feature table in docs/features.md are all built
+from :data:`INPUTS`; adding an input is one entry here (plus its derivation, if derived).
+
+Windowed statistics are declared once as a family (``{w}`` in the name) and expanded
+by ``features.windows_days``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["numeric", "categorical", "text_vector", "sequence", "cross"]
+Entity = Literal["item", "user", "query", "request"]
+
+NEURAL = frozenset({"bert_ctr", "no_text"})
+TABULAR = frozenset({"bert_ctr", "no_text", "lightgbm"})
+
+# explanation group -> what blanking it means for a shopper (wording lives in ranking/explain.py)
+GROUPS: dict[str, str] = {
+    "query_match": "how well the item matches what the query asks for",
+    "popularity": "how often shoppers clicked the item",
+    "your_history": "the shopper's recent clicks",
+    "price": "the item's price, against the shopper's and the query's",
+    "freshness": "how new the item is",
+    "brand_category": "the item's brand, category and attributes",
+}
+
+
+@dataclass(frozen=True)
+class Input:
+    """One model input.
+
+    ``view``: the Feast feature view holding it (a stored input); ``derive``: the name of
+    its derivation in :data:`shoprank.inputs.derive.DERIVATIONS` (a derived input).
+    ``entity``: whose value it is (item inputs are precomputed per item in serving;
+    user and query inputs are one value per request). ``uses``: the candidates that read it.
+    """
+
+    name: str
+    kind: Kind
+    entity: Entity
+    description: str
+    view: str | None = None
+    derive: str | None = None
+    group: str | None = None
+    uses: frozenset[str] = TABULAR
+
+    def __post_init__(self) -> None:
+        if (self.view is None) == (self.derive is None):
+            raise ValueError(f"input {self.name!r}: give exactly one source, a view or a derivation")
+        if self.group is not None and self.group not in GROUPS:
+            raise ValueError(f"input {self.name!r}: unknown explanation group {self.group!r}")
+
+    @property
+    def family(self) -> bool:
+        return "{w}" in self.name
+
+    def expand(self, windows: Iterable[int]) -> list[Input]:
+        if not self.family:
+            return [self]
+        return [Input(**{**self.__dict__, "name": self.name.format(w=w)}) for w in windows]
+
+
+def _stored(name: str, kind: Kind, entity: Entity, view: str, group: str | None, description: str,
+            uses: frozenset[str] = TABULAR) -> Input:  # fmt: skip
+    return Input(name, kind, entity, description, view=view, group=group, uses=uses)
+
+
+def _derived(name: str, derivation: str, group: str | None, description: str,
+             uses: frozenset[str] = TABULAR) -> Input:  # fmt: skip
+    return Input(name, "cross", "item", description, derive=derivation, group=group, uses=uses)
+
+
+BERT = frozenset({"bert_ctr"})
+
+# fmt: off
+INPUTS: list[Input] = [
+    # the item: feature views item_profile, item_stats, item_text
+    _stored("category", "categorical", "item", "item_profile", "brand_category", "full category path"),
+    _stored("category_top", "categorical", "item", "item_profile", "brand_category", "first category level"),
+    _stored("brand", "categorical", "item", "item_profile", "brand_category", "brand"),
+    _stored("colour", "categorical", "item", "item_profile", "brand_category", "colour (null: unknown)"),
+    _stored("material", "categorical", "item", "item_profile", "brand_category", "material"),
+    _stored("size", "categorical", "item", "item_profile", "brand_category", "size"),
+    _stored("log_price", "numeric", "item", "item_profile", "price", "log(1 + price)"),
+    _stored("n_attributes", "numeric", "item", "item_profile", "brand_category", "attributes filled in"),
+    _stored("n_features", "numeric", "item", "item_profile", "brand_category", "listed features"),
+    _stored("item_age_days", "numeric", "item", "item_stats", "freshness", "days since listing"),
+    _stored("item_is_new", "numeric", "item", "item_stats", "freshness", "listed within new_item_days"),
+    _stored("item_impressions_{w}d", "numeric", "item", "item_stats", "popularity", "shown, last w days"),
+    _stored("item_ctr_{w}d", "numeric", "item", "item_stats", "popularity", "smoothed CTR, last w days"),
+    _stored("item_coec_{w}d", "numeric", "item", "item_stats", "popularity",
+            "clicks over expected clicks at the positions shown, last w days"),
+    _stored("item_embedding", "text_vector", "item", "item_text", None, "encoded title + description",
+            uses=BERT),
+    # the shopper: user_profile, user_stats, user_history
+    _stored("region", "categorical", "user", "user_profile", None, "region"),
+    _stored("device", "categorical", "user", "user_profile", None, "device"),
+    _stored("user_clicks", "numeric", "user", "user_stats", None, "clicks before the snapshot"),
+    _stored("user_impressions_{w}d", "numeric", "user", "user_stats", None, "impressions, last w days"),
+    _stored("user_ctr_{w}d", "numeric", "user", "user_stats", None, "smoothed click rate, last w days"),
+    _stored("recent_items", "sequence", "user", "user_history", "your_history",
+            "last clicked items, newest first, attended against the candidate", uses=NEURAL),
+    # the query: query_text
+    _stored("query_embedding", "text_vector", "query", "query_text", "query_match", "encoded query",
+            uses=BERT),
+    # crosses of query, shopper and item: shoprank.inputs.derive
+    _derived("query_item_cosine", "query_item_cosine", "query_match", "cosine of query and item vectors",
+             uses=frozenset({"lightgbm"})),
+    _derived("hist_category_share", "history_share", "your_history", "recent clicks in the item's category"),
+    _derived("hist_top_share", "history_top_share", "your_history", "recent clicks in its top category"),
+    _derived("price_vs_pref", "price_vs_pref", "price", "log price minus log of the mean clicked price"),
+    _derived("query_brand_match", "query_brand_match", "query_match", "the query names the item's brand"),
+    _derived("query_colour_match", "query_colour_match", "query_match", "the query names its colour"),
+    _derived("query_material_match", "query_material_match", "query_match", "the query names its material"),
+    _derived("query_size_match", "query_size_match", "query_match", "the query names its size"),
+    _derived("query_over_price_cap", "over_price_cap", "price", "price above the cap the query names"),
+]
+# fmt: on
+
+# fields that derivations read without being model inputs themselves: field -> its source
+SOURCES: dict[str, str] = {
+    "price": "item_profile",
+    "recent_categories": "user_history",
+    "user_price_pref": "user_stats",
+    "query": "the request",
+}
+
+
+@contextmanager
+def declared(*extra: Input) -> Iterator[None]:
+    """Add inputs for the duration of a ``with`` block (tests, experiments)."""
+    INPUTS.extend(extra)
+    try:
+        yield
+    finally:
+        for x in extra:
+            INPUTS.remove(x)
+
+
+def inputs(windows: Iterable[int] | None = None, candidate: str | None = None) -> list[Input]:
+    """The declared inputs, families expanded by ``windows`` (None: matched later by name)."""
+    out: list[Input] = []
+    for x in INPUTS:
+        if candidate is not None and candidate not in x.uses:
+            continue
+        out.extend(x.expand(windows) if windows is not None else [x])
+    return out
+
+
+def _pattern(x: Input) -> re.Pattern[str]:
+    return re.compile(re.escape(x.name).replace(re.escape("{w}"), r"\d+") + r"\Z")
+
+
+def present(columns: Iterable[str], candidate: str | None = None) -> list[Input]:
+    """The declared inputs that ``columns`` hold, in declaration order (families by name)."""
+    cols = list(columns)
+    out: list[Input] = []
+    for x in inputs(candidate=candidate):
+        if x.family:
+            pat = _pattern(x)
+            out.extend(Input(**{**x.__dict__, "name": c}) for c in cols if pat.match(c))
+        elif x.name in cols:
+            out.append(x)
+    return out
+
+
+def by_name(name: str) -> Input:
+    for x in INPUTS:
+        if x.name == name or (x.family and _pattern(x).match(name)):
+            return x
+    raise KeyError(f"{name!r} is not a declared model input")
+
+
+def groups(names: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """Explanation group -> the given inputs in it (groups with none are left out)."""
+    out: dict[str, list[str]] = {}
+    for n in names:
+        g = by_name(n).group
+        if g is not None:
+            out.setdefault(g, []).append(n)
+    return {g: tuple(out[g]) for g in GROUPS if g in out}
+
+
+def views(candidates: Iterable[str]) -> list[str]:
+    """The Feast views whose fields the candidates read (inputs and derivations' sources)."""
+    from shoprank.inputs.derive import DERIVATIONS
+
+    wanted: list[str] = []
+    for c in candidates:
+        for x in inputs(candidate=c):
+            sources = [x.view] if x.view else [_source(r) for r in DERIVATIONS[x.derive].reads]
+            wanted += [v for v in sources if v and v not in wanted]
+    return wanted
+
+
+def _source(name: str) -> str | None:
+    if name in SOURCES:
+        return SOURCES[name] if SOURCES[name] != "the request" else None
+    return by_name(name).view
+
+
+def markdown() -> str:
+    """The docs' feature table (docs/features.md), one row per declared input."""
+    from shoprank.inputs.derive import DERIVATIONS
+
+    lines = [
+        "| input | kind | whose | source | explanation group | candidates | meaning |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for x in INPUTS:
+        reads = "" if x.derive is None else ", ".join(DERIVATIONS[x.derive].reads)
+        source = f"view `{x.view}`" if x.view else f"`{x.derive}({reads})`"
+        lines.append(
+            f"| `{x.name}` | {x.kind} | {x.entity} | {source} | {x.group or '-'} "
+            f"| {', '.join(sorted(x.uses))} | {x.description} |"
+        )
+    return "\n".join(lines) + "\n"
