@@ -17,7 +17,10 @@ import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from shoprank.inputs.derive import Derivation
 
 Kind = Literal["numeric", "categorical", "text_vector", "sequence", "cross"]
 Entity = Literal["item", "user", "query", "request"]
@@ -138,14 +141,23 @@ SOURCES: dict[str, str] = {
 
 
 @contextmanager
-def declared(*extra: Input) -> Iterator[None]:
-    """Add inputs for the duration of a ``with`` block (tests, experiments)."""
+def declared(*extra: Input, derivations: dict[str, Derivation] | None = None) -> Iterator[None]:
+    """Add inputs (and the derivations they name) for the duration of a ``with`` block."""
+    from shoprank.inputs.derive import DERIVATIONS
+
+    added = {k: v for k, v in (derivations or {}).items() if k not in DERIVATIONS}
+    DERIVATIONS.update(added)
     INPUTS.extend(extra)
     try:
+        for x in extra:
+            if x.derive is not None and x.derive not in DERIVATIONS:
+                raise KeyError(f"input {x.name!r} names an unknown derivation {x.derive!r}")
         yield
     finally:
         for x in extra:
             INPUTS.remove(x)
+        for k in added:
+            del DERIVATIONS[k]
 
 
 def inputs(windows: Iterable[int] | None = None, candidate: str | None = None) -> list[Input]:
