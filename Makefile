@@ -36,7 +36,7 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP) ## run the benchmarks in bench/ and print figures
+bench: $(STAMP) ## run the benchmarks: bench/results.json and the tables made from it (docs/benchmarks.md, README)
 	$(BIN)/python -m bench
 
 clean: ## remove generated data (keeps .venv, the DVC cache and the champion history)

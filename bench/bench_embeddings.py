@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from bench.hardware import describe
+from bench.results import row
 from shoprank.config import load_params
 from shoprank.data.vocab import CATALOG_TREE
 from shoprank.text import EmbeddingCache, load_encoder
@@ -121,11 +122,28 @@ def run(n_texts: int = 1000, repeats: int = 3, warm_repeats: int = 30) -> dict:
     }
 
 
-def main() -> None:
+LABELS = {
+    "cold_onnx": "cold: ONNX Runtime encode",
+    "warm": "warm: cache .embed (in memory)",
+    "warm_reopen": "warm: reopened cache .embed",
+    "cold_cache": "cold: empty cache .embed",
+    "cold_encode": "cold: TextEncoder.encode",
+}
+
+
+def rows(out: dict) -> list[dict]:
+    """Every rate against the bare PyTorch encode of the same texts in the same run."""
+    rates = out["texts_per_s"]
+    base = ("PyTorch encode, cold", rates["cold_encode"])
+    found = [row(LABELS[k], rates[k], "texts/s", *base) for k in LABELS if k != "cold_encode" and k in rates]
+    return found + [row("model load", out["load_s"], "s")]
+
+
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--texts", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3, help="runs of each cold measurement (median)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     out = run(args.texts, args.repeats)
     lo, hi = out["tokens_per_text"]
     print(f"embedding throughput on {out['hardware']}")
@@ -136,13 +154,7 @@ def main() -> None:
     print(f"model {out['model']} (loaded in {out['load_s']} s); {out['texts']} texts of {lo}-{hi} tokens")
     base = out["texts_per_s"]["cold_encode"]
     print(f"{'measurement':32s} {'texts/s':>12s} {'x cold':>8s}  median of")
-    labels = {
-        "cold_encode": "cold: TextEncoder.encode",
-        "cold_onnx": "cold: ONNX Runtime encode",
-        "cold_cache": "cold: empty cache .embed",
-        "warm": "warm: cache .embed (in memory)",
-        "warm_reopen": "warm: reopened cache .embed",
-    }
+    labels = {k: LABELS[k] for k in ("cold_encode", "cold_onnx", "cold_cache", "warm", "warm_reopen")}
     runs = {key: "cold" for key in ("cold_encode", "cold_onnx", "cold_cache")}
     runs.update(warm="warm", warm_reopen="warm_reopen")
     for key, label in labels.items():
@@ -154,6 +166,7 @@ def main() -> None:
 
     if out["onnx_max_abs_diff"] is not None:
         print(f"ONNX vectors vs PyTorch: largest component difference {out['onnx_max_abs_diff']:.1e}")
+    return {"rows": rows(out), "figures": out}
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ subprocess (not timed, and not counted in this process's peak RSS), then
 ``build_features`` (the text encoder replaced by a 384-dim random stand-in, so the
 figure is the table computation alone: bench_embeddings measures encoding), then
 ``materialize`` into SQLite (and into Redis when ``redis-server`` is installed), then
-``training_set`` (for large only with ``--large-training-set``: ~20 min). Online latency: one
+``training_set`` (for large only with ``--large-training-set``: the slowest step). Online latency: one
 ``get_online_features`` call of ctr_model_v1 for 1 and for 100 items of one user
 and query, p50/p99 over repeated calls, per online store; next to it the same lookups
 through ``OnlineReader`` (shoprank.features.online), interleaved with Feast's in three
@@ -14,7 +14,7 @@ the p50 of the call's CPU time (steady where other jobs share the cores). For 10
 machine-noise reference runs in the same rounds: a fixed pure-Python loop sized to the
 reader's median, whose p99/p50 is what the shared cores do to any call that long. The reader
 reads the store on every call (its only memo is of decoded string values by their
-bytes: emptied before every call it adds ~0.03 ms to a 100-item read).
+bytes, a pure function of the stored value).
 Run: `python -m bench.bench_features [--large [--large-training-set]] [--no-training-set] [--lookups N]
 [--profiles tiny,default]`.
 """
@@ -22,20 +22,18 @@ Run: `python -m bench.bench_features [--large [--large-training-set]] [--no-trai
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from bench.hardware import describe
+from bench.measure import latency, peak_rss_gib, redis_server, reference_work, reset_peak
+from bench.results import row
 from shoprank.config import load_params
 from shoprank.features import build_features, materialize, online_features, open_store, training_set
 from shoprank.features.store import copy_repo
@@ -49,105 +47,7 @@ def stand_in_embed(texts: list[str]) -> np.ndarray:
     return np.random.default_rng(len(texts)).standard_normal((len(texts), DIM), dtype=np.float32)
 
 
-def peak_rss_gib() -> float:
-    """Peak resident memory of this process since start or the last :func:`reset_peak` (GiB)."""
-    try:
-        with open("/proc/self/status") as fh:  # VmHWM: resettable, unlike ru_maxrss
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 2**20, 2)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
-
-
-def reset_peak() -> bool:
-    """Start a new peak-RSS measurement (Linux); False where the process-lifetime peak is all there is."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-@contextmanager
-def redis_server():
-    """A throwaway redis-server on a free 127.0.0.1 port, or None when it is not installed."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        yield None
-        return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def latency(read, repeats: int) -> dict:
-    """p50/p99 (ms) of ``read()`` over ``repeats`` calls, after one warm-up call, and the p50 of its CPU time.
-
-    The CPU time (this thread's) is the work of the call itself: unlike the wall-clock
-    figures it hardly grows when other processes share the cores.
-    """
-    read()  # warm-up: registry, connection, statement cache
-    times, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.thread_time()
-        read()
-        cpu.append(time.thread_time() - start_cpu)
-        times.append(time.perf_counter() - start)
-    ms = np.asarray(times) * 1000
-    p50, p99 = np.percentile(ms, [50, 99])
-    cpu_p50 = float(np.median(cpu)) * 1000
-    return {"p50_ms": round(float(p50), 2), "p99_ms": round(float(p99), 3), "cpu_p50_ms": round(cpu_p50, 3)}
-
-
-def median_latency(read, repeats: int, rounds: int) -> dict:
-    """The median over ``rounds`` of :func:`latency` (each round's p50 and p99), plus every round."""
-    runs = [latency(read, repeats) for _ in range(rounds)]
-    return {
-        **{k: round(float(np.median([r[k] for r in runs])), 3) for k in ("p50_ms", "p99_ms", "cpu_p50_ms")},
-        "rounds": runs,
-    }
-
-
 READER_CALLS = 1000  # OnlineReader calls per round (cheap: a few seconds)
-
-
-def reference_work(target_s: float):
-    """A fixed pure-Python workload (sorting a shuffled list) sized to take about ``target_s``.
-
-    The machine-noise reference: timed the same way right after the reader, its p99/p50
-    shows how much of the reader's tail the shared cores add to any CPU-bound call of
-    that length. Sized once by its own median (not per round), so it is the same work
-    in every round.
-    """
-    rng = np.random.default_rng(0)
-    n = 1000
-    while True:
-        data = rng.random(n).tolist()
-        calls = []
-        for _ in range(7):
-            start = time.perf_counter()
-            sorted(data)
-            calls.append(time.perf_counter() - start)
-        took = float(np.median(calls))
-        if took >= target_s or n > 10_000_000:
-            return lambda data=data: sorted(data)
-        n = int(n * min(max(target_s / max(took, 1e-7), 1.1), 4.0))
 
 
 def lookups(settings, batch: Path, repeats: int, rounds: int = 3) -> dict:
@@ -277,18 +177,67 @@ def _noise(lat: dict | None) -> None:
         )
 
 
-def main() -> None:
+def lookup_rows(prefix: str, lat: dict) -> list[dict]:
+    """The reader's latencies against Feast's on the same rows, and its tail against the noise loop."""
+    found = []
+    for size, label in (("100_items", "100 items"), ("1_item", "1 item")):
+        feast, fast = lat[size], lat[f"fast_{size}"]
+        for stat in ("p99_ms", "p50_ms"):
+            name = f"{prefix}, OnlineReader, {label}, {stat[:3]}"
+            found.append(row(name, fast[stat], "ms", f"Feast get_online_features, {stat[:3]}", feast[stat]))
+    noise = lat.get("noise_100_items")
+    if noise:
+        found.append(
+            row(
+                f"{prefix}, OnlineReader, 100 items, p99 / p50",
+                noise["reader_p99_over_p50"],
+                "",
+                "machine-noise loop of the same length, p99 / p50",
+                noise["p99_over_p50"],
+            )
+        )
+    return found
+
+
+def rows(out: dict) -> list[dict]:
+    """Per profile: the online reads first (the default profile's 100-item read leads), then timings."""
+    results = sorted(out["results"], key=lambda r: r["profile"] != "default")
+    found = []
+    for r in results:
+        name = r["profile"]
+        found += lookup_rows(f"{name}, SQLite", r["lookup_sqlite"])
+        if "lookup_redis" in r:
+            found += lookup_rows(f"{name}, Redis", r["lookup_redis"])
+    for r in results:
+        name = r["profile"]
+        found.append(row(f"{name}: build_features (text encoder excluded)", r["features_s"], "s"))
+        found.append(row(f"{name}: materialize, SQLite", r["materialize_sqlite_s"], "s"))
+        if "materialize_redis_s" in r:
+            found.append(
+                row(
+                    f"{name}: materialize, Redis",
+                    r["materialize_redis_s"],
+                    "s",
+                    "materialize, SQLite",
+                    r["materialize_sqlite_s"],
+                )
+            )
+        if "training_set_s" in r:
+            found.append(row(f"{name}: training_set (point-in-time join)", r["training_set_s"], "s"))
+        found.append(row(f"{name}: peak RSS ({r['peak_rss_scope']})", r["peak_rss_gib"], "GiB"))
+    return found
+
+
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--large", action="store_true", help="also the large profile (~6M impressions)")
     ap.add_argument("--no-training-set", action="store_true", help="skip the training-set timing")
-    ap.add_argument(
-        "--large-training-set", action="store_true", help="with --large: its training set (~20 min)"
-    )
+    ap.add_argument("--large-training-set", action="store_true", help="with --large: its training set (slow)")
     ap.add_argument("--lookups", type=int, default=200, help="online lookups per latency figure")
     ap.add_argument(
         "--profiles", default="tiny,default", help="comma-separated profiles (default: tiny,default)"
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     profiles = [p for p in args.profiles.split(",") if p]
     out = run(args.large, not args.no_training_set, args.lookups, args.large_training_set, profiles)
     print(f"feature pipeline on {out['hardware']}")
@@ -309,6 +258,7 @@ def main() -> None:
         print(f"  peak RSS {r['peak_rss_gib']} GiB ({r['peak_rss_scope']})")
     if not out["redis"]:
         print("\nredis-server not installed: Redis figures skipped")
+    return {"rows": rows(out), "figures": out}
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bench.hardware import describe
+from bench.results import row
 from shoprank.config import load_params
 from shoprank.inputs.frame import Frame
 from shoprank.training.train import feature_spec, fit_neural
@@ -101,14 +102,25 @@ def run(rows: int = 200_000, repeats: int = 3, finetune_rows: int = 1024) -> dic
     }
 
 
-def main() -> None:
+def rows(out: dict) -> list[dict]:
+    """BERT-CTR's rates, each against the no-text network's (frozen: the same rows, same run)."""
+    base = ("no-text network", out["no_text_per_s"])
+    return [
+        row("BERT-CTR, frozen text", out["bert_ctr_frozen_per_s"], "impressions/s", *base),
+        row("BERT-CTR, finetune, tiny BERT", out["finetune_tiny_per_s"], "impressions/s", *base),
+        row("BERT-CTR, finetune, MiniLM", out["finetune_minilm_per_s"], "impressions/s", *base),
+        row("peak RSS", out["peak_rss_gib"], "GiB"),
+    ]
+
+
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument(
         "--finetune-rows", type=int, default=1024, help="impressions of the MiniLM finetune epoch"
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     out = run(args.rows, args.repeats, args.finetune_rows)
     print(
         f"training throughput on {out['hardware']}: {out['rows']:,} synthetic impressions, 1 epoch, "
@@ -128,6 +140,7 @@ def main() -> None:
         f"{out['finetune_minilm_per_s']:>8,.1f} impressions/s (GPU work on CPU)"
     )
     print(f"  peak RSS {out['peak_rss_gib']} GiB")
+    return {"rows": rows(out), "figures": out}
 
 
 if __name__ == "__main__":
