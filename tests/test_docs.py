@@ -77,15 +77,23 @@ def _css_colour(line: str, match: re.Match[str]) -> bool:
 
 
 def files() -> list[Path]:
+    """The project's own files: tracked or new, never what git ignores (builds, data, caches)."""
+    import subprocess
+
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *SCANNED],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     found = []
-    for name in SCANNED:
-        path = ROOT / name
-        candidates = sorted(path.rglob("*")) if path.is_dir() else [path]
-        for f in candidates:
-            if not f.is_file() or f.resolve() == THIS or "__pycache__" in f.parts:
-                continue
-            if f.suffix.lower() not in SKIPPED_SUFFIXES:
-                found.append(f)
+    for name in sorted(set(listed)):
+        f = ROOT / name
+        if not f.is_file() or f.resolve() == THIS or "__pycache__" in f.parts:
+            continue
+        if f.suffix.lower() not in SKIPPED_SUFFIXES:
+            found.append(f)
     return found
 
 

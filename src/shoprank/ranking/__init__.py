@@ -1,4 +1,4 @@
-"""The online ranking path behind the BentoML service (issue 7).
+"""The online ranking path behind the BentoML service.
 
 - bundle.py: `shoprank package`: the champion and everything it needs -> the BentoML model store
 - features.py: online features (Feast) with a short-lived cache and packaged fallbacks
