@@ -1,30 +1,27 @@
-"""Feature services: one versioned set of features per model.
+"""Feature services: one versioned set of features per model, built from the inputs declaration.
 
 A model records the service it was trained on; serving asks the online store for the
-same service. Change a service's features by adding a new version, never in place.
+same service. A service holds the views whose fields its candidates read
+(:func:`shoprank.inputs.declare.views`); change a service's features by adding a new
+version, never in place.
 """
 
+import feature_views
 from feast import FeatureService
-from feature_views import (
-    item_profile,
-    item_stats,
-    item_text,
-    query_text,
-    user_history,
-    user_profile,
-    user_stats,
-)
 
-ctr_model_v1 = FeatureService(
-    name="ctr_model_v1",
-    features=[item_profile, item_stats, item_text, user_profile, user_stats, user_history, query_text],
-    description="BERT-CTR and LightGBM: every feature, text embeddings included.",
-    tags={"version": "1"},
-)
+from shoprank.inputs.declare import views
 
-text_free_v1 = FeatureService(
-    name="text_free_v1",
-    features=[item_profile, item_stats, user_profile, user_stats, user_history],
-    description="The no-text ablation: ctr_model_v1 without the item and query embeddings.",
-    tags={"version": "1"},
+
+def _service(name: str, candidates: list[str], description: str) -> FeatureService:
+    return FeatureService(
+        name=name,
+        features=[getattr(feature_views, v) for v in views(candidates)],
+        description=description,
+        tags={"version": name.rsplit("_v", 1)[1]},
+    )
+
+
+ctr_model_v1 = _service(
+    "ctr_model_v1", ["bert_ctr", "no_text", "lightgbm"], "BERT-CTR and LightGBM: every input, text included."
 )
+text_free_v1 = _service("text_free_v1", ["no_text"], "The no-text ablation: no item or query embeddings.")
