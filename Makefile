@@ -19,7 +19,7 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 
 setup: $(STAMP) ## create .venv from the pinned lock file (idempotent)
 
-demo: $(STAMP) ## quick look (15 s): simulate the $(PROFILE) data set and check it against the contract
+demo: $(STAMP) ## quick look: simulate the $(PROFILE) data set and check it against the contract
 	$(BIN)/shoprank simulate --profile $(PROFILE)
 	$(BIN)/shoprank check data/raw
 

@@ -134,7 +134,7 @@ class Text(Strict):
     batch_size: int = Field(64, gt=0)
     cache_dir: Path = Path("data/cache/embeddings")
     # what runs batch encoding (`shoprank features`): onnx (ONNX Runtime, checked against
-    # PyTorch; 1.1-1.5x faster on 2 CPU cores), torch, or auto (onnx on CPU, torch on a GPU)
+    # PyTorch; faster on CPU), torch, or auto (onnx on CPU, torch on a GPU)
     runtime: Literal["auto", "torch", "onnx"] = "auto"
 
 

@@ -70,8 +70,8 @@ from shoprank.features.store import FeatureRepoError, open_store
 CHUNK = 4096  # entity keys per SQLite statement, all views' (bound parameters stay far below SQLite's limit)
 # SQLite page cache of the reader's connection. SQLite's default (2 MiB) is smaller than the
 # pages one 100-item read touches (three item views, an index and a table page per entity),
-# so every read evicted what the next needed and paid a read() per page: 3.0 ms of SQL per
-# read at the default, 1.6 ms with this (bench/bench_features.py). Pages are only cached as
+# so every read evicted what the next needed and paid a read() per page, which roughly
+# doubled the SQL time of a read (bench/bench_features.py). Pages are only cached as
 # they are read, so a small store never costs this much memory.
 PAGE_CACHE_MIB = 64
 

@@ -9,8 +9,8 @@ offline store shape how it is called:
   each view is joined on its own keys, for the distinct (keys, time) pairs only, and
   the result is looked up back per row;
 - every call persists the whole source table, pickling object columns (arrays) several
-  times: 20 s a call for the large profile's user_history, whatever the number of rows
-  asked for. So a view that declares ``<view>_version`` (the views with arrays) is
+  times: seconds a call for a large user_history, whatever the number of rows asked
+  for. So a view that declares ``<view>_version`` (the views with arrays) is
   joined in two steps: Feast picks the row, returning only its version (a scalar), for
   many rows per call; the row's other features are then read from the same table by
   (keys, version).

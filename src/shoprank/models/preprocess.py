@@ -172,7 +172,7 @@ class TensorData(torch.utils.data.Dataset):
 
 
 def loader(data: TensorData, batch_size: int, shuffle: bool, seed: int = 0) -> torch.utils.data.DataLoader:
-    """Batches as whole-tensor slices (no per-row collation: ~100x faster for small rows)."""
+    """Batches as whole-tensor slices (no per-row collation, which dominates for small rows)."""
     from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
     base = (

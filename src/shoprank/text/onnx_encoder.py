@@ -1,21 +1,21 @@
-"""The text encoder on ONNX Runtime: the same vectors as :class:`TextEncoder`, about 3x faster
-for the one-query batches that serving encodes.
+"""The text encoder on ONNX Runtime: the same vectors as :class:`TextEncoder`, faster for
+the one-query batches that serving encodes (bench/bench_embeddings.py measures both).
 
 Why: serving embeds a query the platform has never seen with one BERT pass on the request
 thread. On CPU, eager PyTorch spends most of that pass in small matrix products that its
-MKL kernels run slowly on AMD cores (measured here: 10.2 ms for a 7-token query, 1 thread);
-ONNX Runtime's own kernels run the same graph in about 3.6 ms. The weights are the same
+MKL kernels run slowly on AMD cores; ONNX Runtime's own kernels run the same graph
+several times faster. The weights are the same
 fp32 weights, so the vectors agree with the PyTorch encoder to float rounding (checked at
 export, recorded beside the graph) and the stored query embeddings the model was trained
 on stay interchangeable with freshly encoded ones. Quantised (int8) or bf16 graphs are
-faster still but move the vectors (cosine 0.95 and 0.9965 measured): not used.
+faster still but move the vectors away from the ones the model was trained on: not used.
 
 :func:`export` writes a folder ``model.onnx`` + the tokenizer + ``encoder.json`` (the
 PyTorch encoder's key, max_length, dim and the parity check); :meth:`OnnxTextEncoder.load`
 reads it with onnxruntime only (no torch model, no weights folder).
 
-Batch encoding (``shoprank features``, ``text.runtime``) gains too: 64 texts of 32 tokens
-run 1.1-1.5x faster than in PyTorch on these cores (2 threads). :func:`batch_encoder` gives the
+Batch encoding (``shoprank features``, ``text.runtime``) gains too, though less than a
+single query does. :func:`batch_encoder` gives the
 features stage an encoder that exports on its first real batch (into the embedding
 cache folder, once per model key), checks that batch both ways, and encodes on ONNX
 Runtime from then on; the vectors keep the PyTorch encoder's key, so the embedding
@@ -75,7 +75,7 @@ class OnnxTextEncoder:
         """The encoder exported into ``folder``; ``threads`` intra-op threads (serving: 1 per worker).
 
         ``spinning``: idle pool threads spin for the next piece of work (batch encoding on
-        otherwise idle cores, ~13% faster); off, they sleep (serving: cores are shared).
+        otherwise idle cores, faster); off, they sleep (serving: cores are shared).
         """
         import onnxruntime as ort
 
