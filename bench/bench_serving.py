@@ -101,10 +101,10 @@ def naive_baseline(bundle: Path, params_file: Path, requests: list[dict], texts:
 
     from shoprank.config import load_params
     from shoprank.ranking.ranker import Ranker
-    from shoprank.ranking.settings import ServeSettings
 
     torch.set_num_threads(1)
-    ranker = Ranker(bundle, load_params(params_file), ServeSettings(feature_ttl_s=0.0))
+    params = load_params(params_file)
+    ranker = Ranker(bundle, params, params.serve.model_copy(update={"feature_ttl_s": 0.0}))
     lat = []
     for body in requests:
         t0 = time.perf_counter()

@@ -21,7 +21,8 @@ from shoprank.ranking.bundle import MODEL_NAME
 from shoprank.ranking.http import create_app
 from shoprank.ranking.ranker import Ranker, freeze_heap
 
-app = create_app()  # the ranker is attached when the service instance starts
+params = load_params()
+app = create_app(settings=params.serve)  # the ranker is attached when the service instance starts
 
 
 @bentoml.service(
@@ -35,7 +36,7 @@ class ShopRank:
     model = bentoml.models.BentoModel(os.environ.get("SHOPRANK_MODEL", f"{MODEL_NAME}:latest"))
 
     def __init__(self) -> None:
-        self.ranker = Ranker(self.model.path, load_params())
+        self.ranker = Ranker(self.model.path, params)
         app.state.service.ranker = self.ranker
         freeze_heap()
 

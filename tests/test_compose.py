@@ -1,8 +1,8 @@
 """docker-compose.yml, the scaled deployment, read as data (no Docker engine needed).
 
 It must use the Dockerfile's targets, run every Airflow component from one configuration,
-switch engines by settings only (the Airflow keys are real ones), and keep its params file
-identical to params.yaml but for the online-store switch.
+switch engines by settings only (the Airflow keys are real ones), and read the image's
+params.yaml, with its differences as ``SHOPRANK__<SECTION>__<KEY>`` overrides of real keys.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shoprank.config import parse_params
+from shoprank.config import Params, env_overrides, load_params
 from tests.test_dockerfile import DOCKERFILE, parse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +88,6 @@ def test_scaled_settings(services):
         assert env[secret].startswith("${"), f"{secret} must come from .env, not the file"
     assert services["airflow-worker"]["deploy"]["replicas"] >= 2
     assert services["bento"]["deploy"]["replicas"] > 1
-    assert services["bento"]["environment"]["SHOPRANK_REDIS_URL"] == env["SHOPRANK_REDIS_URL"]
 
 
 def known_airflow_keys() -> set[tuple[str, str]]:
@@ -121,24 +120,61 @@ def test_airflow_settings_are_real_config_keys(services):
             assert (section, key) in known, f"{name}: {var} is not an Airflow setting"
 
 
-def test_compose_params_differ_from_params_yaml_only_in_the_online_store():
-    base = yaml.safe_load((ROOT / "params.yaml").read_text())
-    deployed = yaml.safe_load((ROOT / "deploy" / "params.compose.yaml").read_text())
-    assert deployed["features"]["online_store"] == "redis"
-    assert deployed["features"]["redis_url"] == "${SHOPRANK_REDIS_URL}"
-    for key in ("online_store", "redis_url"):
-        deployed["features"][key] = base["features"][key]
-    assert deployed == base, "deploy/params.compose.yaml is stale: run python deploy/params_compose.py"
-    parse_params(yaml.safe_load((ROOT / "deploy" / "params.compose.yaml").read_text()))
+def shoprank_services(services: dict[str, dict]) -> dict[str, dict]:
+    """The services that run shoprank (they read params.yaml): pipeline and serving."""
+    return {n: s for n, s in services.items() if "SHOPRANK_PARAMS" in (s.get("environment") or {})}
 
 
-def test_redis_url_expands_from_the_environment(monkeypatch, tmp_path):
-    """features.redis_url = ${SHOPRANK_REDIS_URL} becomes Feast's Redis connection string."""
+def compose_overrides(services: dict[str, dict]) -> dict[str, str]:
+    env = next(iter(shoprank_services(services).values()))["environment"]
+    return {k: str(v) for k, v in env.items() if k.startswith("SHOPRANK__")}
+
+
+def test_pipeline_and_service_read_one_params_file_with_the_same_overrides(services):
+    readers = shoprank_services(services)
+    assert {"bento", "airflow-worker", "airflow-scheduler"} <= set(readers)
+    overrides = compose_overrides(services)
+    assert overrides
+    for name, svc in readers.items():
+        env = svc["environment"]
+        assert env["SHOPRANK_PARAMS"] == "/app/params.yaml"
+        assert {k: str(v) for k, v in env.items() if k.startswith("SHOPRANK__")} == overrides, name
+        for volume in svc.get("volumes", []):  # the image's params.yaml, not a copy mounted over it
+            assert not volume.split(":")[1].endswith("params.yaml"), f"{name} mounts {volume}"
+    refresh = " ".join(services["workspace-init"]["command"])
+    assert re.search(r"tar -C /app .*\bparams\.yaml\b.*\| tar -C /workspace", refresh), (
+        "workspace-init must refresh the workspace's params.yaml from the image"
+    )
+
+
+def test_overrides_switch_the_online_store_to_the_redis_service(services):
+    params = load_params(ROOT / "params.yaml", env=compose_overrides(services))
+    assert params.features.online_store == "redis"
+    host = params.features.redis_url.split(":")[0]
+    assert services[host]["image"].startswith("redis:")
+
+
+def test_every_override_named_in_the_deployment_files_is_a_params_key(services):
+    """Overrides in docker-compose.yml (set, or in comments) and compose.env.example's examples."""
+    known = load_params(ROOT / "params.yaml", env={}).model_dump(by_alias=True)
+    names = set()
+    for path in (COMPOSE, ROOT / "deploy" / "compose.env.example"):
+        names |= set(re.findall(r"\bSHOPRANK__\w+", path.read_text()))
+    assert set(compose_overrides(services)) <= names
+    for name in names:
+        (path,) = env_overrides({name: ""})
+        node = known
+        for key in path:
+            assert isinstance(node, dict) and key in node, f"{name}: params has no {'.'.join(path)}"
+            node = node[key]
+    load_params(ROOT / "params.yaml", env=compose_overrides(services))  # the values parse too
+
+
+def test_redis_url_becomes_feasts_connection_string(services):
     pytest.importorskip("feast")
     from shoprank.features.store import store_config
 
-    params = parse_params(yaml.safe_load((ROOT / "deploy" / "params.compose.yaml").read_text()))
-    monkeypatch.setenv("SHOPRANK_REDIS_URL", "redis:6379,db=0")
+    params: Params = load_params(ROOT / "params.yaml", env=compose_overrides(services))
     settings = params.features.model_copy(update={"repo": ROOT / "features"})
     config = store_config(settings)
     assert config.online_store.type == "redis"

@@ -259,7 +259,7 @@ def test_service_reads_redis_then_falls_back_when_it_goes_away(pipeline, redis_u
         tag=f"{bundle.parent.name}:{bundle.name}",
     )
     # feature_ttl_s 0: every request reads the store (no in-process reuse hides a dead Redis)
-    env = serving.env(SHOPRANK_SERVE_FEATURE_TTL_S="0")
+    env = serving.env(SHOPRANK__SERVE__FEATURE_TTL_S="0")
     server = Server(env, home, log_dir=tmp).start()
     try:
         ready = server.get("/ready").json()

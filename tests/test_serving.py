@@ -19,12 +19,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from shoprank.config import ParamsError, Serve
 from shoprank.feedback import FeedbackLog
 from shoprank.inputs.frame import Frame
 from shoprank.ranking.explain import impacts, reasons
 from shoprank.ranking.features import OnlineFeatures
 from shoprank.ranking.rerank import diverse_order, exploration_slots, rerank
-from shoprank.ranking.settings import ServeSettings
 from shoprank.retrieval import HybridRetriever
 from tests import serving_fixtures
 from tests.serving_fixtures import Server, free_port
@@ -99,13 +99,12 @@ def test_loaded_service_takes_its_heap_out_of_the_collectors_view():
     import gc
 
     from shoprank.ranking.http import ServiceState
-    from shoprank.ranking.settings import ServeSettings
 
     class Model:  # stands in for a loaded ranker: a heap full of container objects
         def __init__(self):
             self.table = [{"item": i} for i in range(50_000)]
 
-    state = ServiceState(Model, ServeSettings(), None)
+    state = ServiceState(Model, Serve(), None)
     gc.unfreeze()
     try:
         state.load()
@@ -117,12 +116,17 @@ def test_loaded_service_takes_its_heap_out_of_the_collectors_view():
         gc.unfreeze()
 
 
-def test_serve_settings_read_the_environment():
-    s = ServeSettings.from_env({"SHOPRANK_SERVE_EXPLORE_SHARE": "0.25", "SHOPRANK_SERVE_MAX_K": "7"})
-    assert s.explore_share == 0.25 and s.max_k == 7 and s.diversity == ServeSettings().diversity
-    assert s.encoder_runtime == "onnx"
-    with pytest.raises(ValueError, match="encoder_runtime"):
-        ServeSettings.from_env({"SHOPRANK_SERVE_ENCODER_RUNTIME": "tensorflow"})
+def test_the_http_layer_takes_the_serve_section_of_the_params_file(monkeypatch):
+    from shoprank.ranking.http import create_app
+    from tests.conftest import ROOT
+
+    monkeypatch.setenv("SHOPRANK_PARAMS", str(ROOT / "params.yaml"))
+    monkeypatch.setenv("SHOPRANK__SERVE__MAX_BODY_BYTES", "512")
+    settings = create_app().state.service.settings
+    assert settings.max_body_bytes == 512 and settings.max_k == Serve().max_k
+    monkeypatch.setenv("SHOPRANK__SERVE__EXPLAIN_TOP", "many")
+    with pytest.raises(ParamsError, match=r"serve\.explain_top.*\$SHOPRANK__SERVE__EXPLAIN_TOP"):
+        create_app()
 
 
 def _features(open_store, ttl=60.0, clock=None):
@@ -617,7 +621,7 @@ def test_fast_path_inputs_and_scores_equal_the_evaluation_path(serving_env, monk
     from shoprank.config import load_params
     from shoprank.ranking.ranker import Ranker
 
-    monkeypatch.setenv("SHOPRANK_SERVE_FEATURE_TTL_S", "0")  # no background refresher in the test process
+    monkeypatch.setenv("SHOPRANK__SERVE__FEATURE_TTL_S", "0")  # no background refresher in the test process
     ranker = Ranker(serving_env.bundle, load_params(serving_env.params_file))
     assert ranker.fast is not None, "the start-up check rejected the fast path"
     rows = np.arange(min(60, len(ranker.items)))
@@ -657,11 +661,12 @@ def test_onnx_and_torch_query_encoders_agree_and_a_broken_graph_falls_back(servi
     params = load_params(serving_env.params_file)
     queries = ["waterproof trail tent 7391", "x", "a gift for my sister who likes hiking and coffee"]
     onnx = Ranker(serving_env.bundle, params).encoder
-    monkeypatch.setenv("SHOPRANK_SERVE_ENCODER_RUNTIME", "torch")
-    torch_ranker = Ranker(serving_env.bundle, params)
+    monkeypatch.setenv("SHOPRANK__SERVE__ENCODER_RUNTIME", "torch")
+    torch_ranker = Ranker(serving_env.bundle, load_params(serving_env.params_file))
     assert torch_ranker.encoder_runtime == "torch" and torch_ranker.ready()["encoder_runtime"] == "torch"
     np.testing.assert_allclose(onnx.encode(queries), torch_ranker.encoder.encode(queries), atol=1e-5)
-    monkeypatch.setenv("SHOPRANK_SERVE_ENCODER_RUNTIME", "onnx")
+    monkeypatch.setenv("SHOPRANK__SERVE__ENCODER_RUNTIME", "onnx")
+    params = load_params(serving_env.params_file)
     bundle = serving_env.root / "broken-bundle"
     shutil.copytree(serving_env.bundle, bundle)
     (bundle / "encoder" / "model.onnx").write_bytes(b"not a graph")
@@ -680,7 +685,7 @@ def test_query_vectors_come_from_the_cache_the_store_then_the_encoder(serving_en
     from shoprank.features.queries import normalise_query, query_id
     from shoprank.ranking.ranker import Ranker
 
-    monkeypatch.setenv("SHOPRANK_SERVE_FEATURE_TTL_S", "600")  # items stay fresh: query-only reads
+    monkeypatch.setenv("SHOPRANK__SERVE__FEATURE_TTL_S", "600")  # items stay fresh: query-only reads
     params = load_params(serving_env.params_file)
     ranker = Ranker(serving_env.bundle, params)
     assert ranker.encoder_runtime == "onnx"  # the default: the bundle's exported graph
@@ -740,7 +745,7 @@ def test_store_down_query_vectors_come_from_the_encoder(serving_env, monkeypatch
     def down():
         raise ConnectionError("online store down")
 
-    monkeypatch.setenv("SHOPRANK_SERVE_FEATURE_TTL_S", "600")
+    monkeypatch.setenv("SHOPRANK__SERVE__FEATURE_TTL_S", "600")
     ranker = Ranker(serving_env.bundle, load_params(serving_env.params_file), open_store=down)
     counting = ranker.encoder = CountingEncoder(ranker.encoder)
     logged = _logged_queries(serving_env)
@@ -759,7 +764,7 @@ def test_item_features_are_refreshed_in_the_background(serving_env, monkeypatch)
     from shoprank.config import load_params
     from shoprank.ranking.ranker import Ranker
 
-    monkeypatch.setenv("SHOPRANK_SERVE_FEATURE_TTL_S", "1")  # refresh every 0.5 s
+    monkeypatch.setenv("SHOPRANK__SERVE__FEATURE_TTL_S", "1")  # refresh every 0.5 s
     ranker = Ranker(serving_env.bundle, load_params(serving_env.params_file))
     try:
         assert ranker._refresh_thread is not None and ranker._refresh_thread.is_alive()

@@ -1,13 +1,23 @@
 """params.yaml -> typed settings.
 
-Only entry points (the CLI, tests) call :func:`load_params`; library functions take
-the typed section they need. Every model forbids unknown keys, so a typo in
-params.yaml is an error naming the key instead of a silent default.
+Only entry points (the CLI, the service, tests) call :func:`load_params`; library
+functions take the typed section they need. Every model forbids unknown keys, so a typo
+in params.yaml is an error naming the key instead of a silent default.
+
+A deployment overrides any key with an environment variable named after its path,
+``SHOPRANK__<SECTION>__<KEY>`` (``__`` between levels, keys in any case):
+``SHOPRANK__SERVE__MAX_K=50``, ``SHOPRANK__FEATURES__ONLINE_STORE=redis``,
+``SHOPRANK__TRAIN__MLP=[128, 64]``. Values are text that pydantic converts to the key's
+type; one that starts with ``[`` or ``{`` is read as a YAML list or mapping. A bad value
+or an unknown key is an error naming the variable. DVC reads params.yaml itself, so keys
+that a stage tracks (``paths``, a step's parameters) belong in the file, not here.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PARAMS_ENV = "SHOPRANK_PARAMS"
+OVERRIDE_PREFIX = "SHOPRANK__"  # SHOPRANK__SERVE__MAX_K=50 sets serve.max_k (double underscores)
 DEFAULT_PARAMS = Path("params.yaml")
 
 
@@ -190,6 +201,27 @@ class Select(Strict):
     margin: float = Field(0.002, ge=0)  # the challenger must beat the champion by more than this
 
 
+class Serve(Strict):
+    """The online service's knobs (src/shoprank/ranking): input limits, re-ranking, caches, runtimes."""
+
+    max_k: int = Field(100, gt=0)  # largest page a search may ask for
+    max_candidates: int = Field(1000, gt=0)  # largest candidate list `rank` accepts
+    max_query_chars: int = Field(256, gt=0)  # longer queries are rejected (422)
+    max_body_bytes: int = Field(65536, gt=0)  # larger request bodies are rejected (413)
+    retrieve_n: int = Field(200, gt=0)  # candidates per retriever (BM25, nearest neighbours) before fusion
+    diversity: float = Field(0.15, ge=0, le=1)  # score discount per shown item of the same category
+    explore_share: float = Field(0.1, ge=0, le=1)  # share of a page reserved for new items (exploration)
+    feature_ttl_s: float = Field(60.0, ge=0)  # online values are reused this long in-process (0: never)
+    store_timeout_s: float = Field(1.0, gt=0)  # a request waits this long for the store, then falls back
+    store_retry_s: float = Field(5.0, ge=0)  # after a store failure, fallbacks this long before a retry
+    query_cache: int = Field(10000, ge=0)  # query embeddings kept in memory (0: none)
+    explain_top: int = Field(20, ge=0)  # results that get reasons (occlusion: one scorer row per group)
+    fast_path: bool = True  # neural champions: inputs from arrays (fastpath.py); false: the pandas path
+    torch_threads: int = Field(1, gt=0)  # intra-op threads per worker: small batches gain nothing from more
+    # what encodes unseen queries: onnx (the bundle's exported graph, faster on CPU) or torch
+    encoder_runtime: Literal["onnx", "torch"] = "onnx"
+
+
 class Feedback(Strict):
     """Feedback ingestion: when the service's log holds enough new data to retrain."""
 
@@ -208,6 +240,7 @@ class Params(Strict):
     train: Train = Train()
     lightgbm: LightGBM = LightGBM()
     select: Select = Select()
+    serve: Serve = Serve()
     feedback: Feedback = Feedback()
 
 
@@ -219,19 +252,77 @@ def params_path() -> Path:
     return Path(os.environ.get(PARAMS_ENV, DEFAULT_PARAMS))
 
 
-def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
+Origins = Mapping[tuple[str, ...], str]  # a key's path -> the variable that set it
+
+
+def parse_params(raw: dict[str, Any], source: str = "params", origins: Origins | None = None) -> Params:
+    """Validate ``raw``; errors name each bad key and, via ``origins``, the variable that set it."""
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
         lines = [f"{source}: invalid settings"]
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            lines.append(f"  {where}: {err['msg']}")
+            loc = tuple(str(p) for p in err["loc"])
+            blamed = sorted({var for path, var in (origins or {}).items() if _nested(path, loc)})
+            origin = f" (from ${', $'.join(blamed)})" if blamed else ""
+            lines.append(f"  {'.'.join(loc)}: {err['msg']}{origin}")
         raise ParamsError("\n".join(lines)) from None
 
 
-def load_params(path: Path | str | None = None) -> Params:
-    """Read params.yaml (or $SHOPRANK_PARAMS) into typed settings."""
+def _nested(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """One path lies inside the other (an error on a section concerns the keys set under it)."""
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[tuple[str, ...], tuple[str, str]]:
+    """The ``SHOPRANK__<SECTION>__<KEY>`` variables of ``env``: {key path: (variable, value)}."""
+    found: dict[tuple[str, ...], tuple[str, str]] = {}
+    for var, value in env.items():
+        if not var.startswith(OVERRIDE_PREFIX):
+            continue
+        path = tuple(part.lower() for part in var.removeprefix(OVERRIDE_PREFIX).split("__"))
+        if not all(path):
+            raise ParamsError(f"${var}: expected {OVERRIDE_PREFIX}<SECTION>__<KEY>, levels joined by '__'")
+        if path in found:
+            raise ParamsError(f"${var} and ${found[path][0]} both set {'.'.join(path)}")
+        found[path] = (var, value)
+    return found
+
+
+def _override_value(var: str, text: str) -> Any:
+    """Text for pydantic to convert; a YAML list or mapping when it starts with [ or {."""
+    if not text.lstrip().startswith(("[", "{")):
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"${var}: not a YAML list or mapping: {exc}") from None
+
+
+def apply_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> tuple[dict[str, Any], Origins]:
+    """``raw`` with the environment's overrides set, and which variable set each key."""
+    merged = copy.deepcopy(raw)
+    origins: dict[tuple[str, ...], str] = {}
+    for path, (var, text) in sorted(env_overrides(env).items()):
+        node = merged
+        for depth, key in enumerate(path[:-1]):
+            if node.get(key) is None:
+                node[key] = {}
+            node = node[key]
+            if not isinstance(node, dict):
+                where = ".".join(path[: depth + 1])
+                raise ParamsError(f"${var}: {where} is a value, not a section with keys")
+        node[path[-1]] = _override_value(var, text)
+        origins[path] = var
+    return merged, origins
+
+
+def load_params(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Params:
+    """Read params.yaml (or $SHOPRANK_PARAMS) into typed settings, with the ``SHOPRANK__*`` overrides.
+
+    ``env``: where the overrides come from (default: the process environment).
+    """
     path = Path(path) if path is not None else params_path()
     if not path.is_file():
         raise ParamsError(f"{path}: no such params file (run from the project root or set ${PARAMS_ENV})")
@@ -239,4 +330,5 @@ def load_params(path: Path | str | None = None) -> Params:
         raw = yaml.safe_load(fh) or {}
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
-    return parse_params(raw, source=str(path))
+    merged, origins = apply_overrides(raw, os.environ if env is None else env)
+    return parse_params(merged, source=str(path), origins=origins)

@@ -28,10 +28,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from shoprank.config import Serve, load_params
 from shoprank.logs import log
 from shoprank.ranking import metrics
 from shoprank.ranking.ranker import BadRequest, Ranker, freeze_heap
-from shoprank.ranking.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 API_KEY_ENV = "SHOPRANK_API_KEY"
@@ -91,7 +91,7 @@ def _validation_message(exc: ValidationError) -> str:
 class ServiceState:
     """The ranker (once loaded) and the settings the HTTP layer needs."""
 
-    def __init__(self, loader: Callable[[], Ranker] | None, settings: ServeSettings, api_key: str | None):
+    def __init__(self, loader: Callable[[], Ranker] | None, settings: Serve, api_key: str | None):
         self.loader, self.settings, self.api_key = loader, settings, api_key or None
         self.ranker: Ranker | None = None
         self.error: str | None = None
@@ -111,12 +111,13 @@ class ServiceState:
 def create_app(
     loader: Callable[[], Ranker] | None = None,
     ranker: Ranker | None = None,
-    settings: ServeSettings | None = None,
+    settings: Serve | None = None,
     api_key: str | None = None,
     background_load: bool = True,
 ) -> Starlette:
     """The app: pass a ready ``ranker``, or a ``loader`` run at startup (in a thread by default)."""
-    settings = settings or (ranker.settings if ranker is not None else ServeSettings.from_env())
+    if settings is None:
+        settings = ranker.settings if ranker is not None else load_params().serve
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
     state = ServiceState(loader, settings, key)
     state.ranker = ranker
@@ -259,10 +260,11 @@ def create_app(
 
 def app_from_env() -> Starlette:
     """uvicorn factory: the bundle ``$SHOPRANK_MODEL`` (a folder or BentoML tag; default: the latest)."""
-    from shoprank.config import load_params
     from shoprank.ranking.ranker import load_bundle_path
 
-    def loader() -> Ranker:
-        return Ranker(load_bundle_path(os.environ.get("SHOPRANK_MODEL")), load_params())
+    params = load_params()
 
-    return create_app(loader)
+    def loader() -> Ranker:
+        return Ranker(load_bundle_path(os.environ.get("SHOPRANK_MODEL")), params)
+
+    return create_app(loader, settings=params.serve)

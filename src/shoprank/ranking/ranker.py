@@ -33,7 +33,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from shoprank.config import Params, Text
+from shoprank.config import Params, Serve, Text
 from shoprank.feedback import BackgroundAppender, FeedbackLog
 from shoprank.inputs.derive import derive
 from shoprank.inputs.frame import Frame
@@ -42,7 +42,6 @@ from shoprank.ranking import explain, fastpath, metrics, understand
 from shoprank.ranking.bundle import MANIFEST
 from shoprank.ranking.features import Lookup, OnlineFeatures, is_user_column
 from shoprank.ranking.rerank import rerank
-from shoprank.ranking.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 DISPLAY = ("item_id", "title", "description", "created_at")
@@ -111,7 +110,7 @@ class Ranker:
         self,
         bundle: Path | str,
         params: Params,
-        settings: ServeSettings | None = None,
+        settings: Serve | None = None,
         encoder: Any = None,
         open_store: Any = None,
     ):
@@ -120,7 +119,7 @@ class Ranker:
         from shoprank.models.scorers import load
         from shoprank.retrieval import HybridRetriever
 
-        self.settings = settings or ServeSettings.from_env()
+        self.settings = settings if settings is not None else params.serve
         torch.set_num_threads(max(1, self.settings.torch_threads))
         self.bundle = Path(bundle)
         self.manifest = json.loads((self.bundle / MANIFEST).read_text())
