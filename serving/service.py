@@ -27,7 +27,7 @@ app = create_app(settings=params.serve)  # the ranker is attached when the servi
 
 @bentoml.service(
     name="shoprank",
-    workers=int(os.environ.get("SHOPRANK_WORKERS", "2")),  # one per core of the 2-core target
+    workers=params.serve.workers,
     traffic={"timeout": 30},
     resources={"cpu": "2"},
 )

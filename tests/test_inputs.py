@@ -105,7 +105,9 @@ def _frame(n: int = 400, seed: int = 0) -> tuple[Frame, pd.DataFrame]:
     df = items.iloc[rows].reset_index(drop=True)
     hist = [list(rng.choice(["a > x", "b > z"], k)) for k in rng.integers(0, 4, n)]
     df["recent_categories"] = pd.Series(hist, dtype=object)
-    df["recent_items"] = pd.Series([[f"i{j}" for j in rng.integers(0, 40, 3)] for _ in range(n)], dtype=object)
+    df["recent_items"] = pd.Series(
+        [[f"i{j}" for j in rng.integers(0, 40, 3)] for _ in range(n)], dtype=object
+    )
     df["user_price_pref"] = rng.uniform(5, 50, n)
     df["query"] = rng.choice(["acme boots under 20", "", "zeta"], n)
     df["request_id"] = [f"r{r // 10}" for r in range(n)]
@@ -135,7 +137,9 @@ def test_toy_input_flows_through_training_evaluation_serving_and_explanations(to
     train, val = frame.take(np.arange(300)), frame.take(np.arange(300, 400))
     settings = params.train.model_copy(update={"max_epochs": 1, "batch_size": 128, "mlp": (8,), "d": 8})
     item_table = np.random.default_rng(1).normal(size=(40, 8)).astype(np.float32)
-    scorer, _ = fit_neural(train, val, spec, items["item_id"].tolist(), item_table, settings, 4, use_text=True)
+    scorer, _ = fit_neural(
+        train, val, spec, items["item_id"].tolist(), item_table, settings, 4, use_text=True
+    )
     assert "toy_odd_price" in scorer.pre.mean
     trees = LightGBMModel(rounds=5).fit(train, val, feature_spec(list(frame.df.columns), "lightgbm"))
     assert "toy_odd_price" in trees.booster.feature_name()

@@ -220,6 +220,7 @@ class Serve(Strict):
     torch_threads: int = Field(1, gt=0)  # intra-op threads per worker: small batches gain nothing from more
     # what encodes unseen queries: onnx (the bundle's exported graph, faster on CPU) or torch
     encoder_runtime: Literal["onnx", "torch"] = "onnx"
+    workers: int = Field(2, gt=0)  # BentoML worker processes: one per core, each holds the whole model
 
 
 class Feedback(Strict):
