@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -82,8 +83,8 @@ def lookups(settings, batch: Path, repeats: int, rounds: int = 3) -> dict:
                 if ref is not None:
                     ref_runs.append(latency(ref, READER_CALLS))
             stats = ("p50_ms", "p99_ms", "cpu_p50_ms")
-            feast = {k: round(float(np.median([r[k] for r in feast_runs])), 3) for k in stats}
-            fast = {k: round(float(np.median([r[k] for r in fast_runs])), 3) for k in stats}
+            feast: dict[str, Any] = {k: round(float(np.median([r[k] for r in feast_runs])), 3) for k in stats}
+            fast: dict[str, Any] = {k: round(float(np.median([r[k] for r in fast_runs])), 3) for k in stats}
             out[label] = feast
             out[f"fast_{label}"] = {
                 **fast,
@@ -92,7 +93,9 @@ def lookups(settings, batch: Path, repeats: int, rounds: int = 3) -> dict:
                 "speedup_p99": round(feast["p99_ms"] / fast["p99_ms"], 1),
             }
             if ref_runs:
-                noise = {k: round(float(np.median([r[k] for r in ref_runs])), 3) for k in stats}
+                noise: dict[str, Any] = {
+                    k: round(float(np.median([r[k] for r in ref_runs])), 3) for k in stats
+                }
                 out[f"noise_{label}"] = {
                     **noise,
                     "rounds": ref_runs,

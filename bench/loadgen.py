@@ -6,6 +6,7 @@ import http.client as http_client
 import json
 import threading
 import time
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ def load(url: str, path: str, make_body, clients: int, seconds: float, seed: int
         # the standard library's HTTP client: much less CPU per request than httpx, which
         # matters when the load generator shares the service's cores
         rng = np.random.default_rng((seed, i))
-        http = http_client.HTTPConnection(host.hostname, host.port, timeout=30)
+        http = http_client.HTTPConnection(host.hostname or "127.0.0.1", host.port, timeout=30)
 
         def post(body: bytes) -> tuple[int, bytes]:
             http.request("POST", path, body, headers)
@@ -90,7 +91,7 @@ def load(url: str, path: str, make_body, clients: int, seconds: float, seed: int
     source = np.concatenate([np.asarray(x, dtype=object) for x in sources]).astype(str)
     new = np.concatenate([np.asarray(x, bool) for x in unseen])
     p50, p99 = _percentiles(lat)
-    out = {
+    out: dict[str, Any] = {
         "requests": len(lat),
         "errors": sum(errors),
         "p50_ms": p50,

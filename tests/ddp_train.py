@@ -113,7 +113,7 @@ def main() -> None:
     start = time.perf_counter()
     result = train_candidate("bert_ctr", train, val, ids, table, settings, 20, out_dir)
     seconds = time.perf_counter() - start
-    if rank_zero_only.rank != 0:  # the other ranks trained the same replica; rank 0 reports
+    if getattr(rank_zero_only, "rank", 0) != 0:  # the other ranks trained the same replica; rank 0 reports
         return
     _, scorer = load(result.artifact)
     y = val.df["clicked"].to_numpy()

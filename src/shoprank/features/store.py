@@ -140,7 +140,7 @@ def ensure_applied(store: FeatureStore, repo: Path | str) -> bool:
     digest = definitions_digest(repo)
     registry = Path(store.config.registry.path)
     if not registry.is_absolute():
-        registry = Path(store.config.repo_path) / registry
+        registry = Path(store.config.repo_path or ".") / registry
     marker = registry.with_name(registry.name + ".applied")
     if registry.is_file() and marker.is_file() and marker.read_text().strip() == digest:
         return False

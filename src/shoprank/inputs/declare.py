@@ -211,7 +211,8 @@ def views(candidates: Iterable[str]) -> list[str]:
     wanted: list[str] = []
     for c in candidates:
         for x in inputs(candidate=c):
-            sources = [x.view] if x.view else [_source(r) for r in DERIVATIONS[x.derive].reads]
+            reads = DERIVATIONS[x.derive].reads if x.derive is not None else ()
+            sources = [x.view] if x.view else [_source(r) for r in reads]
             wanted += [v for v in sources if v and v not in wanted]
     return wanted
 

@@ -8,7 +8,7 @@ split or a batch only copies codes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -74,15 +74,14 @@ def rowwise_cosine(a: np.ndarray | Vectors, b: np.ndarray | Vectors, chunk: int 
     return out
 
 
-@dataclass
 class Frame:
     """Scalar columns as pandas, text embeddings as :class:`Vectors` aligned with its rows."""
 
-    df: pd.DataFrame
-    vectors: dict[str, Vectors]
+    __slots__ = ("df", "vectors")
 
-    def __post_init__(self) -> None:
-        self.vectors = {k: Vectors.of(v) for k, v in self.vectors.items()}
+    def __init__(self, df: pd.DataFrame, vectors: Mapping[str, np.ndarray | Vectors]):
+        self.df = df
+        self.vectors: dict[str, Vectors] = {k: Vectors.of(v) for k, v in vectors.items()}
 
     def __len__(self) -> int:
         return len(self.df)

@@ -108,4 +108,4 @@ class LightGBMModel:
 
     def predict(self, frame: Frame, with_position: bool = False) -> np.ndarray:
         x = self._align(tabular(frame, self.spec, None if with_position else SERVING_POSITION))
-        return self.booster.predict(x, num_iteration=self.booster.best_iteration)
+        return np.asarray(self.booster.predict(x, num_iteration=self.booster.best_iteration))

@@ -26,6 +26,7 @@ Batches are dicts of tensors (B = batch, D = text dim, L = history length):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -138,7 +139,8 @@ class BertCTR(nn.Module):
                 hist_idx = batch["hist"]
                 # project each distinct history item once: (U, D) -> (U, d), U <= min(B * L, items)
                 uniq, inverse = torch.unique(hist_idx, return_inverse=True)
-                hist = self.h_proj(self.item_table[uniq])[inverse]  # (B, L, d)
+                table = cast(torch.Tensor, self.item_table)  # a registered buffer
+                hist = self.h_proj(table[uniq])[inverse]  # (B, L, d)
                 parts.append(self.attention(hist, self.h_proj(i), hist_idx > 0))
         if self.cats:
             parts += [emb(batch["cat"][:, j]) for j, emb in enumerate(self.cats)]

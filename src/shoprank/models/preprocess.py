@@ -7,6 +7,7 @@ and serving, so offline and online inputs cannot drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -73,10 +74,10 @@ class Preprocessor:
     def cardinalities(self) -> tuple[int, ...]:
         return tuple(len(self.vocab[c]) + 1 for c in self.spec.categorical)
 
-    def transform(self, frame: Frame, history_length: int) -> dict[str, np.ndarray]:
-        """Arrays for :class:`TensorData`; unseen categories and items map to 0."""
+    def transform(self, frame: Frame, history_length: int) -> dict[str, np.ndarray | Vectors]:
+        """Arrays for :class:`TensorData` (vectors stay deduplicated); unseen values map to 0."""
         s, df = self.spec, frame.df
-        out: dict[str, np.ndarray] = {}
+        out: dict[str, np.ndarray | Vectors] = {}
         if s.categorical:
             out["cat"] = np.stack(
                 [
@@ -137,7 +138,7 @@ def tokenize(tokenizer_dir: str, texts: list[str], max_length: int) -> tuple[np.
     """(ids, attention mask), each (n, max_length) int64; each distinct text tokenized once."""
     from shoprank.text.encoder import load_tokenizer
 
-    tok = load_tokenizer(tokenizer_dir)
+    tok = load_tokenizer(Path(tokenizer_dir))
     uniq, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
     enc = tok(list(uniq), padding="max_length", truncation=True, max_length=max_length, return_tensors="np")
     return enc["input_ids"].astype(np.int64)[inverse], enc["attention_mask"].astype(np.int64)[inverse]

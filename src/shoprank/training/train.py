@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -124,7 +125,7 @@ def fit_neural(
             devices=settings.devices,
             num_nodes=settings.num_nodes,
             strategy=settings.strategy,
-            precision=precision_for(settings.precision),
+            precision=cast(Any, precision_for(settings.precision)),  # one of Lightning's literals
             callbacks=[EarlyStopping("val_loss", patience=settings.patience), checkpoint],
             logger=_logger(log_dir),
             enable_progress_bar=sys.stderr.isatty(),
@@ -177,6 +178,7 @@ def train_candidate(
     spec = feature_spec(list(train.df.columns), name)
     start = time.perf_counter()
     info: dict = {}
+    scorer: NeuralScorer | LightGBMModel | PopularityModel
     if name in ("bert_ctr", "no_text"):
         scorer, info = fit_neural(
             train,

@@ -32,7 +32,9 @@ class World:
 
 @cache
 def world() -> World:
-    subs, sub_top, types, type_sub, brands, brand_top = [], [], [], [], [], []
+    subs: list[str] = []
+    brands: list[str] = []
+    sub_top, types, type_sub, brand_top = [], [], [], []
     for t, top in enumerate(CATALOG_TREE):
         for sub_name, sub_types in top.subcategories.items():
             for pt in sub_types:
