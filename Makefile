@@ -31,9 +31,11 @@ up: pipeline serve ## the main command: the pipeline, then the champion served o
 test: $(STAMP) ## run the test suite
 	$(BIN)/python -m pytest
 
-lint: $(STAMP) ## ruff and mypy
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+LINTED := src dags serving features bench tests
+
+lint: $(STAMP) ## ruff (lint and format) and mypy over the whole tree; pre-commit runs the same
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
 bench: $(STAMP) ## run the benchmarks: bench/results.json and the tables made from it (docs/benchmarks.md, README)
