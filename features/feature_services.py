@@ -2,6 +2,8 @@
 
 A model records the service it was trained on; serving asks the online store for the
 same service. Change a service's features by adding a new version, never in place.
+The names are shoprank's (:mod:`shoprank.artifacts`): training, evaluation and serving
+ask for the services by those names.
 """
 
 from feast import FeatureService
@@ -15,16 +17,18 @@ from feature_views import (
     user_stats,
 )
 
+from shoprank.artifacts import FEATURE_SERVICE, TEXT_FREE_SERVICE
+
 ctr_model_v1 = FeatureService(
-    name="ctr_model_v1",
+    name=FEATURE_SERVICE,
     features=[item_profile, item_stats, item_text, user_profile, user_stats, user_history, query_text],
     description="BERT-CTR and LightGBM: every feature, text embeddings included.",
     tags={"version": "1"},
 )
 
 text_free_v1 = FeatureService(
-    name="text_free_v1",
+    name=TEXT_FREE_SERVICE,
     features=[item_profile, item_stats, user_profile, user_stats, user_history],
-    description="The no-text ablation: ctr_model_v1 without the item and query embeddings.",
+    description=f"The no-text ablation: {FEATURE_SERVICE} without the item and query embeddings.",
     tags={"version": "1"},
 )

@@ -16,8 +16,8 @@ import os
 
 import bentoml
 
+from shoprank.artifacts import MODEL_NAME
 from shoprank.config import load_params
-from shoprank.ranking.bundle import MODEL_NAME
 from shoprank.ranking.http import create_app
 from shoprank.ranking.ranker import Ranker, freeze_heap
 

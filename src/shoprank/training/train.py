@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from shoprank.config import Params, Train
 from shoprank.inputs.frame import Frame
+from shoprank.inputs.items import item_embeddings
 from shoprank.logs import log
 from shoprank.models.baselines import LightGBMModel, PopularityModel
 from shoprank.models.bert_ctr import CTRConfig
@@ -238,17 +237,6 @@ def train_candidate(
     )
     log(logger, "trained", **result.as_dict())
     return result
-
-
-def item_embeddings(features_dir: Path) -> tuple[list[str], np.ndarray]:
-    """Every item's latest text embedding from the feature tables: (ids, (n, dim))."""
-    from shoprank.inputs.frame import dense
-
-    table = pq.read_table(Path(features_dir) / "item_text.parquet")
-    df = table.select(["item_id", "event_timestamp"]).to_pandas()
-    last = df.sort_values("event_timestamp", kind="stable").drop_duplicates("item_id", keep="last").index
-    vec = dense(table["item_embedding"].take(pa.array(last.to_numpy())))
-    return df.loc[last, "item_id"].astype(str).tolist(), vec
 
 
 def item_texts(batch_dir: Path) -> dict[str, str]:
