@@ -19,7 +19,8 @@ import bentoml
 from shoprank.artifacts import MODEL_NAME
 from shoprank.config import load_params
 from shoprank.ranking.http import create_app
-from shoprank.ranking.ranker import Ranker, freeze_heap
+from shoprank.ranking.loader import freeze_heap
+from shoprank.ranking.ranker import Ranker
 
 app = create_app()  # the ranker is attached when the service instance starts
 
