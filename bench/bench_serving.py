@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = ap.parse_args(argv)
     print(f"hardware: {describe()}", flush=True)
-    from shoprank.ranking.ranker import load_bundle_path
+    from shoprank.ranking.loader import load_bundle_path
 
     record = ROOT / "models" / "package.json"  # what the pipeline packaged, not whatever came last
     if args.model is None and record.is_file():

@@ -16,10 +16,11 @@ import os
 
 import bentoml
 
+from shoprank.artifacts import MODEL_NAME
 from shoprank.config import load_params
-from shoprank.ranking.bundle import MODEL_NAME
 from shoprank.ranking.http import create_app
-from shoprank.ranking.ranker import Ranker, freeze_heap
+from shoprank.ranking.loader import freeze_heap
+from shoprank.ranking.ranker import Ranker
 
 params = load_params()
 app = create_app(settings=params.serve)  # the ranker is attached when the service instance starts

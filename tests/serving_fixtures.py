@@ -55,7 +55,8 @@ class ServingEnv:
                 "MKL_NUM_THREADS": "1",
                 "TOKENIZERS_PARALLELISM": "false",
                 "SHOPRANK_NO_PROGRESS": "1",
-                "PYTHONPATH": str(ROOT),
+                # this checkout's sources, whichever one the environment has installed
+                "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
             }
         )
         env.update(extra)

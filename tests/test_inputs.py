@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from shoprank.inputs import declare
+from shoprank.inputs.apply import derive
 from shoprank.inputs.declare import Input, declared
-from shoprank.inputs.derive import DERIVATIONS, Derivation, derive, floats
+from shoprank.inputs.derive import DERIVATIONS, Derivation, floats
 from shoprank.inputs.frame import Frame
 from shoprank.models.preprocess import feature_spec
 

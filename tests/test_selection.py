@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from shoprank import selection
-from shoprank.selection import load_champion, promote, rollback, select_winner, write_checksum
+from shoprank.artifacts import write_checksum
+from shoprank.selection import load_champion, promote, rollback, select_winner
 
 LINEAGE = {"data_version": "d1", "params_hash": "p1", "code_version": "abc123"}
 

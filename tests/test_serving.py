@@ -13,17 +13,20 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+from shoprank.artifacts import FEATURE_SERVICE
 from shoprank.config import ParamsError, Serve
 from shoprank.feedback import FeedbackLog
 from shoprank.inputs.frame import Frame
 from shoprank.ranking.explain import impacts, reasons
 from shoprank.ranking.features import OnlineFeatures
+from shoprank.ranking.requests import RequestRules
 from shoprank.ranking.rerank import diverse_order, exploration_slots, rerank
 from shoprank.retrieval import HybridRetriever
 from tests import serving_fixtures
@@ -277,7 +280,7 @@ def test_package_stores_the_champion_with_its_lineage(serving_env):
     champion = json.loads((serving_env.root / "models" / "champion.json").read_text())
     assert meta["champion_version"] == champion["version"] and meta["sha256"] == champion["sha256"]
     assert meta["lineage_data_version"] == champion["lineage"]["data_version"]
-    assert meta["feature_service"] == "ctr_model_v1"
+    assert meta["feature_service"] == FEATURE_SERVICE
     manifest = json.loads((serving_env.bundle / "manifest.json").read_text())
     assert manifest["encoder"]["key"] and manifest["understanding"]["intent"]["accuracy"] > 0.5
     for name in ("scorer.pt", "items.parquet", "users.parquet", "understanding.pkl", "retrieval/items.faiss"):
@@ -459,6 +462,83 @@ def test_bad_input_is_a_4xx_with_a_clear_message(live_server, path, body, status
     assert message in r.json()["error"]
 
 
+class RecordingRanker:
+    """Stands in for a loaded ranker: knows one item and records what it is asked to do."""
+
+    def __init__(self, settings: Serve | None = None):
+        self.settings = settings or Serve()
+        self.request_rules = RequestRules(self.settings, {"item_000001"})
+        self.calls: list[tuple] = []
+
+    def _did(self, *call) -> dict:
+        self.calls.append(call)
+        return {"ok": True}
+
+    def search(self, *args) -> dict:
+        return self._did("search", *args)
+
+    def rank(self, *args) -> dict:
+        return self._did("rank", *args)
+
+    def intent(self, *args) -> dict:
+        return self._did("intent", *args)
+
+    def record_feedback(self, *args) -> dict:
+        return self._did("feedback", *args)
+
+
+def _client(ranker: RecordingRanker):
+    from starlette.testclient import TestClient
+
+    from shoprank.ranking.http import create_app
+
+    return TestClient(create_app(ranker=cast(Any, ranker), api_key=""))  # a stand-in with the same calls
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"), BAD, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD)]
+)
+def test_bad_input_is_refused_before_the_ranker_does_any_work(path, body, status, message):
+    ranker = RecordingRanker()
+    if isinstance(body, bytes):
+        r = _client(ranker).post(path, content=body, headers={"Content-Type": "application/json"})
+    else:
+        r = _client(ranker).post(path, json=body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+    assert ranker.calls == []
+
+
+def test_valid_requests_reach_the_ranker_checked_and_stripped():
+    ranker = RecordingRanker()
+    client = _client(ranker)
+    search = {"query": "  tent ", "user_id": "u_1", "k": 5, "filters": {"price_max": 80}}
+    assert client.post("/search", json=search).status_code == 200
+    assert client.post("/rank", json={"item_ids": ["item_000001"], "explain": True}).status_code == 200
+    assert client.post("/intent", json={"query": " boots "}).status_code == 200
+    feedback = {"request_id": "r_1", "item_id": "item_000001", "event": "click"}
+    assert client.post("/feedback", json=feedback).status_code == 200
+    assert ranker.calls == [
+        ("search", "tent", "u_1", 5, {"category": None, "price_min": None, "price_max": 80.0}, True),
+        ("rank", "", None, ["item_000001"], ranker.settings.explain_top),
+        ("intent", "boots"),
+        ("feedback", "r_1", "item_000001", "click", None),
+    ]
+
+
+def test_request_limits_are_the_serving_settings():
+    ranker = RecordingRanker(Serve(max_k=5, max_query_chars=8, max_candidates=1))
+    client = _client(ranker)
+    default_k = client.post("/search", json={"query": "tent"})  # the default k (10) is checked too
+    assert default_k.status_code == 422 and "k must be between 1 and 5, got 10" in default_k.json()["error"]
+    long = client.post("/intent", json={"query": "x" * 9})
+    assert long.status_code == 422 and "at most 8" in long.json()["error"]
+    many = client.post("/rank", json={"item_ids": ["item_000001", "item_000002"]})
+    assert many.status_code == 422 and "at most 1 per request" in many.json()["error"]
+    assert client.post("/search", json={"query": "tent", "k": 5}).status_code == 200
+    assert ranker.calls == [("search", "tent", None, 5, None, True)]
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_unknown_routes_and_methods_are_4xx(live_server):
@@ -636,7 +716,7 @@ def test_fast_path_inputs_and_scores_equal_the_evaluation_path(serving_env, monk
             np.testing.assert_allclose(s.scores, ranker.scorer.predict(frame), atol=1e-5)
             idx = np.arange(6)  # explanations: occlusion on arrays == occlusion on the frame
             _, want_drops = impacts(ranker.scorer, ranker.frame_of(s, idx))
-            _, got_drops = ranker._fast_impacts(s, idx)
+            _, got_drops = ranker.explainer.fast_impacts(s, idx)
             for group, drop in want_drops.items():
                 np.testing.assert_allclose(got_drops.get(group, 0.0 * drop), drop, atol=1e-5, err_msg=group)
 
@@ -707,9 +787,9 @@ def test_query_vectors_come_from_the_cache_the_store_then_the_encoder(serving_en
     assert (first["query_vector"], again["query_vector"]) == ("store", "cache") and counting.texts == []
     assert first["degraded"] is False and "encode" not in first["timings_ms"]
     # the same vector (and so the same scores) as a BERT pass would have given
-    ranker._queries.clear()
+    ranker.query_vectors.clear()
     by_store = ranker.score(rows, logged[1], "user_000003", "r_" + "0" * 32, {})
-    ranker._queries.clear()
+    ranker.query_vectors.clear()
     monkeypatch.setattr(ranker.features, "query_vector", lambda qid: None)
     by_encoder = ranker.score(rows, logged[1], "user_000003", "r_" + "0" * 32, {})
     monkeypatch.undo()
@@ -767,7 +847,7 @@ def test_item_features_are_refreshed_in_the_background(serving_env, monkeypatch)
     monkeypatch.setenv("SHOPRANK__SERVE__FEATURE_TTL_S", "1")  # refresh every 0.5 s
     ranker = Ranker(serving_env.bundle, load_params(serving_env.params_file))
     try:
-        assert ranker._refresh_thread is not None and ranker._refresh_thread.is_alive()
+        assert ranker.refresher.thread is not None and ranker.refresher.thread.is_alive()
         ranker.features.fetched[:] = -np.inf  # every item stale; no request follows
         deadline = time.monotonic() + 30
         while np.isinf(ranker.features.fetched).any() and time.monotonic() < deadline:
@@ -777,7 +857,7 @@ def test_item_features_are_refreshed_in_the_background(serving_env, monkeypatch)
         assert s.lookup.store_calls == 0  # fresh: the request did not wait on the store
     finally:
         ranker.stop_refresh()
-    assert not ranker._refresh_thread.is_alive()
+    assert not ranker.refresher.thread.is_alive()
     # a refresh that finds the store unchanged does not make the item arrays be rebuilt;
     # a value that differs from the store's is replaced, and the arrays follow
     features = ranker.features

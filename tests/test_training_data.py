@@ -7,7 +7,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shoprank.inputs import derive as DV
+from shoprank.inputs import apply as DV
+from shoprank.inputs import derive as DVF
 from shoprank.inputs import frame as F
 from shoprank.models.preprocess import TensorData
 from shoprank.training import data as D
@@ -125,6 +126,6 @@ def test_derive_flags_items_over_the_price_cap_the_query_names():
     )
     out = DV.derive(df)
     assert out["query_over_price_cap"].tolist() == [0.0, 1.0, 1.0, 0.0, 0.0, 0.0]
-    assert DV.query_price_cap("hiking boots under 80") == 80.0
-    assert np.isnan(DV.query_price_cap("under armour boots"))  # a number must follow
+    assert DVF.query_price_cap("hiking boots under 80") == 80.0
+    assert np.isnan(DVF.query_price_cap("under armour boots"))  # a number must follow
     assert "query_over_price_cap" in feature_spec(list(out.columns)).numeric

@@ -11,7 +11,7 @@ A record holds: version, candidate, metric, metrics, artifact (path relative to
 else the caller passes), created_at (UTC, ISO 8601) and previous_version.
 
 Safety: the artifact is checked against the checksum recorded at training time
-(``<artifact>.sha256``, see :func:`write_checksum`) before and after it is copied, and
+(``<artifact>.sha256``, see :func:`shoprank.artifacts.write_checksum`) before and after it is copied, and
 an optional ``verify`` callable loads the copy; a corrupted or truncated checkpoint is
 never promoted. champion.json is only ever replaced with ``os.replace`` of a complete,
 fsynced temporary file, so a crash leaves either the old record or the new one. A crash
@@ -21,7 +21,6 @@ expected to run one at a time (one pipeline stage); there is no lock.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -33,6 +32,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from shoprank.artifacts import atomic_write, checksum_path, recorded_checksum, sha256_of
 
 CHAMPION = "champion.json"
 CHAMPIONS = "champions"
@@ -64,22 +65,6 @@ def select_winner(candidates: dict[str, dict[str, float]], metric: str, higher_i
         raise ValueError(f"no candidate has a finite {metric!r}")
     sign = 1.0 if higher_is_better else -1.0
     return min(sorted(valid), key=lambda name: -sign * valid[name])
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_checksum(artifact_path: Path) -> str:
-    """At training time: write ``<artifact>.sha256`` (sha256sum format) and return the digest."""
-    artifact_path = Path(artifact_path)
-    digest = sha256_of(artifact_path)
-    _atomic_write(_sidecar(artifact_path), f"{digest}  {artifact_path.name}\n")
-    return digest
 
 
 def load_champion(models_dir: Path) -> dict[str, Any] | None:
@@ -158,7 +143,7 @@ def promote(
         os.rename(staging, models_dir / CHAMPIONS / version)  # atomic; the folder is new
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already unless we bailed out
-    _atomic_write(models_dir / CHAMPION, text)
+    atomic_write(models_dir / CHAMPION, text)
     why = f" (champion {current['version']} could not serve: {unusable})" if unusable and current else ""
     return PromotionResult(True, f"promoted {candidate_name} as {version}{why}", record)
 
@@ -192,7 +177,7 @@ def rollback(models_dir: Path) -> dict[str, Any]:
     artifact = models_dir / record["artifact"]
     if not artifact.is_file() or sha256_of(artifact) != record["sha256"]:
         raise ValueError(f"previous champion's artifact is missing or corrupted: {artifact}")
-    _atomic_write(models_dir / CHAMPION, text)
+    atomic_write(models_dir / CHAMPION, text)
     return record
 
 
@@ -214,10 +199,9 @@ def _check_artifact(path: Path) -> tuple[str, str]:
     """(problem, digest): problem is '' when the artifact matches its training-time checksum."""
     if not path.is_file():
         return f"artifact {path} is missing or not a file", ""
-    sidecar = _sidecar(path)
-    if not sidecar.is_file():
-        return f"no checksum {sidecar.name} recorded at training time", ""
-    expected = (sidecar.read_text().split() or [""])[0]  # sha256sum format: "<hex>  <name>"
+    expected = recorded_checksum(path)
+    if expected is None:
+        return f"no checksum {checksum_path(path).name} recorded at training time", ""
     digest = sha256_of(path)
     if digest != expected:
         return f"artifact {path.name} does not match its checksum (corrupted or truncated)", ""
@@ -230,29 +214,6 @@ def _next_version(models_dir: Path, current: dict[str, Any] | None = None) -> st
     names = [p.name for p in folder.glob("v*")] + ([str(current.get("version", ""))] if current else [])
     numbers = [int(m.group(1)) for name in names if (m := VERSION.match(name))]
     return f"v{max(numbers, default=0) + 1:04d}"
-
-
-def _sidecar(artifact_path: Path) -> Path:
-    return artifact_path.with_name(artifact_path.name + ".sha256")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write a complete, fsynced temporary file beside ``path``, then os.replace it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
 
 
 def lineage(params_file: Path, data_version: str) -> dict[str, Any]:

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shoprank.artifacts import FEATURE_SERVICE
 from shoprank.config import Params
 from shoprank.evaluation.evaluate import Truth, evaluate_scorer
-from shoprank.inputs.derive import derive
+from shoprank.inputs.apply import derive
 from shoprank.inputs.frame import VECTOR_COLUMNS, Frame, Vectors, dense, read_frame
 from shoprank.logs import log, timed
 from shoprank.models.scorers import Scorer, load
@@ -25,7 +26,6 @@ from shoprank.training.data import read_split
 from shoprank.training.train import training_set_path
 
 logger = logging.getLogger(__name__)
-FEATURE_SERVICE = "ctr_model_v1"
 CANDIDATE_CHUNK = 200_000  # candidate rows whose features are held at once
 
 

@@ -17,10 +17,9 @@ import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from shoprank.inputs.derive import Derivation
+from shoprank.inputs.derive import DERIVATIONS, Derivation
 
 Kind = Literal["numeric", "categorical", "text_vector", "sequence", "cross"]
 Entity = Literal["item", "user", "query", "request"]
@@ -143,8 +142,6 @@ SOURCES: dict[str, str] = {
 @contextmanager
 def declared(*extra: Input, derivations: dict[str, Derivation] | None = None) -> Iterator[None]:
     """Add inputs (and the derivations they name) for the duration of a ``with`` block."""
-    from shoprank.inputs.derive import DERIVATIONS
-
     added = {k: v for k, v in (derivations or {}).items() if k not in DERIVATIONS}
     DERIVATIONS.update(added)
     INPUTS.extend(extra)
@@ -206,8 +203,6 @@ def groups(names: Iterable[str]) -> dict[str, tuple[str, ...]]:
 
 def views(candidates: Iterable[str]) -> list[str]:
     """The Feast views whose fields the candidates read (inputs and derivations' sources)."""
-    from shoprank.inputs.derive import DERIVATIONS
-
     wanted: list[str] = []
     for c in candidates:
         for x in inputs(candidate=c):
@@ -225,8 +220,6 @@ def _source(name: str) -> str | None:
 
 def markdown() -> str:
     """The docs' feature table (docs/features.md), one row per declared input."""
-    from shoprank.inputs.derive import DERIVATIONS
-
     lines = [
         "| input | kind | whose | source | explanation group | candidates | meaning |",
         "|---|---|---|---|---|---|---|",

@@ -6,14 +6,15 @@ category, the price as float) and ``cross`` combines them with the request's col
 (query, the shopper's history and price preference). Training and evaluation call
 :func:`derive`, which does both on row-aligned columns; the serving fast path calls
 ``item_parts`` once per refresh of the item table and ``cross`` per request on the rows
-it gathered, with the request's values repeated per row.
+it gathered, with the request's values repeated per row. :func:`shoprank.inputs.apply.derive`
+applies every declared one to a frame.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shoprank.inputs.frame import Frame, Vectors, rowwise_cosine
+from shoprank.inputs.frame import rowwise_cosine
 
 Columns = Mapping[str, Any]  # name -> (n,) array, or Vectors for a text embedding
 
@@ -179,25 +180,3 @@ DERIVATIONS: dict[str, Derivation] = {
     **{f"query_{c}_match": _query_match(c) for c in QUERY_MATCH_COLUMNS},
     "query_item_cosine": Derivation(("query_embedding", "item_embedding"), query_item_cosine),
 }
-
-
-def derive(frame: Frame | pd.DataFrame, names: Iterable[str] | None = None) -> Any:
-    """Add the declared derived inputs that ``frame`` has the columns for (or just ``names``).
-
-    Returns ``frame`` (a :class:`Frame` or a DataFrame, changed in place). Written once here
-    and used by training, evaluation and serving alike.
-    """
-    from shoprank.inputs.declare import inputs
-
-    df = frame.df if isinstance(frame, Frame) else frame
-    vectors: dict[str, Vectors] = frame.vectors if isinstance(frame, Frame) else {}
-    wanted = None if names is None else set(names)
-    for x in inputs():
-        if x.derive is None or (wanted is not None and x.name not in wanted):
-            continue
-        d = DERIVATIONS[x.derive]
-        if not all(r in df.columns or r in vectors for r in d.reads):
-            continue
-        cols = {r: vectors[r] if r in vectors else df[r].to_numpy() for r in d.reads}
-        df[x.name] = d(cols)
-    return frame

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from shoprank.inputs.derive import derive
+from shoprank.inputs.apply import derive
 from shoprank.inputs.frame import Frame
 from shoprank.models.preprocess import FeatureSpec
 

@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from shoprank.artifacts import write_checksum
 from shoprank.inputs.frame import Frame
 from shoprank.models.bert_ctr import BertCTR, CTRConfig
 from shoprank.models.preprocess import Preprocessor, TensorData, loader
@@ -58,8 +59,6 @@ class NeuralScorer:
 
 def save(scorer: object, path: Path | str, kind: str) -> Path:
     """Write ``scorer`` to one file and its checksum sidecar (selection verifies it)."""
-    from shoprank.selection import write_checksum
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(scorer, NeuralScorer):
@@ -101,7 +100,7 @@ def rebuild_encoder(cfg: CTRConfig, encoder_config: dict, state: dict) -> torch.
     from transformers import BertConfig, BertModel
 
     pooler = any(".pooler." in k for k in state)
-    encoder = BertModel(BertConfig.from_dict(encoder_config), add_pooling_layer=pooler)
+    encoder: torch.nn.Module = BertModel(BertConfig.from_dict(encoder_config), add_pooling_layer=pooler)
     if cfg.mode == "lora":
         from shoprank.models.lightning import with_lora
 

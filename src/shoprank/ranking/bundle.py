@@ -9,10 +9,11 @@ The folder (a "bundle") holds:
     retrieval/           BM25 index (bm25s) and the faiss index of item embeddings
     understanding.pkl    intent and attribute heads (when the batch has simulator labels)
     encoder/             the query encoder as an ONNX graph + tokenizer, checked against PyTorch
-                         (serving's one-query encodes run about 3x faster on ONNX Runtime)
+                         (serving's one-query encodes are faster on ONNX Runtime)
 
 :func:`package` writes it into the BentoML model store as ``shoprank-ranker:<version>-<sha>``
-with the lineage as metadata; serving/bentofile.yaml builds a Bento around it.
+with the lineage as metadata; serving/bentofile.yaml builds a Bento around it. The file
+names are :mod:`shoprank.artifacts`' (serving reads them from there too).
 """
 
 from __future__ import annotations
@@ -28,13 +29,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shoprank.artifacts import (
+    ENCODER_DIR,
+    FEATURE_SERVICE,
+    ITEMS,
+    MANIFEST,
+    MODEL_NAME,
+    RETRIEVAL_DIR,
+    SCORER,
+    UNDERSTANDING,
+    USERS,
+    sha256_of,
+)
 from shoprank.config import Params
 from shoprank.logs import log
 
 logger = logging.getLogger(__name__)
-MODEL_NAME = "shoprank-ranker"
 FORMAT = 1
-MANIFEST = "manifest.json"
 
 
 class PackageError(ValueError):
@@ -102,7 +113,6 @@ def train_understanding(truth_dir: Path, features_dir: Path, item_ids: list[str]
     return model, report
 
 
-ENCODER_DIR = "encoder"
 PARITY_QUERIES, PARITY_TITLES = 48, 16  # texts the exported encoder is checked on
 
 
@@ -147,12 +157,11 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
     ``encoder`` (the :class:`~shoprank.text.TextEncoder` the features were built with) is
     recorded by its key and exported to ONNX for serving; without it neither happens.
     """
-    from shoprank.evaluation.step import FEATURE_SERVICE
+    from shoprank.inputs.items import item_embeddings
     from shoprank.models.scorers import load
     from shoprank.quality import current_batch
     from shoprank.retrieval import HybridRetriever, item_document
-    from shoprank.selection import load_champion, sha256_of
-    from shoprank.training.train import item_embeddings
+    from shoprank.selection import load_champion
 
     out = Path(out)
     models = Path(params.paths.models)
@@ -173,18 +182,18 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
             raise PackageError(f"{features_dir}/{name}.parquet missing (run `shoprank features`)")
 
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(artifact, out / "scorer.pt")
+    shutil.copy2(artifact, out / SCORER)
     ids, vecs = item_embeddings(features_dir)
     items = item_table(features_dir, batch)
     items = items.set_index("item_id").loc[ids].reset_index()  # row i <-> embedding i
-    items.to_parquet(out / "items.parquet", index=False)
+    items.to_parquet(out / ITEMS, index=False)
     users = user_table(features_dir)
-    users.to_parquet(out / "users.parquet", index=False)
+    users.to_parquet(out / USERS, index=False)
     retriever = HybridRetriever.build(item_document(items), vecs)
-    retriever.save(out / "retrieval")
+    retriever.save(out / RETRIEVAL_DIR)
     understanding, report = train_understanding(Path(params.paths.truth), features_dir, ids, vecs)
     if understanding is not None:
-        with open(out / "understanding.pkl", "wb") as f:
+        with open(out / UNDERSTANDING, "wb") as f:
             pickle.dump(understanding, f)
     onnx = export_encoder(encoder, out / ENCODER_DIR, features_dir, items) if encoder is not None else None
     manifest = {
@@ -223,7 +232,6 @@ def package(params: Params, force: bool = False, encoder: Any = None) -> dict[st
     import bentoml
     from bentoml.exceptions import NotFound
 
-    from shoprank.evaluation.step import FEATURE_SERVICE
     from shoprank.selection import load_champion
 
     record = load_champion(Path(params.paths.models))

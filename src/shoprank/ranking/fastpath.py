@@ -1,6 +1,6 @@
 """The hot path of a neural champion: model inputs straight from arrays, one forward pass.
 
-:meth:`Preprocessor.transform` and :func:`~shoprank.inputs.derive.derive` work column by
+:meth:`Preprocessor.transform` and :func:`~shoprank.inputs.apply.derive` work column by
 column in pandas, a fixed cost per column whatever the row count. Here the item columns
 are transformed once per refresh of the item table (all items at once), together with
 the item parts of every derived input, and a request only gathers its rows, adds the

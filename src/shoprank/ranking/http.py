@@ -3,8 +3,9 @@
 serving/service.py mounts this app on the BentoML service; it also runs alone under
 uvicorn (``uvicorn --factory shoprank.ranking.http:app_from_env``). It owns what
 BentoML's typed APIs would hide: every bad input is a 4xx with a message naming the
-field, an API key (``$SHOPRANK_API_KEY``) guards everything but health and readiness,
-and each request is timed into Prometheus histograms.
+field (the rules are :mod:`shoprank.ranking.requests`', checked before any work), an
+API key (``$SHOPRANK_API_KEY``) guards everything but health and readiness, and each
+request is timed into Prometheus histograms.
 
 Endpoints: POST /search /rank /intent /feedback; GET /health /ready /metrics /ui.
 """
@@ -19,9 +20,8 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -31,61 +31,26 @@ from starlette.routing import Route
 from shoprank.config import Serve, load_params
 from shoprank.logs import log
 from shoprank.ranking import metrics
-from shoprank.ranking.ranker import BadRequest, Ranker, freeze_heap
+from shoprank.ranking.loader import freeze_heap
+from shoprank.ranking.ranker import Ranker
+from shoprank.ranking.requests import (
+    BadRequest,
+    Body,
+    FeedbackBody,
+    IntentBody,
+    RankBody,
+    SearchBody,
+    parse,
+)
 
 logger = logging.getLogger(__name__)
 API_KEY_ENV = "SHOPRANK_API_KEY"
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-
-
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class Filters(Body):
-    category: str | None = None
-    price_min: float | None = Field(None, ge=0)
-    price_max: float | None = Field(None, ge=0)
-
-
-class SearchBody(Body):
-    query: str
-    user_id: Id | None = None
-    k: int = 10
-    filters: Filters | None = None
-    explain: bool = True
-
-
-class RankBody(Body):
-    query: str = ""
-    user_id: Id | None = None
-    item_ids: list[Id]
-    explain: bool = False
-
-
-class IntentBody(Body):
-    query: str
-
-
-class FeedbackBody(Body):
-    request_id: Id
-    item_id: Id
-    event: Literal["click", "purchase"]
-    position: int | None = Field(None, ge=1)
 
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
 
 
 class ServiceState:
@@ -139,7 +104,8 @@ def create_app(
             raise ApiError(503, f"not ready: {state.error or 'the model is still loading'}")
         return state.ranker
 
-    async def body_of(request: Request, model: type[Body]) -> Any:
+    async def body_of(request: Request, model: type[Body], ranker: Ranker) -> Any:
+        """The body checked against every rule of ``model`` (and the ranker's limits and catalog)."""
         raw = await request.body()
         if len(raw) > settings.max_body_bytes:
             raise ApiError(413, f"request body is {len(raw)} bytes; at most {settings.max_body_bytes}")
@@ -149,10 +115,7 @@ def create_app(
             raise ApiError(400, f"malformed JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ApiError(400, f"the body must be a JSON object, got {type(data).__name__}")
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            raise ApiError(422, _validation_message(exc)) from None
+        return parse(model, data, ranker.request_rules)
 
     def endpoint(name: str, model: type[Body], handler: Callable[[Ranker, Any], dict]):
         async def route(request: Request) -> Response:
@@ -161,7 +124,7 @@ def create_app(
             try:
                 authorise(request)
                 ranker = ready_ranker()
-                body = await body_of(request, model)
+                body = await body_of(request, model, ranker)
                 result = await run_in_threadpool(handler, ranker, body)
                 status = 200
                 return JSONResponse(result)
@@ -260,7 +223,7 @@ def create_app(
 
 def app_from_env() -> Starlette:
     """uvicorn factory: the bundle ``$SHOPRANK_MODEL`` (a folder or BentoML tag; default: the latest)."""
-    from shoprank.ranking.ranker import load_bundle_path
+    from shoprank.ranking.loader import load_bundle_path
 
     params = load_params()
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prometheus_client import Counter, Gauge, Histogram, values
 
 # prometheus_client picks its storage when first imported: shared files when
@@ -40,3 +44,16 @@ FEEDBACK = Counter("shoprank_feedback_events_total", "Feedback events written to
 MODEL_INFO = Gauge(
     "shoprank_model_info", "The champion in service (value 1).", ["version", "candidate", "kind"]
 )
+
+
+@contextmanager
+def stage(name: str, timings: dict[str, float]) -> Iterator[None]:
+    """Time a stage of a request: into ``timings`` (milliseconds, the response shows them) and
+    into :data:`STAGE_SECONDS`."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        dt = time.perf_counter() - t0
+        timings[name] = round(dt * 1000, 3)
+        STAGE_SECONDS.labels(name).observe(dt)

@@ -57,3 +57,36 @@ def model_attributes(understanding, q_vec: np.ndarray, min_confidence: float = 0
         if p[j] >= min_confidence:
             out[attr] = {"value": clf.classes[j], "confidence": round(float(p[j]), 4), "source": "model"}
     return out
+
+
+def intent_of(understanding, q_vec: np.ndarray) -> str | None:
+    """The most likely intent of a query vector; None without an understanding model."""
+    if understanding is None:
+        return None
+    probs, names = understanding.query_intent(q_vec.reshape(1, -1))
+    return names[int(np.argmax(probs[0]))]
+
+
+def describe(understanding, vocab: dict[str, dict[str, str]], query: str, q_vec: np.ndarray) -> dict:
+    """The ``intent`` answer: intent probabilities (when there is a model) and attributes."""
+    attributes = model_attributes(understanding, q_vec)
+    attributes.update(lexical_attributes(query, vocab))
+    if understanding is None:
+        return {
+            "query": query,
+            "intent": None,
+            "probabilities": {},
+            "attributes": attributes,
+            "degraded": True,
+            "fallback": "no_understanding_model",
+        }
+    probs, names = understanding.query_intent(q_vec.reshape(1, -1))
+    p = {n: round(float(v), 4) for n, v in zip(names, probs[0], strict=True)}
+    return {
+        "query": query,
+        "intent": max(p, key=lambda name: p[name]),
+        "probabilities": p,
+        "attributes": attributes,
+        "degraded": False,
+        "fallback": None,
+    }

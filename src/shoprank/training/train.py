@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from shoprank.config import Params, Train
 from shoprank.inputs.frame import Frame
+from shoprank.inputs.items import item_embeddings
 from shoprank.logs import log
 from shoprank.models.baselines import LightGBMModel, PopularityModel
 from shoprank.models.bert_ctr import CTRConfig
@@ -214,17 +213,6 @@ def train_candidate(
     return result
 
 
-def item_embeddings(features_dir: Path) -> tuple[list[str], np.ndarray]:
-    """Every item's latest text embedding from the feature tables: (ids, (n, dim))."""
-    from shoprank.inputs.frame import dense
-
-    table = pq.read_table(Path(features_dir) / "item_text.parquet")
-    df = table.select(["item_id", "event_timestamp"]).to_pandas()
-    last = df.sort_values("event_timestamp", kind="stable").drop_duplicates("item_id", keep="last").index
-    vec = dense(table["item_embedding"].take(pa.array(last.to_numpy())))
-    return df.loc[last, "item_id"].astype(str).tolist(), vec
-
-
 def item_texts(batch_dir: Path) -> dict[str, str]:
     """Title + description per item (fine-tune and LoRA modes read text, not cached vectors)."""
     import pandas as pd
@@ -237,7 +225,7 @@ def item_texts(batch_dir: Path) -> dict[str, str]:
 
 def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict:
     """The `train` step: fit the candidates on the training split of the training set."""
-    from shoprank.inputs.derive import derive
+    from shoprank.inputs.apply import derive
     from shoprank.inputs.frame import read_frame
     from shoprank.quality import current_batch
     from shoprank.training.data import time_split

@@ -1,0 +1,32 @@
+"""Add the declared derived inputs to a frame: what training, evaluation and serving call."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from shoprank.inputs.declare import inputs
+from shoprank.inputs.derive import DERIVATIONS
+from shoprank.inputs.frame import Frame, Vectors
+
+
+def derive(frame: Frame | pd.DataFrame, names: Iterable[str] | None = None) -> Any:
+    """Add the declared derived inputs that ``frame`` has the columns for (or just ``names``).
+
+    Returns ``frame`` (a :class:`Frame` or a DataFrame, changed in place). Written once here
+    and used by training, evaluation and serving alike.
+    """
+    df = frame.df if isinstance(frame, Frame) else frame
+    vectors: dict[str, Vectors] = frame.vectors if isinstance(frame, Frame) else {}
+    wanted = None if names is None else set(names)
+    for x in inputs():
+        if x.derive is None or (wanted is not None and x.name not in wanted):
+            continue
+        d = DERIVATIONS[x.derive]
+        if not all(r in df.columns or r in vectors for r in d.reads):
+            continue
+        cols = {r: vectors[r] if r in vectors else df[r].to_numpy() for r in d.reads}
+        df[x.name] = d(cols)
+    return frame

@@ -1,0 +1,210 @@
+"""The requests the service accepts, with every rule a request must meet.
+
+A body is checked here, before any work is done for it: its shape and types (strict:
+``"10"`` is not a number), its size limits (the serving settings' ``max_query_chars``,
+``max_k`` and ``max_candidates``) and its item ids (known to the catalog). A bad request
+is a :class:`BadRequest` whose message names the field; an unknown item is a 404, any
+other rule a 422. The ranker assumes what these models guarantee and checks nothing again.
+
+The limits and the catalog reach the validators as pydantic's validation context, a
+:class:`RequestRules`; :func:`parse` passes it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Container
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Protocol, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+ID_RULE = "1-128 characters of letters, digits and _ . : -"
+INVALID, UNKNOWN_ITEM = "invalid", "unknown_item"  # error types; UNKNOWN_ITEM alone makes a 404
+
+
+class BadRequest(ValueError):
+    """The request cannot be served as asked (HTTP 4xx); the message says why."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+class Limits(Protocol):
+    """The serving settings the rules read."""
+
+    @property
+    def max_query_chars(self) -> int: ...
+    @property
+    def max_k(self) -> int: ...
+    @property
+    def max_candidates(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class RequestRules:
+    """What a request is checked against: the serving settings' limits and the known item ids."""
+
+    settings: Limits
+    items: Container[str]
+
+
+def _rules(info: ValidationInfo) -> RequestRules:
+    if not isinstance(info.context, RequestRules):
+        raise TypeError("requests are validated with parse(): the limits and the catalog are its context")
+    return info.context
+
+
+def _invalid(message: str, kind: str = INVALID) -> PydanticCustomError:
+    return PydanticCustomError(kind, message)
+
+
+def _check_query(value: str, info: ValidationInfo, allow_empty: bool) -> str:
+    limit = _rules(info).settings.max_query_chars
+    if len(value) > limit:
+        raise _invalid(f"query is {len(value)} characters long; at most {limit} are allowed")
+    value = value.strip()
+    if not allow_empty and not value:
+        raise _invalid("query must not be empty")
+    return value
+
+
+def _id(name: str):
+    def check(value: str) -> str:
+        if not ID.match(value):
+            raise _invalid(f"{name} must be {ID_RULE}")
+        return value
+
+    return AfterValidator(check)
+
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+UserId = Annotated[str, _id("user_id")]
+RequestId = Annotated[str, _id("request_id")]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Filters(Body):
+    category: str | None = None
+    price_min: float | None = Field(None, ge=0)
+    price_max: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def check_price_range(self) -> Filters:
+        lo, hi = self.price_min, self.price_max
+        if lo is not None and hi is not None and lo > hi:
+            raise _invalid(f"price_min {lo} is above price_max {hi}")
+        return self
+
+
+class SearchBody(Body):
+    query: str
+    user_id: UserId | None = None
+    k: int = Field(10, validate_default=True)  # the default is checked against max_k too
+    filters: Filters | None = None
+    explain: bool = True
+
+    @field_validator("query")
+    @classmethod
+    def check_query(cls, value: str, info: ValidationInfo) -> str:
+        return _check_query(value, info, allow_empty=False)
+
+    @field_validator("k")
+    @classmethod
+    def check_k(cls, k: int, info: ValidationInfo) -> int:
+        most = _rules(info).settings.max_k
+        if not 1 <= k <= most:
+            raise _invalid(f"k must be between 1 and {most}, got {k}")
+        return k
+
+
+class RankBody(Body):
+    query: str = Field("", validate_default=True)  # empty: a feed, no query
+    user_id: UserId | None = None
+    item_ids: list[Id]
+    explain: bool = False
+
+    @field_validator("query")
+    @classmethod
+    def check_query(cls, value: str, info: ValidationInfo) -> str:
+        return _check_query(value, info, allow_empty=True)
+
+    @field_validator("item_ids")
+    @classmethod
+    def check_item_ids(cls, item_ids: list[str], info: ValidationInfo) -> list[str]:
+        rules = _rules(info)
+        if not item_ids:
+            raise _invalid("item_ids must list at least one candidate")
+        most = rules.settings.max_candidates
+        if len(item_ids) > most:
+            raise _invalid(f"{len(item_ids)} candidates; at most {most} per request")
+        if len(set(item_ids)) != len(item_ids):
+            dup = sorted(i for i, n in Counter(item_ids).items() if n > 1)[:5]
+            raise _invalid(f"item_ids has duplicates: {dup}")
+        unknown = [i for i in item_ids if i not in rules.items]
+        if unknown:
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            raise _invalid(f"unknown item_ids: {unknown[:10]}{more}", UNKNOWN_ITEM)
+        return item_ids
+
+
+class IntentBody(Body):
+    query: str
+
+    @field_validator("query")
+    @classmethod
+    def check_query(cls, value: str, info: ValidationInfo) -> str:
+        return _check_query(value, info, allow_empty=False)
+
+
+class FeedbackBody(Body):
+    request_id: RequestId
+    item_id: Id
+    event: Literal["click", "purchase"]
+    position: int | None = Field(None, ge=1)
+
+    @field_validator("item_id")
+    @classmethod
+    def check_item_id(cls, item_id: str, info: ValidationInfo) -> str:
+        if item_id not in _rules(info).items:
+            raise _invalid(f"unknown item_id {item_id!r}", UNKNOWN_ITEM)
+        return item_id
+
+
+B = TypeVar("B", bound=Body)
+
+
+def parse(model: type[B], data: Any, rules: RequestRules) -> B:
+    """``data`` (a decoded JSON body) as ``model``; :class:`BadRequest` naming each broken rule."""
+    try:
+        return model.model_validate(data, context=rules)
+    except ValidationError as exc:
+        errors = exc.errors()
+        status = 404 if all(e["type"] == UNKNOWN_ITEM for e in errors) else 422
+        raise BadRequest(message(exc), status) from None
+
+
+def message(exc: ValidationError) -> str:
+    """One line per error: ``field: what is wrong``."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,97 @@
+"""What the service served, and the feedback on it.
+
+Every response's items are logged as ``served`` events (queued, written by a background
+thread with one fsync per batch: a response does not wait on the disk) and remembered
+for a while, so a click or purchase on them is checked against what was shown and
+completed with its position, score, query and user. Clicks and purchases are written
+in-line: the acknowledgement means they are on disk.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from shoprank.feedback import BackgroundAppender, FeedbackLog
+from shoprank.ranking import metrics
+from shoprank.ranking.requests import BadRequest
+
+SERVED_MEMORY = 50_000  # recent responses kept to check and enrich feedback
+
+Shown = tuple[int, float, str, str | None]  # position, score, query, user
+
+
+class ServedResponses:
+    """The log of served items and feedback, and a memory of the last ``memory`` responses."""
+
+    def __init__(
+        self, feedback: FeedbackLog, version: str, item_ids: np.ndarray, memory: int = SERVED_MEMORY
+    ):
+        self.feedback, self.version, self.item_ids, self.memory = feedback, version, item_ids, memory
+        self.appender = BackgroundAppender(feedback)
+        atexit.register(self.appender.flush, 5.0)  # a normal shutdown writes what is queued
+        self._served: OrderedDict[str, dict[str, Shown]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(
+        self, request_id: str, query: str, user_id: str | None, rows: np.ndarray, scores: np.ndarray
+    ) -> None:
+        """Log and remember the items of a response (``rows`` in the order shown)."""
+        records: list[Mapping[str, Any]] = []
+        shown: dict[str, Shown] = {}
+        for i, (r, s) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True)):
+            item_id, score = str(self.item_ids[r]), float(s)
+            shown[item_id] = (i + 1, score, query, user_id)
+            records.append(
+                {
+                    "event": "served",
+                    "request_id": request_id,
+                    "item_id": item_id,
+                    "position": i + 1,
+                    "score": score,
+                    "query": query,
+                    "user_id": user_id,
+                    "model_version": self.version,
+                }
+            )
+        if records:
+            self.appender.put(records)
+        with self._lock:
+            self._served[request_id] = shown
+            while len(self._served) > self.memory:
+                self._served.popitem(last=False)
+
+    def record(self, request_id: str, item_id: str, event: str, position: int | None = None) -> dict:
+        """Write a click or purchase; ``verified`` when this process served the request.
+
+        Feedback on an item a remembered response did not show is refused (:class:`BadRequest`).
+        """
+        with self._lock:
+            served = self._served.get(request_id)
+        rec: dict[str, Any] = {
+            "event": event,
+            "request_id": request_id,
+            "item_id": item_id,
+            "position": position,
+            "model_version": self.version,
+        }
+        if served is not None:
+            if item_id not in served:
+                raise BadRequest(f"item {item_id} was not served in request {request_id}")
+            pos, score, query, user = served[item_id]
+            rec.update({"position": position or pos, "score": score, "query": query, "user_id": user})
+        (event_id,) = self.feedback.append([rec])
+        metrics.FEEDBACK.labels(event).inc()
+        return {
+            "stored": True,
+            "event_id": event_id,
+            "request_id": request_id,
+            "item_id": item_id,
+            "event": event,
+            "verified": served is not None,
+        }
