@@ -6,7 +6,7 @@ subprocess (not timed, and not counted in this process's peak RSS), then
 figure is the table computation alone: bench_embeddings measures encoding), then
 ``materialize`` into SQLite (and into Redis when ``redis-server`` is installed), then
 ``training_set`` (for large only with ``--large-training-set``: the slowest step). Online latency: one
-``get_online_features`` call of ctr_model_v1 for 1 and for 100 items of one user
+``get_online_features`` call of the models' feature service for 1 and for 100 items of one user
 and query, p50/p99 over repeated calls, per online store; next to it the same lookups
 through ``OnlineReader`` (shoprank.features.online), interleaved with Feast's in three
 rounds (medians of the rounds) and the speed-up measured in the same run; with each,
@@ -35,6 +35,7 @@ import pandas as pd
 from bench.hardware import describe
 from bench.measure import latency, peak_rss_gib, redis_server, reference_work, reset_peak
 from bench.results import row
+from shoprank.artifacts import FEATURE_SERVICE
 from shoprank.config import load_params
 from shoprank.features import build_features, materialize, online_features, open_store, training_set
 from shoprank.features.store import copy_repo
@@ -67,7 +68,7 @@ def lookups(settings, batch: Path, repeats: int, rounds: int = 3) -> dict:
     base = {"user_id": str(search["user_id"]), "query_id": query_id(str(search["query"]))}
     store = open_store(settings)
     out = {}
-    with OnlineReader(settings, "ctr_model_v1") as reader:
+    with OnlineReader(settings, FEATURE_SERVICE) as reader:
         for label, rows, n in (
             ("1_item", [{**base, "item_id": items[0]}], repeats),
             ("100_items", [{**base, "item_id": i} for i in items], max(repeats // 4, 10)),
@@ -77,7 +78,7 @@ def lookups(settings, batch: Path, repeats: int, rounds: int = 3) -> dict:
             if label == "100_items":  # sized to the reader's median on this machine, now
                 ref = reference_work(latency(lambda rows=rows: reader.read(rows), 200)["p50_ms"] / 1000)
             for _ in range(rounds):  # interleaved, so both see the same machine load
-                feast_runs.append(latency(lambda rows=rows: online_features(store, "ctr_model_v1", rows), n))
+                feast_runs.append(latency(lambda rows=rows: online_features(store, FEATURE_SERVICE, rows), n))
                 # 1,000 calls a round: a p99 is then the 10th slowest call, not the 2nd
                 fast_runs.append(latency(lambda rows=rows: reader.read(rows), max(n, READER_CALLS)))
                 if ref is not None:
@@ -251,7 +252,9 @@ def main(argv: list[str] | None = None) -> dict:
         if "materialize_redis_s" in r:
             print(f"  materialize redis  {r['materialize_redis_s']:8.2f} s")
         if "training_set_s" in r:
-            print(f"  training_set       {r['training_set_s']:8.2f} s  (ctr_model_v1, point-in-time join)")
+            print(
+                f"  training_set       {r['training_set_s']:8.2f} s  (point-in-time join)"
+            )
         print(f"  online p50/p99 sqlite, Feast:       {_fmt(r['lookup_sqlite'])}")
         print(f"  online p50/p99 sqlite, OnlineReader: {_fmt(r['lookup_sqlite'], 'fast_')}")
         _noise(r["lookup_sqlite"])

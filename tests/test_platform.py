@@ -210,6 +210,7 @@ def dag_run_states(pg: Postgres, dag_id: str) -> list[str]:
 @pytest.mark.integration
 def test_training_dag_on_postgres_materialises_into_redis(pipeline, postgres, redis_url):
     from shoprank.config import load_params
+    from shoprank.artifacts import FEATURE_SERVICE
     from shoprank.features import OnlineReader
 
     home, env = pipeline.home, pipeline.env
@@ -228,7 +229,7 @@ def test_training_dag_on_postgres_materialises_into_redis(pipeline, postgres, re
     assert not list(home.rglob("online_store.db"))
     settings = load_params(home / "params.yaml").features.model_copy(update={"repo": repo})
     assert settings.online_store == "redis" and settings.redis_url == redis_url
-    reader = OnlineReader(settings, "ctr_model_v1")
+    reader = OnlineReader(settings, FEATURE_SERVICE)
     assert reader.store_type == "redis"
     items = pd.read_parquet(home / "data/raw/catalog.parquet")["item_id"].astype(str).tolist()[:3]
     user = pd.read_parquet(home / "data/raw/users.parquet")["user_id"].astype(str).iloc[0]

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shoprank.artifacts import FEATURE_SERVICE
 from shoprank.config import Features
 from shoprank.data.io import table_path
 from shoprank.features.pit import join_view, service_views, versions
@@ -77,7 +78,7 @@ def training_set(
     batch_dir: Path | str,
     features_dir: Path | str,
     out: Path | str,
-    service: str = "ctr_model_v1",
+    service: str = FEATURE_SERVICE,
     chunk_rows: int = CHUNK_ROWS,
 ) -> dict:
     """Write the training table of ``service`` for the impressions of ``batch_dir`` to ``out``.
