@@ -252,9 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
         if "materialize_redis_s" in r:
             print(f"  materialize redis  {r['materialize_redis_s']:8.2f} s")
         if "training_set_s" in r:
-            print(
-                f"  training_set       {r['training_set_s']:8.2f} s  (point-in-time join)"
-            )
+            print(f"  training_set       {r['training_set_s']:8.2f} s  (point-in-time join)")
         print(f"  online p50/p99 sqlite, Feast:       {_fmt(r['lookup_sqlite'])}")
         print(f"  online p50/p99 sqlite, OnlineReader: {_fmt(r['lookup_sqlite'], 'fast_')}")
         _noise(r["lookup_sqlite"])

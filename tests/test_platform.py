@@ -209,8 +209,8 @@ def dag_run_states(pg: Postgres, dag_id: str) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.integration
 def test_training_dag_on_postgres_materialises_into_redis(pipeline, postgres, redis_url):
-    from shoprank.config import load_params
     from shoprank.artifacts import FEATURE_SERVICE
+    from shoprank.config import load_params
     from shoprank.features import OnlineReader
 
     home, env = pipeline.home, pipeline.env
