@@ -20,7 +20,7 @@ from shoprank.data.io import write_tables
 from shoprank.features import OnlineReader, build_features, materialize, online_features, open_store, query_id
 from shoprank.features.online import OnlineStoreMissing, _Column, _Decoder
 from shoprank.features.store import copy_repo
-from tests.test_features import REPO, SERVICE, _hand_batch, same, text_length_embed
+from tests.feature_helpers import REPO, SERVICE, _hand_batch, same, text_length_embed
 
 DIM = 384
 
@@ -165,12 +165,12 @@ def test_stale_features_and_empty_values_read_like_feast(tiny_online, tmp_path):
 
 
 def test_large_requests_are_read_in_chunks_and_sizes_share_statements(tiny_online, monkeypatch):
-    import shoprank.features.online as online
+    import shoprank.features.online.sqlite as online_sql
 
     settings, rows = tiny_online["settings"], tiny_online["rows"]
     feast = online_features(open_store(settings), SERVICE, rows)
     with OnlineReader(settings) as reader:
-        monkeypatch.setattr(online, "CHUNK", 7)  # several statements, a batch spanning views of two keys
+        monkeypatch.setattr(online_sql, "CHUNK", 7)  # several statements, a batch spanning views of two keys
         assert_same_frame(reader.read(rows), feast)
         monkeypatch.undo()
         for size in range(1, len(rows) + 1):  # every size: the same values as the whole request
@@ -178,7 +178,11 @@ def test_large_requests_are_read_in_chunks_and_sizes_share_statements(tiny_onlin
             for c in reader.columns:
                 assert all(same(a, b) for a, b in zip(part[c], feast[c].iloc[-size:], strict=True)), c
         assert len(reader._statements) <= 12  # sizes rounded up to a few statement shapes
-        assert online._padded(1) == 1 and online._padded(65) == 96 and online._padded(4096) == online.CHUNK
+        assert (
+            online_sql._padded(1) == 1
+            and online_sql._padded(65) == 96
+            and online_sql._padded(4096) == online_sql.CHUNK
+        )
 
 
 def test_a_missing_table_is_a_clear_error(tiny_online, tmp_path):
@@ -289,7 +293,7 @@ def test_decoder_vectorised_paths_equal_feast_exactly(monkeypatch):
     from feast.protos.feast.types.Value_pb2 import Value
     from feast.type_map import feast_value_type_to_python_type
 
-    import shoprank.features.online as online
+    import shoprank.features.online.decode as online_decode
 
     stamps = [1_700_000_000_000_000 + 977 * i for i in range(40)]  # microseconds: 8-byte varints
     mixed = [0, 1, 127, 128, 300, 2**40, -1, -(2**63), 2**63 - 1, 5] * 4
@@ -302,10 +306,10 @@ def test_decoder_vectorised_paths_equal_feast_exactly(monkeypatch):
         "int64 with an int32": [Value(int64_val=v) for v in stamps[:20]] + [Value(int32_val=4)],
         "string many": [Value(string_val=f"s{i % 25}-é") for i in range(60)],
     }
-    monkeypatch.setattr(online, "STRING_MEMO", 10)  # the memo is emptied on the way
+    monkeypatch.setattr(online_decode, "STRING_MEMO", 10)  # the memo is emptied on the way
     decoder = _Decoder()
     for label, protos in cases.items():
-        assert len(protos) > online._FEW
+        assert len(protos) > online_decode._FEW
         blobs = np.empty(len(protos) + 1, object)
         blobs[:] = [p.SerializeToString() for p in protos] + [None]
         want = [feast_value_type_to_python_type(p) for p in protos] + [None]
