@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shoprank.artifacts import FEATURE_SERVICE
 from shoprank.data.io import write_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO = ROOT / "features"  # the project's Feast repository; tests and benchmarks use private copies
-SERVICE = "ctr_model_v1"
+SERVICE = FEATURE_SERVICE
 T0 = pd.Timestamp("2026-03-01", tz="UTC")
 
 

@@ -10,7 +10,7 @@ the stored values column by column with numpy::
 
     from shoprank.features import OnlineReader
 
-    reader = OnlineReader(params.features, "ctr_model_v1")   # resolves the service once
+    reader = OnlineReader(params.features, FEATURE_SERVICE)   # resolves the service once
     df = reader.read({"user_id": ["u1"] * 3, "query_id": ["q_..."] * 3, "item_id": ["a", "b", "c"]})
     df = reader.read([{"user_id": "u1", "query_id": "q_...", "item_id": "a"}, ...])  # Feast's row form
     cols = reader.read_columns(rows)                          # {column: numpy array}, no DataFrame
@@ -52,8 +52,8 @@ Modules: :mod:`.reader` (the class), :mod:`.layout` (views, columns, entity keys
 :mod:`.sqlite` and :mod:`.redis` (the fetch paths), :mod:`.decode` (stored values).
 """
 
-from shoprank.features.online.decode import _Decoder
-from shoprank.features.online.layout import OnlineStoreMissing, _Column
+from shoprank.features.online.decode import _Column, _Decoder
+from shoprank.features.online.layout import OnlineStoreMissing
 from shoprank.features.online.reader import OnlineReader, to_frame
 from shoprank.features.online.sqlite import PAGE_CACHE_MIB
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from shoprank.features.online.layout import _Column
 
 # ValueProto wire tags of the fast paths (field number << 3 | wire type)
 _TAG_STRING = 0x12  # string_val = 2, length-delimited
@@ -42,18 +40,6 @@ _KINDS = {
 }
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
     shift = result = 0
     while True:
@@ -63,6 +49,14 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
         if not b & 0x80:
             return result, pos
         shift += 7
+
+
+@dataclass
+class _Column:
+    name: str  # output column (the feature name: Feast's full_feature_names=False)
+    feature: str  # feature name in the store
+    kind: str  # a _KINDS value, or "generic"
+    value_type: Any  # Feast ValueType (the generic path hands it to Feast's converter)
 
 
 class _Decoder:

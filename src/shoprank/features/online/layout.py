@@ -13,20 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from shoprank.features.online.decode import _BATCHED, _KINDS
+from shoprank.features.online.decode import _BATCHED, _KINDS, _Column
 from shoprank.features.store import FeatureRepoError
 
 
 class OnlineStoreMissing(FeatureRepoError):
     """The online store (or the service, or a view's table) is not there: not applied or materialised."""
-
-
-@dataclass
-class _Column:
-    name: str  # output column (the feature name: Feast's full_feature_names=False)
-    feature: str  # feature name in the store
-    kind: str  # a _KINDS value, or "generic"
-    value_type: Any  # Feast ValueType (the generic path hands it to Feast's converter)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shoprank.artifacts import FEATURE_SERVICE
 from shoprank.config import Features
 from shoprank.features.online.decode import _BATCHED, _LISTS, _Decoder, _objects
 from shoprank.features.online.layout import OnlineStoreMissing, _Column, _Fetched, _View
@@ -30,7 +31,7 @@ class OnlineReader(_SQLiteStore, _RedisStore):
     the resolution of views and the entity keys in :mod:`.layout`.
     """
 
-    def __init__(self, settings: Features, service: str = "ctr_model_v1"):
+    def __init__(self, settings: Features, service: str = FEATURE_SERVICE):
         from feast.infra.key_encoding_utils import serialize_entity_key
 
         store = open_store(settings)
