@@ -79,10 +79,8 @@ with DAG(
     tags=["shoprank", "training"],
 ) as dag:
     # a foreach stage (train@<candidate>) is a task group of parallel tasks
-    foreach = dict.fromkeys(s.step for s in STAGES if "@" in s.name)
-    groups = {
-        step: TaskGroup(step, tooltip=f"dvc.yaml's {step}@<key> stages, in parallel") for step in foreach
-    }
+    steps = dict.fromkeys(s.step for s in STAGES if "@" in s.name)  # each once, in dvc.yaml's order
+    groups = {step: TaskGroup(step, tooltip=f"dvc.yaml's {step}@<key> stages, in parallel") for step in steps}
     tasks = {s.name: stage_task(s, groups.get(s.step)) for s in STAGES}
     for s in STAGES:
         for up in s.upstream:

@@ -314,7 +314,12 @@ def test_training_dag_runs_end_to_end_on_the_tiny_profile(airflow_project):
         and record["champion"]["lineage"]["data_version"] == record["data_batch"]
     )
     lock = yaml.safe_load((home / "dvc.lock").read_text())["stages"]
-    assert {"simulate", "validate", "train@bert_ctr", "select"} <= set(lock)
+    assert {"simulate", "validate", "train@bert_ctr", "select", "understand"} <= set(lock)
+    # `package` shipped the heads that the `understand` task fitted
+    report = json.loads((home / "models" / "understanding" / "report.json").read_text())
+    (manifest,) = (home.parent / "bentoml").rglob("manifest.json")
+    assert report["trained"] and json.loads(manifest.read_text())["understanding"] == report["scores"]
+    assert (manifest.parent / "understanding.pkl").is_file()
     assert record["dvc_lock"]["validate"] and record["dvc_lock"]["train@lightgbm"]
     status = subprocess.run(
         [str(BIN / "dvc"), "status", "--quiet"], cwd=home, env=env, capture_output=True, text=True

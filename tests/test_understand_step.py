@@ -36,29 +36,20 @@ def _vectors(rng: np.random.Generator, hot: list[list[int]]) -> pa.Array:
     return pa.array(list(out), type=pa.list_(pa.float32()))
 
 
-def write_project(tmp: Path) -> Path:
-    """Truth labels, features (query and item embeddings, item tables), a validated batch; the params file."""
-    rng = np.random.default_rng(0)
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["paths"] = {k: str(tmp / v) for k, v in raw["paths"].items()}
-    params = tmp / "params.yaml"
-    params.write_text(yaml.safe_dump(raw))
-    truth, features = Path(raw["paths"]["truth"]), Path(raw["paths"]["features"])
-    truth.mkdir(parents=True)
-    features.mkdir(parents=True)
-
+def write_queries(truth: Path, features: Path, rng: np.random.Generator) -> None:
+    """Labelled search requests (some texts repeated, plus feeds) and each query text's embedding."""
     texts = [f"{intent} query {i}" for intent in INTENTS for i in range(12)]
     intents = [t.split()[0] for t in texts]
     rows = [(t.upper(), i) for t, i in zip(texts, intents, strict=True) for _ in range(1 + len(t) % 3)]
     rows += [("", "browse")] * 5  # recommendation feeds: no query, not labelled data
     pd.DataFrame(rows, columns=["query", "intent"]).to_parquet(truth / "requests.parquet")
     hot = [[8 + INTENTS.index(i)] for i in intents]
-    pq.write_table(
-        pa.table({"query_text": texts, "query_embedding": _vectors(rng, hot)}),
-        features / "query_text.parquet",
-    )
+    table = pa.table({"query_text": texts, "query_embedding": _vectors(rng, hot)})
+    pq.write_table(table, features / "query_text.parquet")
 
-    n = 60
+
+def write_items(truth: Path, features: Path, batch: Path, rng: np.random.Generator, n: int = 60) -> None:
+    """Item labels and embeddings, the item feature tables and the validated catalog `package` reads."""
     items = pd.DataFrame({
         "item_id": [f"item_{i}" for i in range(n)],
         "product_type": [TYPES[i % 3] for i in range(n)],
@@ -66,26 +57,34 @@ def write_project(tmp: Path) -> Path:
         "material": [None if i % 5 == 0 else MATERIALS[(i // 2) % 2] for i in range(n)],
     })  # fmt: skip
     items.to_parquet(truth / "items.parquet")
-    hot = [
-        [TYPES.index(t), 3 + COLOURS.index(c)]
-        for t, c in zip(items["product_type"], items["colour"], strict=True)
-    ]
-    stamp = pa.array([NOW] * n)
-    pq.write_table(
-        pa.table(
-            {"item_id": items["item_id"], "event_timestamp": stamp, "item_embedding": _vectors(rng, hot)}
-        ),
-        features / "item_text.parquet",
-    )
+    hot = [[TYPES.index(t), 3 + COLOURS.index(c)] for t, c in items[["product_type", "colour"]].to_numpy()]
+    vectors = {
+        "item_id": items["item_id"],
+        "event_timestamp": [NOW] * n,
+        "item_embedding": _vectors(rng, hot),
+    }
+    pq.write_table(pa.table(vectors), features / "item_text.parquet")
     ids = items[["item_id"]].assign(event_timestamp=NOW)
     ids.assign(category="outdoor", brand="acme").to_parquet(features / "item_profile.parquet")
     ids.assign(item_ctr_7d=0.05).to_parquet(features / "item_stats.parquet")
-    batch = Path(raw["paths"]["validated"]) / "b1"
     batch.mkdir(parents=True)
-    items.assign(title=items["product_type"], description="", created_at=NOW)[
-        ["item_id", "title", "description", "created_at"]
-    ].to_parquet(batch / "catalog.parquet")
-    (batch.parent / "CURRENT").write_text("b1\n")
+    catalog = items.assign(title=items["product_type"], description="", created_at=NOW)
+    catalog[["item_id", "title", "description", "created_at"]].to_parquet(batch / "catalog.parquet")
+    (batch.parent / "CURRENT").write_text(batch.name + "\n")
+
+
+def write_project(tmp: Path) -> Path:
+    """A params file with every path under ``tmp``, and the truth, features and batch it points at."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["paths"] = {k: str(tmp / v) for k, v in raw["paths"].items()}
+    params = tmp / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    truth, features = Path(raw["paths"]["truth"]), Path(raw["paths"]["features"])
+    truth.mkdir(parents=True)
+    features.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    write_queries(truth, features, rng)
+    write_items(truth, features, Path(raw["paths"]["validated"]) / "b1", rng)
     return params
 
 
