@@ -23,6 +23,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from airflow.sdk import DAG, Asset, task
 
@@ -80,5 +81,5 @@ with DAG(
         outlet_events[FEEDBACK_ASSET].extra = extra
         return extra
 
-    state = ingest()
+    state: Any = ingest()  # an XComArg: the task's return value once it has run
     enough(state) >> validate() >> announce(state)

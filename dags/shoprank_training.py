@@ -2,13 +2,15 @@
 ### shoprank_training: the whole pipeline, one task per dvc.yaml stage
 
 `simulate` → `ingest-feedback` → `validate` → `features` → `materialize` → `training-set`
-→ `train.bert_ctr` · `train.no_text` · `train.lightgbm` · `train.popularity` (in parallel)
-→ `evaluate` → `select` → `package` → `record`
+→ `train.<candidate>` for each of params.yaml's `train.candidates` (in parallel) → `evaluate`
+→ `select` → `package` → `record`; `understand` runs once `features` is done and feeds `package`.
 
-* **Wiring, not logic.** Each task runs its stage's `cmd` from `dvc.yaml` (read when the task
-  runs, so the DAG and `dvc repro` never run different commands) in the project root
-  (`$SHOPRANK_HOME`) with `SHOPRANK_PARAMS` set. Task ids are the stage names; DVC's
-  `train@bert_ctr` is the task `train.bert_ctr` in the task group `train`.
+* **Built from DVC.** The tasks, their order and their docs are `dvc.yaml` as DVC renders it
+  (its `foreach` over `train.candidates`, its dependency graph), read with DVC's Python API
+  when this file is parsed. Task ids are the stage names; DVC's `train@<candidate>` is the task
+  `train.<candidate>` in the task group `train`.
+* **Wiring, not logic.** Each task runs its stage's `cmd`, asked from DVC when the task runs,
+  in the project root (`$SHOPRANK_HOME`) with `SHOPRANK_PARAMS` set.
 * **Schedule.** Daily, and whenever `shoprank_feedback` announces enough new feedback
   (the asset `shoprank_feedback_impressions`); also by hand (*Trigger*). One run at a time, no catchup.
 * **Failures.** Retries with exponential backoff. A failed validation quarantines the batch and
@@ -27,34 +29,17 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, TaskGroup, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # shoprank_wiring, beside this file
-from shoprank_wiring import task_id  # noqa: E402
+from shoprank_wiring import Stage, pipeline  # noqa: E402
 
 FEEDBACK_ASSET = Asset(name="shoprank_feedback_impressions", uri="shoprank://feedback/impressions")
-CANDIDATES = ("bert_ctr", "no_text", "lightgbm", "popularity")  # dvc.yaml's train foreach
-BEFORE_TRAIN = ("simulate", "ingest-feedback", "validate", "features", "materialize", "training-set")
-AFTER_TRAIN = ("evaluate", "select", "package")
-STAGES = (*BEFORE_TRAIN, *(f"train@{c}" for c in CANDIDATES), *AFTER_TRAIN)  # one task each
+STAGES = pipeline()  # dvc.yaml's stages, one task each
 BOOKKEEPING = ("record",)  # tasks that are not dvc.yaml stages
-
-DOCS = {
-    "simulate": "Simulate the marketplace of the params' profile into `paths.raw` (seeded: the same data "
-    "every run).",
-    "ingest-feedback": "Turn the service's feedback log into contract impressions; bad records go to "
-    "quarantine.",
-    "validate": "Great Expectations gate over raw + feedback impressions. Fails (no retry) when the batch "
-    "is quarantined, which stops every task downstream.",
-    "features": "Time-stamped item, user and query features with MiniLM text embeddings.",
-    "materialize": "`feast apply` and incremental materialisation into the online store.",
-    "training-set": "Feast point-in-time join of the features onto every impression.",
-    "train": "Train one candidate on the training set; the four run in parallel.",
-    "evaluate": "Every candidate on the time-based test split: `metrics/evaluate.json`.",
-    "select": "Promote the winner to champion only if it beats the current one by the margin.",
-    "package": "Package the champion into the BentoML model store for serving.",
-}
+TASK_ARGS: dict[str, dict[str, Any]] = {"validate": {"retries": 0}}  # bad data does not improve on retry
 
 default_args = {
     "owner": "shoprank",
@@ -66,16 +51,16 @@ default_args = {
 }
 
 
-def stage_task(stage: str, **kwargs):
-    """A task that runs ``stage`` of dvc.yaml (task id: the stage name, '@' -> '.' in a group)."""
-    name = stage.split("@")[-1] if "@" in stage else stage
-    doc = DOCS[stage.split("@")[0]] + f"\n\nRuns `dvc.yaml` stage `{stage}`: its `cmd`, in the project root."
+def stage_task(stage: Stage, group: TaskGroup | None):
+    """A task that runs ``stage`` of dvc.yaml (task id: the stage name, or its key in a foreach group)."""
+    name = stage.name.split("@", 1)[1] if group is not None else stage.name
+    doc = f"{stage.desc}\n\nRuns `dvc.yaml` stage `{stage.name}`: `{stage.cmd}`, in the project root."
 
-    @task(task_id=name, doc_md=doc, **kwargs)
+    @task(task_id=name, doc_md=doc, task_group=group, **TASK_ARGS.get(stage.step, {}))
     def run_stage_task() -> dict:
         from shoprank_wiring import run_stage
 
-        return run_stage(stage)
+        return run_stage(stage.name)
 
     return run_stage_task()
 
@@ -93,11 +78,13 @@ with DAG(
     default_args=default_args,
     tags=["shoprank", "training"],
 ) as dag:
-    # bad data does not improve on retry: validate fails at once
-    before = [stage_task(s, **({"retries": 0} if s == "validate" else {})) for s in BEFORE_TRAIN]
-    with TaskGroup("train", tooltip="one task per candidate, in parallel") as train:
-        trained = [stage_task(f"train@{c}") for c in CANDIDATES]
-    after = [stage_task(s) for s in AFTER_TRAIN]
+    # a foreach stage (train@<candidate>) is a task group of parallel tasks
+    steps = dict.fromkeys(s.step for s in STAGES if "@" in s.name)  # each once, in dvc.yaml's order
+    groups = {step: TaskGroup(step, tooltip=f"dvc.yaml's {step}@<key> stages, in parallel") for step in steps}
+    tasks = {s.name: stage_task(s, groups.get(s.step)) for s in STAGES}
+    for s in STAGES:
+        for up in s.upstream:
+            tasks[up] >> tasks[s.name]
 
     @task(task_id="record", retries=1)
     def record() -> dict:
@@ -108,12 +95,5 @@ with DAG(
         ctx = get_current_context()
         return run_record(ctx["run_id"], ctx["dag"].dag_id)
 
-    done = record()
-    for up, down in zip(before, before[1:], strict=False):
-        up >> down
-    before[-1] >> train >> after[0]
-    for up, down in zip(after, after[1:], strict=False):
-        up >> down
-    after[-1] >> done
-
-assert {task_id(s) for s in STAGES} | set(BOOKKEEPING) == set(dag.task_dict), "tasks and STAGES drifted"
+    feeds = {up for s in STAGES for up in s.upstream}
+    [tasks[s.name] for s in STAGES if s.name not in feeds] >> record()  # after the last stages

@@ -1,16 +1,21 @@
-"""Helpers shared by the shoprank DAGs: where the project is, and how a task runs a dvc.yaml stage.
+"""Helpers shared by the shoprank DAGs: where the project is, and what its dvc.yaml stages are.
 
 Not a DAG file (listed in .airflowignore). Nothing here imports shoprank or a heavy library
 at module level, so the DAG files stay fast to parse; the task callables import what they need.
 
 - project root: ``$SHOPRANK_HOME``, else the repository that holds this dags/ folder
 - params file: ``$SHOPRANK_PARAMS``, else ``<root>/params.yaml``
-- a stage's command is read from ``<root>/dvc.yaml`` when the task runs, so the DAG and
-  DVC never run different commands; it runs in the project root with ``SHOPRANK_PARAMS`` set.
+- the stages (names, commands, descriptions, which stage reads which one's outputs) are
+  dvc.yaml as DVC itself renders it (``foreach`` over params.yaml's ``train.candidates``,
+  ``${...}`` filled in), read with DVC's Python API: :func:`dvc_pipeline`. A task reads its
+  command when it runs, so the DAG and ``dvc repro`` never run different commands; it runs in
+  the project root with ``SHOPRANK_PARAMS`` set.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -18,13 +23,15 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger("shoprank.dags")
 
-STAGES_TRAIN = "train"  # the foreach stage: dvc.yaml names its items train@<candidate>
 VALIDATION_FAILED = 1  # exit status of `shoprank validate` when the batch was quarantined
+PIPELINE_CACHE = ".dvc/tmp/shoprank-pipeline.json"  # under the root: DVC's rendering, by input digest
 
 
 def home() -> Path:
@@ -52,54 +59,88 @@ def _load_yaml(path: Path) -> Any:
         return yaml.safe_load(fh)
 
 
-def dvc_stages(dvc_yaml: Path | None = None) -> dict[str, dict]:
-    """Stage name -> definition of ``dvc.yaml``, foreach expanded the way DVC names them (train@bert_ctr).
+@dataclass(frozen=True)
+class Stage:
+    """One stage of dvc.yaml as DVC renders it."""
 
-    Each foreach item gets ``key``/``item`` so its ``${key}``/``${item.x}`` can be filled in.
+    name: str  # DVC's name: ``features``, or ``train@<candidate>`` for an item of a foreach stage
+    cmd: str
+    desc: str
+    upstream: tuple[str, ...]  # the stages whose outputs it reads, less those implied by the others
+
+    @property
+    def step(self) -> str:
+        """The pipeline step: the CLI command and, for a foreach item, the Airflow task group."""
+        return self.name.split("@")[0]
+
+
+def dvc_pipeline(root: Path | None = None) -> list[Stage]:
+    """The stages of ``<root>/dvc.yaml`` in file order, from DVC's own index and graph.
+
+    ``upstream`` is DVC's dependency graph (an output of one stage is a dependency of another)
+    after transitive reduction: Airflow then draws only the edges that order something.
     """
-    raw = _load_yaml(dvc_yaml or home() / "dvc.yaml")["stages"]
-    stages: dict[str, dict] = {}
-    for name, body in raw.items():
-        if "foreach" not in body:
-            stages[name] = dict(body)
-            continue
-        items = body["foreach"]
-        pairs = items.items() if isinstance(items, dict) else ((str(i), i) for i in items)
-        for key, item in pairs:
-            stages[f"{name}@{key}"] = {**body["do"], "_key": key, "_item": item}
+    import networkx as nx
+    from dvc.repo import Repo
+    from dvc.stage import PipelineStage
+
+    root = (root or home()).resolve()
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph  # an edge runs from a stage to a stage it depends on
+        reduced = nx.transitive_reduction(graph)
+        stages = []
+        for stage in repo.index.stages:
+            if not isinstance(stage, PipelineStage):
+                continue  # a .dvc file: data added by hand, nothing to run
+            if Path(stage.path) != root / "dvc.yaml":
+                raise ValueError(f"{stage.path}: the DAG runs the stages of {root / 'dvc.yaml'} only")
+            if not isinstance(stage.cmd, str):
+                raise ValueError(f"dvc.yaml stage {stage.name}: one command per stage, not a list")
+            upstream = sorted(s.name for s in reduced.successors(stage) if isinstance(s, PipelineStage))
+            stages.append(Stage(stage.name, stage.cmd, stage.desc or "", tuple(upstream)))
     return stages
 
 
-_VAR = re.compile(r"\$\{\s*([\w.@-]+)\s*\}")
+def _digest(root: Path) -> str:
+    """What DVC's rendering depends on: dvc.yaml, params.yaml (foreach, ``${...}``) and DVC's version."""
+    h = hashlib.sha256(version("dvc").encode())
+    for name in ("dvc.yaml", "params.yaml"):
+        path = root / name
+        h.update(name.encode() + (path.read_bytes() if path.is_file() else b"-"))
+    return h.hexdigest()
 
 
-def _lookup(tree: Any, dotted: str) -> Any:
-    node = tree
-    for part in dotted.split("."):
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    return node
+def pipeline(root: Path | None = None) -> list[Stage]:
+    """:func:`dvc_pipeline`, kept in ``<root>/.dvc/tmp`` while dvc.yaml and params.yaml are unchanged.
 
-
-def render(text: str, stage: dict, params: dict) -> str:
-    """Fill ``${key}``, ``${item...}`` and ``${<params key>}`` as DVC does (params from the params file)."""
-
-    def sub(match: re.Match) -> str:
-        name = match.group(1)
-        if name == "key":
-            return str(stage["_key"])
-        if name == "item" or name.startswith("item."):
-            return str(_lookup({"item": stage["_item"]}, name))
-        return str(_lookup(params, name))
-
-    return _VAR.sub(sub, text)
+    Airflow parses a DAG file often (and again before each task); asking DVC costs a fraction
+    of a second each time, a digest of two small files almost nothing.
+    """
+    root = root or home()
+    cache, digest = root / PIPELINE_CACHE, _digest(root)
+    try:
+        kept = json.loads(cache.read_text())
+        if kept["digest"] == digest:
+            return [Stage(**{**s, "upstream": tuple(s["upstream"])}) for s in kept["stages"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    stages = dvc_pipeline(root)
+    try:  # a read-only project still works, without the shortcut
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"digest": digest, "stages": [asdict(s) for s in stages]}))
+        tmp.replace(cache)
+    except OSError:
+        pass
+    return stages
 
 
 def stage_command(stage: str) -> list[str]:
-    stages = dvc_stages()
+    """The command of ``stage`` as DVC renders it now (not the cached rendering)."""
+    stages = {s.name: s for s in dvc_pipeline()}
     if stage not in stages:
         raise KeyError(f"dvc.yaml ({home() / 'dvc.yaml'}) has no stage {stage!r}; it has {sorted(stages)}")
-    params = _load_yaml(params_file()) or {}
-    return shlex.split(render(str(stages[stage]["cmd"]), stages[stage], params))
+    return shlex.split(stages[stage].cmd)
 
 
 def environment() -> dict[str, str]:

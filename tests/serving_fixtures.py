@@ -142,10 +142,11 @@ class Server:
 
 @pytest.fixture(scope="session")
 def serving_env(tmp_path_factory) -> ServingEnv:
-    """The tiny pipeline (simulate .. select) through the CLI, then `shoprank package` into a tmp store."""
+    """The tiny pipeline (simulate .. select, understand) through the CLI, then `shoprank package`."""
     tmp = tmp_path_factory.mktemp("serving")
     raw = tiny_raw_params(tmp)
-    raw["train"]["candidates"] = ["bert_ctr"]  # the production champion kind, and quick to train
+    # the production champion kind, and quick to train
+    raw["train"]["candidates"] = {"bert_ctr": raw["train"]["candidates"]["bert_ctr"]}
     params_file = tmp / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw))
     runner = CliRunner()
@@ -154,6 +155,8 @@ def serving_env(tmp_path_factory) -> ServingEnv:
         assert result.exit_code == 0, f"{step} failed:\n{result.output}"
     result = runner.invoke(app, ["select", "--params", str(params_file)])
     assert result.exit_code == 0 and "promoted" in result.output, result.output
+    result = runner.invoke(app, ["understand", "--params", str(params_file)])  # the heads `package` ships
+    assert result.exit_code == 0, result.output
     home = tmp / "bentoml"
     env = ServingEnv(tmp, params_file, raw, home, Path(), "")
     done = subprocess.run(

@@ -27,6 +27,7 @@ def test_help_lists_one_command_per_step():
         "train",
         "evaluate",
         "select",
+        "understand",
         "package",
     ):
         assert step in result.output

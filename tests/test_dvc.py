@@ -19,48 +19,62 @@ from tests.conftest import ROOT, tiny_raw_params
 DVC = str(Path(sys.executable).with_name("dvc"))
 
 
-def dvc_stages() -> dict[str, dict]:
-    """Stage name -> definition, with foreach expanded the way DVC names them (train@bert_ctr)."""
-    raw = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    stages = {}
-    for name, body in raw.items():
-        if "foreach" in body:
-            for key, item in body["foreach"].items():
-                stages[f"{name}@{key}"] = {"cmd": body["do"]["cmd"].replace("${key}", key), "item": item}
-        else:
-            stages[name] = body
-    return stages
+def dvc_stages(root: Path = ROOT) -> dict:
+    """dvc.yaml as DVC renders it: stage name (``train@bert_ctr`` for a foreach item) -> DVC's stage."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return {s.addressing: s for s in repo.index.stages}
+
+
+def stage_params(stage) -> list[str]:
+    from dvc.dependency import ParamsDependency
+
+    return [key for dep in stage.deps if isinstance(dep, ParamsDependency) for key in dep.params]
 
 
 def test_every_stage_calls_its_own_cli_command():
     commands = set(get_command(app).commands)  # type: ignore[attr-defined]
-    for name, body in dvc_stages().items():
-        step = name.split("@")[0]
-        words = body["cmd"].split()
-        assert words[:2] == ["shoprank", step], f"stage {name} must call `shoprank {step}`: {body['cmd']}"
+    for name, stage in dvc_stages().items():
+        step, _, key = name.partition("@")
+        words = stage.cmd.split()
+        assert words[:2] == ["shoprank", step], f"stage {name} must call `shoprank {step}`: {stage.cmd}"
         assert step in commands, f"stage {name}: no CLI command {step!r}"
+        assert not key or words[2:4] == ["--candidate", key], f"stage {name} trains another candidate"
 
 
 def test_stage_params_exist_in_params_yaml():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for name, body in raw.items():
-        stage = body.get("do", body)
-        keys = list(stage.get("params", []))
-        for item in body.get("foreach", {}).values():
-            keys += [k.replace("${item.reads}", item["reads"]) for k in keys]
-            keys += [k.replace("${item.also}", item["also"]) for k in keys]
-        for key in (k for k in keys if "${" not in k):
+    for name, stage in dvc_stages().items():
+        for key in stage_params(stage):
             node = params
             for part in key.split("."):
                 assert isinstance(node, dict) and part in node, f"stage {name} reads {key}: not in params"
                 node = node[part]
 
 
-def test_candidates_stage_list_matches_params():
+def test_candidates_are_listed_in_params_yaml_only():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    trained = {n.split("@")[1] for n in dvc_stages() if n.startswith("train@")}
-    assert trained == set(params["train"]["candidates"])
+    candidates = list(params["train"]["candidates"])
+    stages = dvc_stages()
+    assert [n.split("@")[1] for n in stages if n.startswith("train@")] == candidates
+    # each candidate re-trains on the split and on the two keys params.yaml gives it
+    for name, reads in params["train"]["candidates"].items():
+        keys = set(stage_params(stages[f"train@{name}"]))
+        assert keys == {"train.val_share", "train.test_share", reads["reads"], reads["also"]}, name
+    assert set(stage_params(stages["train@lightgbm"])) >= {"lightgbm"}  # rounds re-train LightGBM only
+    texts = [(ROOT / "dvc.yaml").read_text(), *(p.read_text() for p in (ROOT / "dags").glob("*.py"))]
+    for candidate in candidates:
+        assert not any(candidate in text for text in texts), f"{candidate} is named outside params.yaml"
+
+
+def test_understand_is_a_step_that_package_reads():
+    stages = dvc_stages()
+    understand, package = stages["understand"], stages["package"]
+    outs = {str(o.def_path) for o in understand.outs}
+    assert {"models/understanding", "metrics/understand.json"} <= outs
+    assert "models/understanding" in {str(d.def_path) for d in package.deps}
+    assert stage_params(understand) == ["understand"]
 
 
 def _repo_copy(tmp: Path) -> Path:

@@ -235,11 +235,12 @@ def train(
         report = run_train(p, tuple(candidate) if candidate else None)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc), 2)
-    # one file per candidate: dvc.yaml trains each in its own stage
+    # one summary per candidate, the metric of its dvc.yaml stage train@<name>; the neural candidates'
+    # DVCLive curves are in <paths.metrics>/train/<name>/
     for name, r in report["candidates"].items():
-        out = Path(p.paths.metrics) / "train" / name
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "train.json").write_text(json.dumps({"rows": report["rows"], **r}, indent=2))
+        out = Path(p.paths.metrics) / "candidates" / f"{name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"rows": report["rows"], **r}, indent=2) + "\n")
         rate = f"{r['impressions_per_s']:>9,} impressions/s"
         typer.echo(f"{name:10s} {r['seconds']:8.1f} s  {rate}  -> {r['artifact']}")
 
@@ -274,6 +275,31 @@ def select(params: ParamsOpt = None) -> None:
     except FileNotFoundError as exc:
         _fail(str(exc), 2)
     typer.echo(("promoted: " if result.promoted else "kept the champion: ") + result.reason)
+
+
+@app.command()
+def understand(params: ParamsOpt = None) -> None:
+    """Train the query-intent and product-attribute heads on the text embeddings (simulator labels)."""
+    from shoprank.models.understanding import ARTIFACT, METRICS_FILE, run_understand
+
+    p = _params(params)
+    try:
+        report = run_understand(p)
+    except FileNotFoundError as exc:
+        _fail(str(exc), 2)
+    out = Path(p.paths.models) / ARTIFACT
+    if not report["trained"]:
+        typer.echo(f"no heads: {report['reason']}; `package` ships without them -> {out}")
+        return
+    scores = report["scores"] or {}
+    typer.echo(f"{'head':14s} {'accuracy':>9s} {'macro_f1':>9s}   (held out)")
+    for head, s in scores.items():
+        typer.echo(f"{head:14s} {s['accuracy']:9.4f} {s['macro_f1']:9.4f}")
+    rows = report["rows"]
+    typer.echo(
+        f"fitted on {rows['queries']:,} labelled queries and {rows['items']:,} items -> {out} "
+        f"(scores: {Path(p.paths.metrics) / METRICS_FILE})"
+    )
 
 
 @app.command()

@@ -161,10 +161,35 @@ class Features(Strict):
     redis_url: str = "127.0.0.1:6379"
 
 
+# a dotted params.yaml key, e.g. features.history_length
+PARAMS_KEY = r"^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*$"
+
+
+class Candidate(Strict):
+    """The params.yaml keys, besides the time split, whose change re-trains one candidate.
+
+    dvc.yaml's ``train`` stage iterates over ``train.candidates`` and lists these two keys as
+    the stage's params; a candidate that reads only the split names split keys here.
+    """
+
+    reads: str = Field(pattern=PARAMS_KEY)
+    also: str = Field(pattern=PARAMS_KEY)
+
+
+def _default_candidates() -> dict[str, Candidate]:
+    return {
+        "bert_ctr": Candidate(reads="train", also="features.history_length"),
+        "no_text": Candidate(reads="train", also="features.history_length"),
+        "lightgbm": Candidate(reads="lightgbm", also="train.seed"),
+        "popularity": Candidate(reads="train.val_share", also="train.test_share"),
+    }
+
+
 class Train(Strict):
     """Candidates, the time split and the BERT-CTR training loop."""
 
-    candidates: tuple[str, ...] = ("bert_ctr", "no_text", "lightgbm", "popularity")
+    # name -> what its training reads; iterating gives the names, in params.yaml's order
+    candidates: dict[str, Candidate] = Field(default_factory=_default_candidates)
     mode: str = Field("frozen", pattern="^(frozen|finetune|lora)$")  # how bert_ctr uses the encoder
     val_share: float = Field(0.1, gt=0, lt=0.5)  # last shares of the time range (by request time)
     test_share: float = Field(0.2, gt=0, lt=0.5)
@@ -185,6 +210,16 @@ class Train(Strict):
     num_nodes: int = Field(1, gt=0)  # machines in a multi-node DDP run (devices is per node)
     precision: str = "auto"  # auto: bf16-mixed on GPUs that support it, 32 on CPU
     seed: int = 0
+
+    @field_validator("candidates", mode="before")
+    @classmethod
+    def _mapping(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            raise ValueError(
+                "a mapping of each candidate to the params keys it reads, e.g. "
+                "{lightgbm: {reads: lightgbm, also: train.seed}}, not a list"
+            )
+        return value
 
 
 class LightGBM(Strict):
@@ -231,6 +266,15 @@ class Feedback(Strict):
     )  # new impressions that make the feedback DAG schedule training
 
 
+class Understand(Strict):
+    """The query-intent and product-attribute heads of `shoprank understand` (linear probes)."""
+
+    c: float = Field(10.0, gt=0)  # inverse L2 strength of each logistic regression (scikit-learn's C)
+    max_iter: int = Field(400, gt=0)  # solver iterations per head
+    holdout_share: float = Field(0.2, gt=0, lt=1)  # labelled queries and items kept out for the scores
+    seed: int = 0
+
+
 class Params(Strict):
     paths: Paths = Paths()
     simulate: Simulate
@@ -243,6 +287,7 @@ class Params(Strict):
     select: Select = Select()
     serve: Serve = Serve()
     feedback: Feedback = Feedback()
+    understand: Understand = Understand()
 
 
 class ParamsError(ValueError):

@@ -7,7 +7,7 @@ The folder (a "bundle") holds:
     items.parquet        catalog facts + each item's latest features: display, filters, fallbacks
     users.parquet        each user's latest features: the fallback when the online store is down
     retrieval/           BM25 index (bm25s) and the faiss index of item embeddings
-    understanding.pkl    intent and attribute heads (when the batch has simulator labels)
+    understanding.pkl    intent and attribute heads of `shoprank understand` (when it had labels)
     encoder/             the query encoder as an ONNX graph + tokenizer, checked against PyTorch
                          (serving's one-query encodes are faster on ONNX Runtime)
 
@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from shoprank.artifacts import (
@@ -82,37 +81,6 @@ def user_table(features_dir: Path) -> pd.DataFrame:
     return out if out is not None else pd.DataFrame({"user_id": pd.Series(dtype=str)})
 
 
-def train_understanding(truth_dir: Path, features_dir: Path, item_ids: list[str], item_vecs: np.ndarray):
-    """Intent and attribute heads from the simulator's labels; (model, report) or (None, reason)."""
-    from shoprank.features.queries import normalise_query
-    from shoprank.inputs.frame import read_frame
-    from shoprank.models.understanding import ATTRIBUTES, QueryUnderstanding
-
-    req_path, items_path = truth_dir / "requests.parquet", truth_dir / "items.parquet"
-    qt_path = features_dir / "query_text.parquet"
-    if not (req_path.is_file() and items_path.is_file() and qt_path.is_file()):
-        return None, "no labelled queries (simulator truth) in this batch"
-    req = pd.read_parquet(req_path, columns=["query", "intent"])
-    req = req[req["query"].fillna("") != ""]
-    req["query_text"] = [normalise_query(q) for q in req["query"]]
-    qt = read_frame(qt_path, ("query_embedding",))
-    pos = pd.Series(np.arange(len(qt.df)), index=qt.df["query_text"].to_numpy())
-    pos = pos[~pos.index.duplicated()]
-    req = req[req["query_text"].isin(pos.index)]
-    if req["intent"].nunique() < 2:
-        return None, "fewer than two intents among the labelled queries"
-    q_vecs = np.asarray(qt.vectors["query_embedding"][pos[req["query_text"]].to_numpy()])
-    truth_items = pd.read_parquet(items_path).astype({"item_id": str}).set_index("item_id")
-    row = {i: r for r, i in enumerate(item_ids)}
-    keep = [i for i in truth_items.index if i in row]
-    labels = {a: truth_items.loc[keep, a].to_numpy(dtype=object) for a in ATTRIBUTES if a in truth_items}
-    labels = {a: v for a, v in labels.items() if len({x for x in v if x is not None and x == x}) >= 2}
-    vecs = np.asarray(item_vecs[[row[i] for i in keep]])
-    model = QueryUnderstanding().fit(q_vecs, req["intent"].to_numpy(), vecs, labels)
-    report = model.report(q_vecs, req["intent"].to_numpy(), vecs, labels)  # training fit, for the record
-    return model, report
-
-
 PARITY_QUERIES, PARITY_TITLES = 48, 16  # texts the exported encoder is checked on
 
 
@@ -159,6 +127,7 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
     """
     from shoprank.inputs.items import item_embeddings
     from shoprank.models.scorers import load
+    from shoprank.models.understanding import load_understanding
     from shoprank.quality import current_batch
     from shoprank.retrieval import HybridRetriever, item_document
     from shoprank.selection import load_champion
@@ -180,10 +149,19 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
     for name in ("item_profile", "item_stats", "item_text"):
         if not (features_dir / f"{name}.parquet").is_file():
             raise PackageError(f"{features_dir}/{name}.parquet missing (run `shoprank features`)")
+    try:
+        understanding, report = load_understanding(models)
+    except (FileNotFoundError, ValueError) as exc:
+        raise PackageError(str(exc)) from None
 
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(artifact, out / SCORER)
     ids, vecs = item_embeddings(features_dir)
+    if understanding is not None and report["embedding_dim"] != vecs.shape[1]:
+        raise PackageError(
+            f"{models}/understanding: heads fitted on {report['embedding_dim']}-d embeddings, the features "
+            f"have {vecs.shape[1]}-d ones (run `shoprank understand`)"
+        )
     items = item_table(features_dir, batch)
     items = items.set_index("item_id").loc[ids].reset_index()  # row i <-> embedding i
     items.to_parquet(out / ITEMS, index=False)
@@ -191,7 +169,6 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
     users.to_parquet(out / USERS, index=False)
     retriever = HybridRetriever.build(item_document(items), vecs)
     retriever.save(out / RETRIEVAL_DIR)
-    understanding, report = train_understanding(Path(params.paths.truth), features_dir, ids, vecs)
     if understanding is not None:
         with open(out / UNDERSTANDING, "wb") as f:
             pickle.dump(understanding, f)
@@ -214,8 +191,8 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
         "items": len(items),
         "users": len(users),
         "embedding_dim": int(vecs.shape[1]),
-        "understanding": report if understanding is not None else None,
-        "understanding_missing": None if understanding is not None else report,
+        "understanding": report["scores"] if understanding is not None else None,  # held-out scores
+        "understanding_missing": None if understanding is not None else report["reason"],
         "data_batch": batch.name,
         "packaged_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -1,10 +1,10 @@
 """Query understanding for the `intent` endpoint: the trained linear heads plus lexical matches.
 
-The intent comes from :class:`~shoprank.models.understanding.QueryUnderstanding` (trained in
-`shoprank package` from the simulator's labels). Attributes are read two ways: words of
-the query that name a known brand, colour, material or category (exact, from the
-catalog), and the attribute heads applied to the query embedding (product type), which
-share the text encoder's space with the item embeddings they were trained on.
+The intent comes from :class:`~shoprank.models.understanding.QueryUnderstanding` (trained by
+`shoprank understand` on the simulator's labels, shipped by `shoprank package`). Attributes
+are read two ways: words of the query that name a known brand, colour, material or category
+(exact, from the catalog), and the attribute heads applied to the query embedding (product
+type), which share the text encoder's space with the item embeddings they were trained on.
 """
 
 from __future__ import annotations
