@@ -159,7 +159,7 @@ def labelled_data(truth_dir: Path, features_dir: Path) -> Labelled | str:
 
     from shoprank.features.queries import normalise_query
     from shoprank.inputs.frame import read_frame
-    from shoprank.training.train import item_embeddings
+    from shoprank.inputs.items import item_embeddings
 
     if not (features_dir / "item_text.parquet").is_file():
         raise FileNotFoundError(f"{features_dir}/item_text.parquet missing (run `shoprank features`)")
