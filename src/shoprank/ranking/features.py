@@ -71,7 +71,7 @@ def read_query_vector(store: Any, service: str, query_id: str) -> np.ndarray | N
 
     One entity row (no item, no user). Through an
     :class:`~shoprank.features.online.OnlineReader` the columns are read without building
-    a DataFrame (0.4 ms instead of 1.0 ms on the shared 2-core machine); a Feast
+    a DataFrame, which is most of the cost of such a small read; a Feast
     ``FeatureStore`` goes through :func:`read_online`.
     """
     from shoprank.features.online import OnlineReader
