@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
 
 from shoprank.config import Params, load_params
+
+if TYPE_CHECKING:
+    from tests.serving_fixtures import Server, ServingEnv
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SHOPRANK_NO_PROGRESS", "1")
@@ -57,3 +62,21 @@ def tiny_raw_params(root: Path | None = None) -> dict:
         # the Feast repo reads its tables from ../data/features: a copy beside root/data
         raw["features"]["repo"] = str(copy_repo(ROOT / "features", root))
     return raw
+
+
+@pytest.fixture(scope="session")
+def serving_env(tmp_path_factory) -> ServingEnv:
+    """The tiny champion packaged into a private BentoML store, once for every serving test module."""
+    from tests.serving_fixtures import package_tiny_champion
+
+    return package_tiny_champion(tmp_path_factory.mktemp("serving"))
+
+
+@pytest.fixture(scope="session")
+def live_server(serving_env) -> Iterator[Server]:
+    """The service (uvicorn, auth off) on the packaged tiny champion."""
+    from tests.serving_fixtures import Server
+
+    server = Server(serving_env.env(), serving_env.root).start()
+    yield server
+    server.stop()

@@ -1,9 +1,11 @@
 """Fixtures of the serving tests: a tiny champion packaged into a private BentoML store, live servers.
 
-``serving_env`` runs the tiny pipeline through the CLI (simulate .. select) into a
-temporary folder, then ``shoprank package`` with ``BENTOML_HOME`` in that folder, so
+:func:`package_tiny_champion` runs the tiny pipeline through the CLI (simulate .. select)
+into a temporary folder, then ``shoprank package`` with ``BENTOML_HOME`` in that folder, so
 the user's model store and ./data are never touched. :class:`Server` starts the
 service's ASGI app under uvicorn (or ``bentoml serve``) in a subprocess on a free port.
+The session fixtures over them, ``serving_env`` and ``live_server``, are in tests/conftest.py:
+one packaged model and one server for every serving test module.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pytest
+import pandas as pd
 import yaml
 from typer.testing import CliRunner
 
@@ -140,10 +142,8 @@ class Server:
         return httpx.get(self.url + path, timeout=30, **kw)
 
 
-@pytest.fixture(scope="session")
-def serving_env(tmp_path_factory) -> ServingEnv:
-    """The tiny pipeline (simulate .. select, understand) through the CLI, then `shoprank package`."""
-    tmp = tmp_path_factory.mktemp("serving")
+def package_tiny_champion(tmp: Path) -> ServingEnv:
+    """The tiny pipeline (simulate .. select, understand) through the CLI, then `shoprank package` into ``tmp``."""
     raw = tiny_raw_params(tmp)
     # the production champion kind, and quick to train
     raw["train"]["candidates"] = {"bert_ctr": raw["train"]["candidates"]["bert_ctr"]}
@@ -177,9 +177,7 @@ def serving_env(tmp_path_factory) -> ServingEnv:
     return env
 
 
-@pytest.fixture(scope="session")
-def live_server(serving_env):
-    """The service (uvicorn, auth off) on the packaged tiny champion."""
-    server = Server(serving_env.env(), serving_env.root).start()
-    yield server
-    server.stop()
+def logged_queries(env: ServingEnv) -> list[str]:
+    """Normalised queries of the tiny logs: the online store holds their embeddings."""
+    table = pd.read_parquet(Path(env.raw["paths"]["features"]) / "query_text.parquet")
+    return sorted(table["query_text"].astype(str))

@@ -6,7 +6,7 @@ are transformed once per refresh of the item table (all items at once), together
 the item parts of every derived input, and a request only gathers its rows, adds the
 user's columns and runs each derivation's ``cross`` on the rows (the derivations are the
 declared ones, never copied here). The arithmetic is the preprocessor's own (its fitted
-vocabularies, means, scales and clipping). tests/test_serving.py checks that inputs and
+vocabularies, means, scales and clipping). tests/test_serving_ranker.py checks that inputs and
 scores equal those of ``scorer.predict`` on the full frame, and the service checks the
 same at start-up: on any difference it uses the pandas path instead.
 """

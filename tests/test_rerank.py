@@ -1,0 +1,75 @@
+"""Re-ranking, retrieval and explanations: the serving path's functions on arrays and frames.
+
+No model and no server: stand-in scores and a stand-in scorer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shoprank.inputs.frame import Frame
+from shoprank.ranking.explain import impacts, reasons
+from shoprank.ranking.rerank import diverse_order, exploration_slots, rerank
+from shoprank.retrieval import HybridRetriever
+
+
+def test_diverse_order_is_score_order_without_diversity_and_spreads_categories_with_it():
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    groups = np.array(["a", "a", "a", "b"])
+    assert diverse_order(scores, groups, 3, 0.0).tolist() == [0, 1, 2]
+    assert diverse_order(scores, groups, 3, 0.5).tolist() == [0, 3, 1]  # b (0.6) beats a's second (0.4)
+
+
+def test_exploration_slots_are_spread_and_filled_with_new_items():
+    assert exploration_slots(10, 0.0) == []
+    assert exploration_slots(10, 0.2) == [3, 7]
+    scores = np.linspace(1.0, 0.1, 20)
+    is_new = np.zeros(20, dtype=bool)
+    is_new[[15, 18]] = True  # new items far down the score order
+    order, explored = rerank(scores, np.array(["x"] * 20), is_new, 10, 0.0, 0.2, np.random.default_rng(0))
+    assert len(order) == 10 and len(set(order.tolist())) == 10
+    assert explored.tolist().count(True) == 2
+    assert set(order[explored].tolist()) == {15, 18}
+    assert order[~explored].tolist() == list(range(8))  # exploitation keeps the score order
+
+
+def test_hybrid_retriever_fuses_bm25_and_neighbours_and_respects_the_mask(tmp_path):
+    docs = ["red wool scarf", "blue cotton shirt", "red cotton shirt", "green tent", "camping stove"]
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(5, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    HybridRetriever.build(docs, vecs).save(tmp_path)
+    r = HybridRetriever.load(tmp_path)
+    got = r.retrieve("red shirt", vecs[3], 5)
+    assert got.rows[0] == 2  # best lexical match, and fused with the neighbour side
+    assert 3 in got.rows.tolist()  # the nearest neighbour of the query vector
+    assert got.cosine[got.rows.tolist().index(3)] == pytest.approx(1.0, abs=1e-5)
+    mask = np.array([False, True, False, True, True])
+    assert set(r.retrieve("red shirt", vecs[3], 5, mask).rows.tolist()) <= {1, 3, 4}
+    assert len(r.retrieve("zzz", vecs[0], 5, np.zeros(5, dtype=bool)).rows) == 0
+
+
+class CtrScorer:
+    """A stand-in model whose score is driven by the item's CTR."""
+
+    def predict(self, frame: Frame, with_position: bool = False) -> np.ndarray:
+        return np.nan_to_num(frame.df["item_ctr_28d"].to_numpy(float), nan=0.01) + 0.01
+
+
+def test_explanations_name_the_features_that_drove_the_score():
+    df = pd.DataFrame(
+        {
+            "item_ctr_28d": [0.2, 0.0],
+            "item_impressions_28d": [100, 3],
+            "brand": ["b", "b"],
+            "price": [9.0, 9.0],
+        }
+    )
+    frame = Frame(df, {"query_embedding": np.ones((2, 4), np.float32)})
+    base, drops = impacts(CtrScorer(), frame)
+    assert base.tolist() == pytest.approx([0.21, 0.01])
+    why = reasons(frame, drops, np.array([0.5, 0.5]))
+    assert why[0][0]["feature"] == "popularity" and "20.0% click rate" in why[0][0]["text"]
+    assert why[1] == []  # nothing drove the second item's score

@@ -1,0 +1,321 @@
+"""The live service over real HTTP, on the tiny champion packaged into a private BentoML store.
+
+The tests share the session's ``serving_env`` and uvicorn ``live_server`` (tests/conftest.py);
+a second server runs with an API key and an unreachable online store, `bentoml serve` is
+exercised once, and the last test kills the live server and starts it again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+import pytest
+import yaml
+
+from shoprank.artifacts import FEATURE_SERVICE
+from shoprank.feedback import FeedbackLog
+from tests.serving_fixtures import Server, free_port, logged_queries
+
+
+def _served(env, request_id: str, wait_s: float = 5.0) -> pd.DataFrame:
+    """The log's records of a request; `served` records are group-committed just after the response."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        log = FeedbackLog(env.feedback_dir).read()
+        got = log[log["request_id"] == request_id]
+        if (got["event"] == "served").any() or time.monotonic() > deadline:
+            time.sleep(0.2)  # one batch holds a whole response: give a straggler batch a moment
+            log = FeedbackLog(env.feedback_dir).read()
+            return log[log["request_id"] == request_id]
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_package_stores_the_champion_with_its_lineage(serving_env):
+    info = yaml.safe_load((serving_env.bundle / "model.yaml").read_text())
+    meta = info["metadata"]
+    champion = json.loads((serving_env.root / "models" / "champion.json").read_text())
+    assert meta["champion_version"] == champion["version"] and meta["sha256"] == champion["sha256"]
+    assert meta["lineage_data_version"] == champion["lineage"]["data_version"]
+    assert meta["feature_service"] == FEATURE_SERVICE
+    manifest = json.loads((serving_env.bundle / "manifest.json").read_text())
+    assert manifest["encoder"]["key"] and manifest["understanding"]["intent"]["accuracy"] > 0.5
+    for name in ("scorer.pt", "items.parquet", "users.parquet", "understanding.pkl", "retrieval/items.faiss"):
+        assert (serving_env.bundle / name).exists(), name
+    # the query encoder as ONNX, checked against PyTorch on logged queries and titles at export
+    export = manifest["encoder"]["onnx_export"]
+    assert manifest["encoder"]["onnx"] == "encoder" and export["key"] == manifest["encoder"]["key"]
+    assert export["parity_texts"] >= 16 and export["parity_max_abs_diff"] <= 1e-4
+    assert (serving_env.bundle / "encoder" / "model.onnx").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_health_readiness_and_metrics(live_server):
+    assert live_server.get("/health").json()["status"] == "ok"
+    ready = live_server.get("/ready").json()
+    assert ready["ready"] and ready["online_store"] == "ok" and ready["understanding"]
+    assert ready["encoder_runtime"] == "onnx"
+    live_server.post("/search", {"query": "tent"})
+    text = live_server.get("/metrics").text
+    for name in ("shoprank_request_seconds_bucket", "shoprank_score_bucket", "shoprank_stage_seconds"):
+        assert name in text
+    assert 'shoprank_requests_total{endpoint="search",status="200"}' in text
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_search_returns_scored_explained_results_and_logs_what_it_served(live_server, serving_env):
+    r = live_server.post("/search", {"query": "waterproof tent", "user_id": "user_000003", "k": 8})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["degraded"] is False and body["fallback"] is None and body["user_known"] is True
+    assert body["intent"] in {"buy", "browse", "compare", "price", "learn"}
+    results = body["results"]
+    assert len(results) == 8 and [x["position"] for x in results] == list(range(1, 9))
+    for x in results:
+        assert {"item_id", "title", "price", "score", "reasons", "exploration"} <= set(x)
+        assert 0 < x["score"] < 1
+    assert any(x["reasons"] for x in results)
+    assert all({"feature", "impact", "text"} <= set(reason) for x in results for reason in x["reasons"])
+    served = _served(serving_env, body["request_id"]).sort_values("position")
+    assert served["item_id"].tolist() == [x["item_id"] for x in results]
+    assert (served["event"] == "served").all() and (served["query"] == "waterproof tent").all()
+    assert (served["user_id"] == "user_000003").all() and served["model_version"].notna().all()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_search_filters_by_category_and_price(live_server, serving_env):
+    r = live_server.post(
+        "/search", {"query": "shoes", "k": 20, "filters": {"category": "shoes", "price_max": 80}}
+    )
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert results
+    assert all("shoes" in x["category"].lower() and x["price"] <= 80 for x in results)
+    nothing = live_server.post("/search", {"query": "shoes", "filters": {"price_min": 1e9}}).json()
+    assert nothing["results"] == []
+    assert "shoprank_empty_results_total" in live_server.get("/metrics").text
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_rank_scores_and_orders_the_candidates(live_server, serving_env):
+    items = pd.read_parquet(serving_env.bundle / "items.parquet")["item_id"].tolist()[:100]
+    r = live_server.post("/rank", {"query": "hiking boots", "user_id": "user_000007", "item_ids": items})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert sorted(body["order"]) == sorted(items)
+    scores = [x["score"] for x in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert len(_served(serving_env, body["request_id"])) == 100
+    again = live_server.post(
+        "/rank", {"query": "hiking boots", "user_id": "user_000007", "item_ids": items[:5]}
+    )
+    small = {x["item_id"]: x["score"] for x in again.json()["results"]}
+    full = {x["item_id"]: x["score"] for x in body["results"]}
+    assert all(small[i] == pytest.approx(full[i], abs=1e-5) for i in small)  # a score is per item
+    # a query the logs never had pays for a BERT pass (timed as "encode"); later ones reuse it
+    new = {"query": "waterproof trail tent 7391", "item_ids": items[:5]}
+    first, second = (live_server.post("/rank", new).json() for _ in range(2))
+    assert "encode" in first["timings_ms"] and "encode" not in second["timings_ms"]
+    assert (first["query_vector"], second["query_vector"]) == ("encoder", "cache")
+    # a logged query's vector comes from the online store, no BERT pass; then from the cache
+    logged = logged_queries(serving_env)[-1]
+    first, second = (
+        live_server.post("/rank", {"query": logged, "item_ids": items[:5]}).json() for _ in range(2)
+    )
+    assert (first["query_vector"], second["query_vector"]) == ("store", "cache")
+    assert "encode" not in first["timings_ms"] and first["degraded"] is False
+    assert 'shoprank_query_vectors_total{endpoint="rank",source="store"}' in live_server.get("/metrics").text
+    feed = live_server.post("/rank", {"item_ids": items[:3], "explain": True}).json()  # no query: a feed
+    assert len(feed["results"]) == 3 and "reasons" in feed["results"][0]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_intent_gives_probabilities_and_attributes(live_server):
+    body = live_server.post("/intent", {"query": "cheap red cotton t-shirt under 30"}).json()
+    assert body["intent"] in body["probabilities"]
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert body["attributes"]["price_max"]["value"] == 30.0
+    assert body["degraded"] is False
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_feedback_is_joined_to_what_was_served(live_server, serving_env):
+    search = live_server.post("/search", {"query": "jacket", "user_id": "user_000010", "k": 5}).json()
+    item = search["results"][2]["item_id"]
+    r = live_server.post("/feedback", {"request_id": search["request_id"], "item_id": item, "event": "click"})
+    assert r.status_code == 200, r.text
+    assert r.json()["stored"] and r.json()["verified"]
+    buy = live_server.post(
+        "/feedback", {"request_id": search["request_id"], "item_id": item, "event": "purchase"}
+    )
+    assert buy.status_code == 200
+    events = _served(serving_env, search["request_id"])
+    click = events[events["event"] == "click"].iloc[0]
+    assert click["item_id"] == item and click["position"] == 3 and click["user_id"] == "user_000010"
+    assert set(events["event"]) == {"served", "click", "purchase"}
+    not_shown = next(
+        i
+        for i in pd.read_parquet(serving_env.bundle / "items.parquet")["item_id"]
+        if i not in {x["item_id"] for x in search["results"]}
+    )
+    wrong = live_server.post(
+        "/feedback", {"request_id": search["request_id"], "item_id": not_shown, "event": "click"}
+    )
+    assert wrong.status_code == 422 and "not served" in wrong.json()["error"]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_search_page_in_headless_chromium_records_a_click(live_server, serving_env):
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as ChromeService
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=ChromeService(driver_path), options=opts)
+    try:
+        driver.get(live_server.url + "/ui")
+        box = driver.find_element(By.ID, "q")
+        box.send_keys("waterproof tent", Keys.ENTER)
+        wait = WebDriverWait(driver, 30)
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".result a.title")))
+        links = driver.find_elements(By.CSS_SELECTOR, ".result a.title")
+        assert links and driver.find_elements(By.CSS_SELECTOR, ".result .score")
+        assert driver.find_elements(By.CSS_SELECTOR, ".reasons li")
+        request_id, item_id = links[0].get_attribute("data-request"), links[0].get_attribute("data-item")
+        links[0].click()
+        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".result .clicked"), "click recorded"))
+    finally:
+        driver.quit()
+    events = _served(serving_env, request_id)
+    clicks = events[events["event"] == "click"]
+    assert clicks["item_id"].tolist() == [item_id]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_api_key_and_online_store_down_fallback(serving_env):
+    """One server with an API key and an unreachable online store (Redis on a closed port)."""
+    params = serving_env.params_variant(
+        "store-down", online_store="redis", redis_url=f"127.0.0.1:{free_port()}"
+    )
+    env = serving_env.env(SHOPRANK_PARAMS=str(params), SHOPRANK_API_KEY="s3cret")
+    server = Server(env, serving_env.root).start()
+    try:
+        assert server.get("/health").status_code == 200  # health and readiness need no key
+        ready = server.get("/ready").json()
+        assert ready["ready"] and ready["online_store"] == "unreachable"
+        for path, body in (
+            ("/search", {"query": "tent"}),
+            ("/rank", {"item_ids": ["item_000001"]}),
+            ("/intent", {"query": "tent"}),
+            ("/feedback", {}),
+        ):
+            r = server.post(path, body)
+            assert r.status_code == 401 and "API key" in r.json()["error"], path
+        assert server.post("/search", {"query": "tent"}, headers={"X-API-Key": "wrong"}).status_code == 401
+        key = {"X-API-Key": "s3cret"}
+        r = server.post("/search", {"query": "tent", "user_id": "user_000003", "k": 5}, headers=key)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["degraded"] is True and body["fallback"] == "online_store_unreachable"
+        assert len(body["results"]) == 5 and body["user_known"] is True  # the packaged user table
+        logged = logged_queries(serving_env)[0]  # the store has its vector, but is down: BERT
+        r = server.post("/search", {"query": logged, "k": 5}, headers=key)
+        assert r.status_code == 200 and r.json()["query_vector"] == "encoder", r.text
+        items = [x["item_id"] for x in body["results"]]
+        ranked = server.post(
+            "/rank", {"query": "tent", "item_ids": items}, headers={"Authorization": "Bearer s3cret"}
+        )
+        assert ranked.status_code == 200 and ranked.json()["degraded"] is True
+        assert ranked.json()["query_vector"] == "cache"  # encoded by the search above
+        intent = server.post("/intent", {"query": logged_queries(serving_env)[1]}, headers=key)
+        assert intent.status_code == 200 and intent.json()["query_vector"] == "encoder"
+        assert (
+            'shoprank_fallback_total{endpoint="search",reason="online_store_unreachable"}'
+            in server.get("/metrics", headers=key).text
+        )
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_bentoml_serve_and_build(serving_env):
+    """The BentoML service itself: `bentoml serve` on the packaged model, and `bentoml build`."""
+    import subprocess
+
+    from tests.conftest import ROOT
+    from tests.serving_fixtures import VENV_BIN
+
+    env = serving_env.env(SHOPRANK_MODEL=serving_env.tag)
+    server = Server(env, ROOT, bentoml=True, log_dir=serving_env.root).start()
+    try:
+        assert server.get("/readyz").status_code == 200
+        r = server.post("/search", {"query": "tent", "k": 3})
+        assert r.status_code == 200 and len(r.json()["results"]) == 3
+        assert server.post("/search", {"query": ""}).status_code == 422
+        assert "shoprank_request_seconds" in server.get("/metrics").text
+        assert server.get("/ui").status_code == 200
+    finally:
+        server.stop()
+    built = subprocess.run(
+        [str(VENV_BIN / "bentoml"), "build", "-f", "serving/bentofile.yaml", ".", "-o", "tag"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    bentos = list((serving_env.bentoml_home / "bentos" / "shoprank").glob("*/bento.yaml"))
+    assert bentos and serving_env.tag in bentos[0].read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_acknowledged_feedback_survives_a_crash_and_restart(live_server, serving_env):
+    search = live_server.post("/search", {"query": "backpack", "k": 5}).json()
+    items = [x["item_id"] for x in search["results"]]
+
+    def click(item):
+        r = live_server.post(
+            "/feedback", {"request_id": search["request_id"], "item_id": item, "event": "click"}
+        )
+        return r.json()["event_id"] if r.status_code == 200 else None
+
+    with ThreadPoolExecutor(5) as pool:
+        acked = [e for e in pool.map(click, items * 4) if e]
+    assert len(acked) == 20
+    live_server.kill()  # SIGKILL: no shutdown, no flush
+    logged = set(FeedbackLog(serving_env.feedback_dir).read()["event_id"])
+    assert set(acked) <= logged
+    live_server.start()
+    r = live_server.post(
+        "/feedback", {"request_id": search["request_id"], "item_id": items[0], "event": "purchase"}
+    )
+    assert r.status_code == 200 and r.json()["verified"] is False  # the new process never served it
+    log = FeedbackLog(serving_env.feedback_dir).read()
+    assert set(acked) <= set(log["event_id"]) and r.json()["event_id"] in set(log["event_id"])
