@@ -143,7 +143,7 @@ class Server:
 
 
 def package_tiny_champion(tmp: Path) -> ServingEnv:
-    """The tiny pipeline (simulate .. select, understand) through the CLI, then `shoprank package` into ``tmp``."""
+    """The tiny pipeline (simulate .. select, understand) by the CLI, then `shoprank package` into ``tmp``."""
     raw = tiny_raw_params(tmp)
     # the production champion kind, and quick to train
     raw["train"]["candidates"] = {"bert_ctr": raw["train"]["candidates"]["bert_ctr"]}
