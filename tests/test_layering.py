@@ -148,3 +148,24 @@ def test_shoprank_has_no_import_cycles():
     assert "shoprank.ranking.ranker" in graph and "shoprank.selection" in graph
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+MAX_LINES = 400  # a module a reader can hold in their head; past this, split it by responsibility
+
+
+def test_every_module_is_short():
+    import subprocess
+
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    long = {
+        f: n
+        for f in listed
+        if (ROOT / f).is_file() and (n := len((ROOT / f).read_text().splitlines())) >= MAX_LINES
+    }
+    assert not long, f"modules of {MAX_LINES} lines or more: {long}"

@@ -26,7 +26,7 @@ import pytest
 from bench.bench_features import redis_server
 
 from tests.serving_fixtures import Server, ServingEnv, free_port
-from tests.test_dags import _tail, airflow, airflow_env, dags_test, make_project
+from tests.test_dag_runs import _tail, airflow, airflow_env, dags_test, make_project
 
 PG_TOOLS = ("initdb", "pg_ctl", "postgres")
 
