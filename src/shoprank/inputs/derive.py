@@ -50,7 +50,13 @@ def strings(values: Any) -> np.ndarray:
 
 
 def floats(values: Any) -> np.ndarray:
-    return pd.to_numeric(pd.Series(np.asarray(values, dtype=object)), errors="coerce").to_numpy(np.float64)
+    """Any column -> float64 (NaN for missing or unparseable values)."""
+    try:  # numbers and None: numpy alone, without pandas' per-call cost
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return pd.to_numeric(pd.Series(np.asarray(values, dtype=object)), errors="coerce").to_numpy(
+            np.float64
+        )
 
 
 def repeat(value: Any, n: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from shoprank.ranking.metrics import stage
 from shoprank.ranking.scoring import Scored, Scoring
 
 logger = logging.getLogger(__name__)
+QUOTED = ("hist_category_share",)  # the derived inputs explain.wording quotes
 
 
 class Explainer:
@@ -56,5 +57,7 @@ class Explainer:
         arrays = fast.inputs(rows, sub, s.q_vec, s.query, self.scoring.catalog.vectors[rows])
         _, drops = fast.occlusion(arrays)
         wording = items.copy()
-        wording["hist_category_share"] = fast.cross_arrays(rows, sub, s.query)["hist_category_share"]
+        quoted = [c for c in QUOTED if c in fast.derived]  # derived values the reasons' words quote
+        for c, values in fast.cross_arrays(rows, sub, s.query, quoted).items():
+            wording[c] = values
         return Frame(wording, {}), drops

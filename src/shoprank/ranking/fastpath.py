@@ -45,6 +45,8 @@ class FastScorer:
             c: DERIVATIONS[x.derive] for c, x in declared.items() if x.derive is not None
         }
         self.item_num = [c for c in self.spec.numeric if c in have and c not in self.derived]
+        s = self.spec  # the explanation groups of the model's inputs, as declared
+        self.groups = groups([*s.numeric, *s.categorical, s.query_embedding, s.history])
         self.user_num = [c for c in self.spec.numeric if c not in have and c not in self.derived]
         self._version = -1
         self._lock = threading.Lock()
@@ -67,9 +69,11 @@ class FastScorer:
                     if self.item_num
                     else None
                 )
-                parts: dict[str, Any] = {}  # the derivations' per-item parts
+                parts: dict[str, Any] = {}  # the item columns the derivations read, and their parts
                 for d in self.derived.values():
-                    parts.update(d.item_parts({c: v[c].to_numpy() for c in d.reads if c in have}))
+                    raw = {c: v[c].to_numpy() for c in d.reads if c in have}
+                    parts.update(raw)
+                    parts.update(d.item_parts(raw))
                 self._arrays = (cat, num, parts)
                 self._version = version
         return self._arrays
@@ -101,14 +105,17 @@ class FastScorer:
             return 0.0
         return float(np.clip((x - self.pre.mean[name]) / self.pre.std[name], -10, 10))
 
-    def cross_arrays(self, rows: np.ndarray, lookup: Lookup, query: str) -> dict[str, np.ndarray]:
-        """The derived inputs for one request's rows: each derivation's ``cross`` on gathered parts."""
-        parts = self._item_arrays()[2]
+    def cross_arrays(
+        self, rows: np.ndarray, lookup: Lookup, query: str, names: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The derived inputs (all, or ``names``) for one request's rows: each derivation's
+        ``cross`` on the gathered item parts and the request's own values."""
         n = len(rows)
+        cols: dict[str, Any] = {k: v[rows] for k, v in self._item_arrays()[2].items()}
         out: dict[str, np.ndarray] = {}
-        for name, d in self.derived.items():
-            cols: dict[str, Any] = {k: v[rows] for k, v in parts.items()}
-            for r in d.reads:  # what the item parts do not hold: the request's own values
+        for name in self.derived if names is None else names:
+            d = self.derived[name]
+            for r in d.reads:  # what the item parts do not hold: the request's own values, once
                 if r not in cols:
                     cols[r] = repeat(query if r == "query" else lookup.user.get(r), n)
             out[name] = d.cross(cols)
@@ -164,8 +171,7 @@ class FastScorer:
         num = {c: j for j, c in enumerate(self.spec.numeric)}
         cat = {c: j for j, c in enumerate(self.spec.categorical)}
         if by_group is None:
-            s = self.spec
-            by_group = groups([*s.numeric, *s.categorical, s.query_embedding, s.history])
+            by_group = self.groups
         parts, names = [arrays], []
         for group, cols in by_group.items():
             a = dict(arrays)
