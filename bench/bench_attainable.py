@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
         "quality unknown": known - cand["quality"].to_numpy(),
     }
     # the models' inputs as LightGBM sees them (numeric, categorical, query-item cosine), no position
-    inputs = tabular(frame, feature_spec(list(features.columns)), position=0).drop(columns=["position"])
+    spec = feature_spec(list(frame.df.columns), "lightgbm")  # candidate_frame added the derived inputs
+    inputs = tabular(frame, spec, position=0).drop(columns=["position"])
     requests = cand["request_id"].to_numpy()
     rankers["these features, fit to utility"] = fitted_to_utility(inputs, known, requests)
     candidate = ROOT / "models" / "candidates" / "bert_ctr.pt"
@@ -168,10 +169,10 @@ def main(argv: list[str] | None = None) -> dict:
         cand[["request_id", "item_id"]].assign(row=np.arange(len(cand))), on=["request_id", "item_id"]
     )
     exam = truth.examination[logged["position"].to_numpy() - 1]
-    y, rows = logged["clicked"].to_numpy(), logged["row"].to_numpy()
-    bayes = M.auc(y, exam * cand["attractiveness"].to_numpy()[rows])
+    y, at = logged["clicked"].to_numpy(), logged["row"].to_numpy()
+    bayes = M.auc(y, exam * cand["attractiveness"].to_numpy()[at])
     logits = [k for k in rankers if k not in ("legacy ranking", "oracle (true attractiveness)")]
-    aucs = {k: M.auc(y, exam * sigmoid(rankers[k][rows])) for k in logits}
+    aucs = {k: M.auc(y, exam * sigmoid(rankers[k][at])) for k in logits}
 
     print(
         f"test split: {len(test):,} impressions, {cand['request_id'].nunique():,} requests, "
