@@ -28,7 +28,7 @@ pipeline: $(STAMP) ## `dvc repro`: the whole pipeline of dvc.yaml on params.yaml
 
 up: pipeline serve ## the main command: the pipeline, then the champion served on :3000 (search page at /ui)
 
-test: $(STAMP) ## run the test suite
+test: lint ## lint, then the test suite (what CI runs)
 	$(BIN)/python -m pytest
 
 LINTED := src dags serving features bench tests
