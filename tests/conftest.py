@@ -80,3 +80,17 @@ def live_server(serving_env) -> Iterator[Server]:
     server = Server(serving_env.env(), serving_env.root).start()
     yield server
     server.stop()
+
+
+def project_files(*pathspecs: str) -> list[Path]:
+    """The project's own files under ``pathspecs``: tracked or new, never what git ignores."""
+    import subprocess
+
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *pathspecs],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    return [ROOT / name for name in sorted(set(listed)) if (ROOT / name).is_file()]

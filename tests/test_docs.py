@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, project_files
+
 SCANNED = (
     "README.md",
     "docs",
@@ -76,24 +77,12 @@ def _css_colour(line: str, match: re.Match[str]) -> bool:
 
 
 def files() -> list[Path]:
-    """The project's own files: tracked or new, never what git ignores (builds, data, caches)."""
-    import subprocess
-
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *SCANNED],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    found = []
-    for name in sorted(set(listed)):
-        f = ROOT / name
-        if not f.is_file() or f.resolve() == THIS or "__pycache__" in f.parts:
-            continue
-        if f.suffix.lower() not in SKIPPED_SUFFIXES:
-            found.append(f)
-    return found
+    """The project's own text files in the scanned places (builds, data and caches are ignored by git)."""
+    return [
+        f
+        for f in project_files(*SCANNED)
+        if f.resolve() != THIS and "__pycache__" not in f.parts and f.suffix.lower() not in SKIPPED_SUFFIXES
+    ]
 
 
 def hits_in(text: str) -> list[tuple[int, str, str]]:

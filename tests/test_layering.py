@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, project_files
 
 SRC = ROOT / "src"
 SERVING = ("shoprank.ranking",)
@@ -154,18 +154,6 @@ MAX_LINES = 400  # a module a reader can hold in their head; past this, split it
 
 
 def test_every_module_is_short():
-    import subprocess
-
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    long = {
-        f: n
-        for f in listed
-        if (ROOT / f).is_file() and (n := len((ROOT / f).read_text().splitlines())) >= MAX_LINES
-    }
+    lengths = {f.relative_to(ROOT): len(f.read_text().splitlines()) for f in project_files("*.py")}
+    long = {str(f): n for f, n in lengths.items() if n >= MAX_LINES}
     assert not long, f"modules of {MAX_LINES} lines or more: {long}"
