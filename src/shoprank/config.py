@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,6 +115,31 @@ class Simulate(Strict):
         if name not in self.profiles:
             raise KeyError(f"unknown profile {name!r}; params.yaml defines {sorted(self.profiles)}")
         return self.profiles[name]
+
+
+ColumnKind = Literal["numeric", "categorical"]
+EXTRA_TABLES = ("users", "catalog", "impressions")  # the contract tables a shop may add columns to
+
+
+class Data(Strict):
+    """Where the raw batch comes from, and the columns a shop brings beside the contract's."""
+
+    source: Literal["simulate", "import"] = "simulate"  # the first pipeline stage runs one or the other
+    # table -> {column: numeric | categorical}: model inputs of every candidate and of serving
+    columns: dict[str, dict[str, ColumnKind]] = {}
+
+    @field_validator("columns")
+    @classmethod
+    def _tables(cls, value: dict[str, dict[str, ColumnKind]]) -> dict[str, dict[str, ColumnKind]]:
+        if unknown := set(value) - set(EXTRA_TABLES):
+            known = list(EXTRA_TABLES)
+            raise ValueError(f"unknown table(s) {sorted(unknown)}; columns can be added to {known}")
+        names = [name for cols in value.values() for name in cols]
+        if bad := [n for n in names if not re.fullmatch(r"[a-z][a-z0-9_]*", n)]:
+            raise ValueError(f"column names must be lower-case identifiers: {bad}")
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"column(s) {dup} declared for more than one table")
+        return value
 
 
 class Import(Strict):
@@ -277,6 +303,7 @@ class Understand(Strict):
 
 class Params(Strict):
     paths: Paths = Paths()
+    data: Data = Data()
     simulate: Simulate
     import_: Import = Field(Import(), alias="import")
     validate_: Validate = Field(Validate(), alias="validate")
