@@ -1,7 +1,7 @@
 """
 ### shoprank_training: the whole pipeline, one task per dvc.yaml stage
 
-`simulate` → `ingest-feedback` → `validate` → `features` → `materialize` → `training-set`
+`raw` (simulate or import, by `data.source`) → `ingest-feedback` → `validate` → `features` → `materialize` → `training-set`
 → `train.<candidate>` for each of params.yaml's `train.candidates` (in parallel) → `evaluate`
 → `select` → `package` → `record`; `understand` runs once `features` is done and feeds `package`.
 
@@ -67,7 +67,7 @@ def stage_task(stage: Stage, group: TaskGroup | None):
 
 with DAG(
     dag_id="shoprank_training",
-    description="The shoprank pipeline: simulate -> validate -> features -> train -> select -> package",
+    description="The shoprank pipeline: raw -> validate -> features -> train -> select -> package",
     doc_md=__doc__,
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("@daily", timezone="UTC"), assets=[FEEDBACK_ASSET]

@@ -44,6 +44,7 @@ def make_project(tmp: Path, min_new_impressions: int = 1000, params: dict | None
         raw[section].update(values)
     (home / "params.yaml").write_text(yaml.safe_dump(raw))
     (home / raw["paths"]["feedback"] / "log").mkdir(parents=True)
+    (home / raw["import"]["dir"]).mkdir(parents=True, exist_ok=True)  # the raw stage's dep, even when simulating
     subprocess.run([str(BIN / "dvc"), "init", "--no-scm", "--quiet"], cwd=home, check=True)
     return home
 
@@ -124,7 +125,7 @@ def test_training_dag_runs_end_to_end_on_the_tiny_profile(airflow_project):
         and record["champion"]["lineage"]["data_version"] == record["data_batch"]
     )
     lock = yaml.safe_load((home / "dvc.lock").read_text())["stages"]
-    assert {"simulate", "validate", "train@bert_ctr", "select", "understand"} <= set(lock)
+    assert {"raw", "validate", "train@bert_ctr", "select", "understand"} <= set(lock)
     # `package` shipped the heads that the `understand` task fitted
     report = json.loads((home / "models" / "understanding" / "report.json").read_text())
     (manifest,) = (home.parent / "bentoml").rglob("manifest.json")
@@ -165,7 +166,7 @@ def test_feedback_dag_appends_a_log_once_and_schedules_training(airflow_project)
     home, env = airflow_project
     if not (home / "data/raw/catalog.parquet").is_file():  # this test alone: raw data first
         subprocess.run(
-            [str(BIN / "shoprank"), "simulate"], cwd=home, env=env, check=True, capture_output=True
+            [str(BIN / "shoprank"), "raw"], cwd=home, env=env, check=True, capture_output=True
         )
     served = feedback_fixture(home)
     before = asset_events(env)
@@ -202,8 +203,8 @@ def test_failed_validation_stops_the_run_and_keeps_the_champion(tmp_path):
     result, _ = dags_test(env, "shoprank_training", "2025-06-03")
     states = {s["task_id"]: s["state"] for s in task_states(env, "shoprank_training")}
     assert states["validate"] == "failed", f"{states}\n{_tail(result)}"
-    assert states["simulate"] == states["ingest-feedback"] == "success"
-    downstream = {t: s for t, s in states.items() if t not in ("simulate", "ingest-feedback", "validate")}
+    assert states["raw"] == states["ingest-feedback"] == "success"
+    downstream = {t: s for t, s in states.items() if t not in ("raw", "ingest-feedback", "validate")}
     assert set(downstream.values()) == {"upstream_failed"}, downstream
     assert champion.read_bytes() == before  # the current champion keeps serving
     assert list((home / "data" / "quarantine").iterdir())  # the batch went to quarantine

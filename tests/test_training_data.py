@@ -75,6 +75,7 @@ def test_read_split_matches_the_split_of_the_whole_table(tmp_path):
                 for r, j in zip(req, rng.integers(0, 3, n), strict=True)
             ],
             "query": [f"q{r % 9}" for r in req],
+            "item_id": [f"i{r % 13}" for r in req],
             "clicked": rng.integers(0, 2, n),
         }
     )
@@ -85,6 +86,19 @@ def test_read_split_matches_the_split_of_the_whole_table(tmp_path):
         np.testing.assert_array_equal(split[part], expected[part])
     assert len(split["test"]) and len(split["val"]) and len(split["train"])
     assert keys["query"].tolist() == df["query"].tolist()
+
+
+def test_cold_items_are_those_without_an_impression_before_the_rows_day():
+    day = pd.Timestamp("2026-01-01", tz="UTC")
+    keys = pd.DataFrame(
+        {
+            "item_id": ["a", "a", "b", "a", "b", "c"],
+            "event_timestamp": [day, day + pd.Timedelta(hours=5), day, day + pd.Timedelta(days=1)]
+            + [day + pd.Timedelta(days=2, hours=3), day + pd.Timedelta(days=2)],
+        }
+    )
+    # a's second row is on its first day: nothing before that day, so still cold
+    assert D.cold_items(keys).tolist() == [True, True, True, False, False, True]
 
 
 def test_tensor_data_gathers_vectors_per_batch():

@@ -67,6 +67,24 @@ def _print_summary(summary: dict) -> None:
 
 
 @app.command()
+def raw(params: ParamsOpt = None) -> None:
+    """The pipeline's first step: the raw batch from data.source (simulate, or import your logs)."""
+    from shoprank.data.importer import ImportFailed
+    from shoprank.data.raw import produce_raw
+
+    p = _params(params)
+    try:
+        result = produce_raw(p)
+    except (ImportFailed, KeyError) as exc:
+        _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc), 2)
+    if result["source"] == "simulate":
+        typer.echo(f"simulated profile {result['profile']} into {p.paths.raw}")
+        _print_summary(result["summary"])
+    else:
+        typer.echo(f"imported {len(result['tables'])} table(s) into {p.paths.raw}")
+
+
+@app.command()
 def simulate(
     profile: Annotated[
         str | None, typer.Option(help="Size profile from params.yaml (tiny, default, large).")
@@ -76,22 +94,16 @@ def simulate(
     params: ParamsOpt = None,
 ) -> None:
     """Simulate a marketplace: contract tables in OUT, ground truth in OUT/truth."""
-    from shoprank.data.schema import TABLES, check_table
-    from shoprank.data.simulator import simulate as run_simulation
-    from shoprank.data.simulator import write_simulation
+    from shoprank.data.raw import simulate_batch
 
     p = _params(params)
     out = out or p.paths.raw
     try:
-        sim = run_simulation(p.simulate, profile, seed)
+        summary = simulate_batch(p.simulate, out, profile, seed)
     except KeyError as exc:
         _fail(str(exc.args[0]), 2)
-    for name, df in sim.tables.items():  # the contract holds before anything is written
-        check_table(df, TABLES[name])
-    write_simulation(sim, out)
-    (out / "truth" / "summary.json").write_text(json.dumps(sim.summary, indent=2))
     typer.echo(f"wrote {out} (profile {profile or p.simulate.profile}); every table conforms to the contract")
-    _print_summary(sim.summary)
+    _print_summary(summary)
 
 
 @app.command("import")
@@ -100,11 +112,12 @@ def import_(
     params: ParamsOpt = None,
 ) -> None:
     """Map external CSV or Parquet tables into the contract (see `import` in params.yaml)."""
-    from shoprank.data.importer import ImportFailed, import_tables
+    from shoprank.data.importer import ImportFailed
+    from shoprank.data.raw import import_batch
 
     p = _params(params)
     try:
-        written = import_tables(p.import_, out or p.paths.raw)
+        written = import_batch(p, out or p.paths.raw)
     except ImportFailed as exc:
         _fail(str(exc))
     for path in written:
@@ -259,7 +272,9 @@ def evaluate(params: ParamsOpt = None) -> None:
     keys = HEADLINE
     typer.echo(f"{'candidate':10s} " + " ".join(f"{k[:12]:>12s}" for k in keys))
     for name, m in report["candidates"].items():
-        typer.echo(f"{name:10s} " + " ".join(f"{m.get(k, float('nan')):12.4f}" for k in keys))
+        typer.echo(f"{name:10s} " + " ".join(f"{m[k]:12.4f}" if k in m else f"{'-':>12s}" for k in keys))
+    for key, why in report["not_computed"].items():
+        typer.echo(f"  {key}: not computed, {why}")
     typer.echo(f"winner by {p.select.metric}: {report['winner']}")
 
 

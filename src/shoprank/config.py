@@ -143,6 +143,7 @@ class Data(Strict):
 
 
 class Import(Strict):
+    dir: Path = Path("data/import")  # the shop's files: the raw stage re-runs when they change
     format: str = Field("auto", pattern="^(auto|csv|parquet)$")
     tables: dict[str, Path] = {}
     columns: dict[str, dict[str, str]] = {}

@@ -29,6 +29,7 @@ HEADLINE = (
     "mrr",
     "ece",
     "auc_new_items",
+    "auc_cold_items",
     "auc_unseen_queries",
     "auc_over_oracle",
     "oracle_uplift_share",
@@ -55,11 +56,14 @@ def evaluate_scorer(
     train_queries: set[str],
     truth: Truth | None = None,
     candidate_scores: np.ndarray | None = None,
+    cold: np.ndarray | None = None,
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """(metrics, reliability curve) of one model on the test frame.
 
     ``candidate_scores`` are the model's position-free scores of every retrieved candidate
-    of the test requests, aligned with ``truth.candidates``.
+    of the test requests, aligned with ``truth.candidates``. ``cold``: per test row, its item
+    had no impression before the row's day. A metric that cannot be computed on this log
+    (no rows of its kind, no propensities, no truth) is absent: see :func:`not_computed`.
     """
     df = test.df
     y = df["clicked"].to_numpy()
@@ -69,6 +73,7 @@ def evaluate_scorer(
     new = df["item_is_new"].to_numpy() == 1 if "item_is_new" in df else np.zeros(len(df), bool)
     query = df["query"].fillna("").to_numpy()
     unseen = (query != "") & ~pd.Series(query).isin(train_queries).to_numpy()
+    cold = np.zeros(len(df), bool) if cold is None else np.asarray(cold, bool)
     out = {
         "auc": M.auc(y, p),
         "logloss": M.log_loss(y, p),
@@ -77,8 +82,10 @@ def evaluate_scorer(
         "mrr": M.mrr(y, rel, groups),
         "ece": M.expected_calibration_error(y, p),
         "auc_new_items": _rows(new, y, p),
+        "auc_cold_items": _rows(cold, y, p),
         "auc_unseen_queries": _rows(unseen, y, p),
         "share_new_items": float(new.mean()),
+        "share_cold_items": float(cold.mean()),
         "share_unseen_queries": float(unseen.mean()),
     }
     if truth is not None:
@@ -86,11 +93,40 @@ def evaluate_scorer(
         out["auc_over_oracle"] = out["auc"] / out["bayes_auc"]
     if candidate_scores is not None and truth is not None:
         out.update(rerank_metrics(candidate_scores, df, truth))
-    else:  # re-rank the logged items only (exact when the log holds every candidate)
+    elif has_propensities(df):  # re-rank the logged items only (exact when the log holds every candidate)
         target = rank_within_requests(groups, rel)
         est = snips_ctr(df["position"], y, df["propensity"], target)
         out.update({"snips_ctr": est.ctr, "snips_ess": est.ess, "logged_ctr": est.logged_ctr})
-    return {k: float(v) for k, v in out.items()}, M.reliability_curve(y, p)
+    return {k: float(v) for k, v in out.items() if np.isfinite(v)}, M.reliability_curve(y, p)
+
+
+def has_propensities(df: pd.DataFrame) -> bool:
+    """Every logged row carries its logging propensity (off-policy estimates need them all)."""
+    return "propensity" in df and bool(df["propensity"].notna().all()) and len(df) > 0
+
+
+SUBSETS = {  # metric -> the rows it is computed on, for the reason it can be missing
+    "auc_new_items": "items listed within features.new_item_days",
+    "auc_cold_items": "items with no impression before the row's day",
+    "auc_unseen_queries": "queries never seen in training",
+}
+TRUTH_KEYS = ("bayes_auc", "auc_over_oracle", "oracle_uplift_share", "expected_clicks@10")
+OFF_POLICY_KEYS = ("snips_ctr", "snips_ess", "logged_ctr")
+
+
+def not_computed(metrics: dict[str, float], df: pd.DataFrame, truth: Truth | None) -> dict[str, str]:
+    """Why each metric that a simulated log would have is absent from ``metrics``."""
+    reasons = {}
+    if truth is None:
+        for key in TRUTH_KEYS:
+            reasons[key] = "no ground truth: only a simulated log knows the true click probabilities"
+    if not has_propensities(df) and truth is None:
+        for key in OFF_POLICY_KEYS:
+            reasons[key] = "the log has no logging propensities (column propensity absent or incomplete)"
+    for key, rows in SUBSETS.items():
+        if key not in metrics:
+            reasons[key] = f"no test rows of {rows}, or they are all clicks or all not"
+    return reasons
 
 
 def rerank_metrics(scores: np.ndarray, logged: pd.DataFrame, truth: Truth) -> dict[str, float]:

@@ -17,12 +17,12 @@ import pandas as pd
 
 from shoprank.artifacts import FEATURE_SERVICE
 from shoprank.config import Params
-from shoprank.evaluation.evaluate import Truth, evaluate_scorer
+from shoprank.evaluation.evaluate import Truth, evaluate_scorer, not_computed
 from shoprank.inputs.apply import derive
 from shoprank.inputs.frame import VECTOR_COLUMNS, Frame, Vectors, dense, read_frame
 from shoprank.logs import log, timed
 from shoprank.models.scorers import Scorer, load
-from shoprank.training.data import read_split
+from shoprank.training.data import cold_items, read_split
 from shoprank.training.train import training_set_path
 
 logger = logging.getLogger(__name__)
@@ -111,6 +111,7 @@ def run_evaluate(params: Params) -> dict:
     path = training_set_path(params)
     split, keys = read_split(path, s.val_share, s.test_share)
     train_queries = set(keys["query"].iloc[split["train"]].fillna(""))
+    cold = cold_items(keys)[split["test"]]
     del keys
     test = read_frame(path, rows=split["test"])  # only the test rows: training splits are never held
     derive(test)
@@ -134,16 +135,17 @@ def run_evaluate(params: Params) -> dict:
     for name, scorer in scorers.items():
         with timed(logger, "evaluated", candidate=name):
             metrics, curve = evaluate_scorer(
-                scorer, test, train_queries, truth, None if pool is None else pool[name]
+                scorer, test, train_queries, truth, None if pool is None else pool[name], cold
             )
         report["candidates"][name] = {k: round(v, 6) for k, v in metrics.items()}
+        report["not_computed"] = not_computed(metrics, test.df, truth)
         curves.append(curve.assign(candidate=name))
     report["winner"] = select_winner(
         report["candidates"], params.select.metric, params.select.higher_is_better
     )
     out = Path(params.paths.metrics)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluate.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    (out / "evaluate.json").write_text(json.dumps(report, indent=2, sort_keys=True, allow_nan=False))
     curves_dir = out / "reliability"
     curves_dir.mkdir(exist_ok=True)
     for stale in curves_dir.glob("*.csv"):  # a candidate dropped from train.candidates

@@ -61,7 +61,8 @@ def query_text(batch: Batch, embed: Embed) -> pa.Table:
     df = df[df["query_text"] != ""]
     df = df.groupby("query_text", sort=True, as_index=False)["event_timestamp"].min()
     df["query_id"] = [query_id(t) for t in df["query_text"]]
-    vecs = np.asarray(embed(df["query_text"].tolist()), dtype=np.float32).reshape(len(df), -1)
+    # (n, dim) even for n = 0 (a log of recommendation feeds only): the encoder knows its width
+    vecs = np.asarray(embed(df["query_text"].tolist()), dtype=np.float32)
     return pa.table(
         {
             "query_id": pa.array(df["query_id"], pa.string()),

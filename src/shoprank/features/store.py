@@ -209,16 +209,21 @@ def materialize(settings: Features, features_dir: Path | str, end: datetime | No
     price keeps its old stamp, so an incremental load would never see it. ``end``
     defaults to the newest row of all tables: the data's own clock, so a re-run on the
     same tables loads nothing new and simulated data of any date works.
-    Returns ``{"online_store", "end", "views": {view: {"from", "to"}}, "seconds"}``.
+    Returns ``{"online_store", "end", "views": {view: {"from", "to"}}, "empty": [view], "seconds"}``.
     """
     start = time.perf_counter()
     store = open_store(settings)
     ensure_applied(store, settings.repo)
     paths = check_tables(store, features_dir)
     ranges = {name: _time_range(path) for name, path in paths.items()}
+    # an empty table (no queries in a log of feeds) has nothing to load and no time range
+    empty = sorted(name for name, (lo, _) in ranges.items() if pd.isna(lo))
+    ranges = {name: r for name, r in ranges.items() if name not in empty}
+    if not ranges:
+        raise ValueError(f"every feature table under {features_dir} is empty: nothing to load")
     until = _utc(end if end is not None else max(hi for _, hi in ranges.values()))
     done: dict[str, dict[str, str]] = {}
-    views = store.list_feature_views()
+    views = [v for v in store.list_feature_views() if v.name not in empty]
     whole = [v for v in views if v.most_recent_end_time is None or v.tags.get("kind") == "static"]
     reloaded = {v.name for v in whole}
     later = [v for v in views if v.name not in reloaded and _utc(v.most_recent_end_time) < until]
@@ -241,6 +246,7 @@ def materialize(settings: Features, features_dir: Path | str, end: datetime | No
         "online store loaded",
         store=store.config.online_store.type,
         views=sorted(done),
+        empty=empty,
         end=until.isoformat(),
         seconds=seconds,
     )
@@ -248,6 +254,7 @@ def materialize(settings: Features, features_dir: Path | str, end: datetime | No
         "online_store": store.config.online_store.type,
         "end": until.isoformat(),
         "views": done,
+        "empty": empty,
         "seconds": seconds,
     }
 

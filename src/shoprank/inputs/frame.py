@@ -141,6 +141,18 @@ def read_vectors(file: pq.ParquetFile, name: str, keys: tuple[str, ...]) -> Vect
     return Vectors(codes, np.concatenate([np.zeros((1, dim), np.float32), *rows]))
 
 
+def _same_width(vec: dict[str, Vectors]) -> dict[str, Vectors]:
+    """A column with no vector at all (no query in a log of feeds) gets the encoder's width in zeros.
+
+    Query and item texts share the encoder, so the other column says how wide it is.
+    """
+    width = max((v.table.shape[1] for v in vec.values()), default=0)
+    return {
+        k: v if v.table.shape[1] else Vectors(v.codes, np.zeros((len(v.table), width), np.float32))
+        for k, v in vec.items()
+    }
+
+
 def read_frame(
     path: Path | str, vectors: tuple[str, ...] = VECTOR_COLUMNS, rows: np.ndarray | None = None
 ) -> Frame:
@@ -160,6 +172,7 @@ def read_frame(
             vec[name] = Vectors.of(dense(file.read(columns=[name]).column(name)))
         if rows is not None:
             vec[name] = vec[name][rows]
+    vec = _same_width(vec)
     scalars = [n for n in names if n not in vec]
     if rows is None:
         return Frame(file.read(columns=scalars).to_pandas(), vec)

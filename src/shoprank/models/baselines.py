@@ -36,10 +36,13 @@ class PopularityModel:
         self.position_ctr = (df.groupby(pos)[spec.label].mean() / self.global_ctr).to_dict()
         # clicks over expected clicks at the positions shown: a position-debiased CTR
         expected = pos.map(self.position_ctr).to_numpy() * self.global_ctr
-        g = pd.DataFrame({"item": df[spec.item_id], "y": y, "e": expected}).groupby("item")
-        clicks, exp = g["y"].sum(), g["e"].sum()
+        by_item = pd.DataFrame({"item": df[spec.item_id], "y": y, "e": expected}).groupby("item")
+        clicks, exp = by_item["y"].sum(), by_item["e"].sum()
         a = self.prior_strength
-        self.item_ctr = ((clicks + a * self.global_ctr) / (exp + a)).mul(self.global_ctr).to_dict()
+        # a pseudo-impressions at the global CTR: a*g pseudo-clicks over a*g expected, so a
+        # rarely shown item's click rate shrinks towards g itself
+        g = self.global_ctr
+        self.item_ctr = ((clicks + a * g) / (exp + a * g)).mul(g).to_dict()
         self.spec = spec
         return self
 
