@@ -44,7 +44,8 @@ def make_project(tmp: Path, min_new_impressions: int = 1000, params: dict | None
         raw[section].update(values)
     (home / "params.yaml").write_text(yaml.safe_dump(raw))
     (home / raw["paths"]["feedback"] / "log").mkdir(parents=True)
-    (home / raw["import"]["dir"]).mkdir(parents=True, exist_ok=True)  # the raw stage's dep, even when simulating
+    # the raw stage's dep, even when it simulates
+    (home / raw["import"]["dir"]).mkdir(parents=True, exist_ok=True)
     subprocess.run([str(BIN / "dvc"), "init", "--no-scm", "--quiet"], cwd=home, check=True)
     return home
 
