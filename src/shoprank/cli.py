@@ -99,17 +99,27 @@ def import_(
     out: Annotated[Path | None, typer.Option(help="Output folder (default: paths.raw).")] = None,
     params: ParamsOpt = None,
 ) -> None:
-    """Map external CSV or Parquet tables into the contract (see `import` in params.yaml)."""
+    """Build the contract tables from a shop's CSV or Parquet files (see `import` in params.yaml)."""
     from shoprank.data.importer import ImportFailed, import_tables
 
     p = _params(params)
+    out = out or p.paths.raw
     try:
-        written = import_tables(p.import_, out or p.paths.raw)
+        result = import_tables(p.import_, p.data, out)
     except ImportFailed as exc:
         _fail(str(exc))
-    for path in written:
+    for path in result.paths:
         log(logger, "imported", path=str(path))
-    typer.echo(f"imported {len(written)} table(s) into {out or p.paths.raw}")
+    tables = result.report["tables"]
+    typer.echo(
+        f"imported {len(result.paths)} table(s) into {out}: "
+        + ", ".join(f"{name} {t['rows_written']} rows" for name, t in tables.items())
+    )
+    shape = result.report["impressions"]
+    typer.echo(f"{shape['requests']} requests, {shape['clicks']} clicks, CTR {shape['ctr']:.2%}")
+    dropped = {name: t["rows_dropped"] for name, t in tables.items() if t["rows_dropped"]}
+    if dropped:
+        typer.echo(f"dropped invalid rows: {dropped} (reasons in {result.report_path})")
 
 
 @app.command()

@@ -26,6 +26,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shoprank.config_import import Import
+
 PARAMS_ENV = "SHOPRANK_PARAMS"
 OVERRIDE_PREFIX = "SHOPRANK__"  # SHOPRANK__SERVE__MAX_K=50 sets serve.max_k (double underscores)
 DEFAULT_PARAMS = Path("params.yaml")
@@ -140,12 +142,6 @@ class Data(Strict):
         if dup := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"column(s) {dup} declared for more than one table")
         return value
-
-
-class Import(Strict):
-    format: str = Field("auto", pattern="^(auto|csv|parquet)$")
-    tables: dict[str, Path] = {}
-    columns: dict[str, dict[str, str]] = {}
 
 
 class Validate(Strict):
