@@ -183,9 +183,9 @@ def test_format_setting_overrides_the_suffix(tmp_path):
 
 
 def test_missing_column_lists_what_the_file_has(tmp_path):
-    write_all(tmp_path, catalog=source_catalog().drop(columns=["brand"]))
+    write_all(tmp_path, catalog=source_catalog().rename(columns={"brand": "brands"}))
     msg = failure(tmp_path, settings(tmp_path))
-    assert "src_catalog.csv" in msg and "missing column(s) 'brand'" in msg
+    assert "src_catalog.csv" in msg and "missing column(s) 'brand' (closest source column: 'brands')" in msg
     assert "available columns" in msg and "'warehouse'" in msg
 
 

@@ -28,16 +28,18 @@ class ImportFailed(ValueError):
     """An external table cannot be mapped into the contract; the message says where and why."""
 
 
-def closest(name: str, options: Iterable[str]) -> str:
-    """``; closest: 'x'`` when one of ``options`` looks like a misspelling of ``name``, else empty."""
+def closest(name: str, options: Iterable[str]) -> str | None:
+    """The one of ``options`` that ``name`` looks like a misspelling of, if any."""
     match = difflib.get_close_matches(name, [str(o) for o in options], n=1, cutoff=0.6)
-    return f"; closest: {match[0]!r}" if match else ""
+    return match[0] if match else None
 
 
 def unknown_column(setting: str, name: str, options: Iterable[str], what: str = "column") -> ImportFailed:
     """The error for a setting that names a column that is not there."""
-    options = list(options)
-    return ImportFailed(f"{setting}: unknown {what} {name!r}{closest(name, options)}; available: {options}")
+    options = [str(o) for o in options]
+    near = closest(name, options)
+    hint = f"; closest: {near!r}" if near else ""
+    return ImportFailed(f"{setting}: unknown {what} {name!r}{hint}; available: {options}")
 
 
 def plain(value: object) -> object:
@@ -96,4 +98,4 @@ class RowLedger:
                 reason=p.reason,
                 rows=len(rows),
             )
-        return df[~drop]
+        return df[~drop].copy()

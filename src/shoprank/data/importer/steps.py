@@ -47,8 +47,7 @@ def select(raw: pd.DataFrame, plan: TablePlan, where: str) -> tuple[pd.DataFrame
     missing = [
         c
         for c in schema.names
-        if c not in selected and c not in plan.built and c not in fills
-        if c not in schema.optional or c in mapping
+        if c not in selected and c not in plan.built and c not in fills and c not in schema.optional
     ]
     if missing:
         hints = [f"{c!r}{_closest_source(mapping.get(c, c), raw.columns)}" for c in missing]
@@ -61,8 +60,8 @@ def select(raw: pd.DataFrame, plan: TablePlan, where: str) -> tuple[pd.DataFrame
 
 
 def _closest_source(name: str, options: pd.Index) -> str:
-    near = closest(name, [str(o) for o in options]).removeprefix("; closest: ")
-    return f" (closest source column: {near})" if near else ""
+    near = closest(name, [str(o) for o in options])
+    return f" (closest source column: {near!r})" if near else ""
 
 
 def labels(df: pd.DataFrame, raw: pd.DataFrame, plan: TablePlan) -> tuple[pd.DataFrame, list[Problem]]:
