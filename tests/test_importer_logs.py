@@ -233,6 +233,26 @@ def test_misspelt_source_columns_name_the_closest(tmp_path):
     assert "unknown source column 'Childrens'; closest: \"Children's\"" in msg
 
 
+def test_templates_use_columns_that_exist(tmp_path):
+    write(tmp_path)
+    data = Data(columns={**DATA.columns, "users": {"region_name": "categorical"}})
+    users().assign(region_name=["north", None]).to_csv(tmp_path / "users.csv", index=False)
+    imp = settings(tmp_path, users={"template": {"region": "{region_name} region", "device": "{region}"}})
+    msg = failure(tmp_path, imp, data)
+    # region is built before device reads it; a null region gives a null device, which is allowed
+    assert (
+        "users.csv" in msg
+        and "column 'device': values must be 'mobile', 'desktop', 'app', 1 row(s): 2" in msg
+    )
+    imp = settings(tmp_path, users={"template": {"device": "{region}"}})
+    msg = failure(tmp_path, imp, data)
+    assert "import.tables.users.template.device: ['region'] neither in the source nor built" in msg
+    imp = settings(tmp_path, users={"template": {"region": "{region_name} region"}})
+    import_tables(imp, data, tmp_path / "out")
+    region = read_table(tmp_path / "out", "users")["region"]
+    assert region[0] == "north region" and pd.isna(region[1])
+
+
 def test_declared_columns_must_be_in_the_source(tmp_path):
     write(tmp_path)
     data = Data(columns={**DATA.columns, "users": {**DATA.columns["users"], "income": "numeric"}})

@@ -135,6 +135,10 @@ def template(df: pd.DataFrame, plan: TablePlan) -> tuple[pd.DataFrame, list[Prob
     problems = []
     for col, text in plan.spec.template.items():
         fields = sorted({f for _, f, _, _ in Formatter().parse(text) if f})
+        if absent := [f for f in fields if f not in df.columns]:
+            raise ImportFailed(
+                f"{plan.setting('template')}.{col}: {absent} neither in the source nor built before templates"
+            )
         values = df[fields].astype(object)
         null = values.isna().any(axis=1).to_numpy()
         out: list[str | None] = []
