@@ -71,7 +71,7 @@ def import_settings(genres: list[str]) -> dict:
         "tables": {
             "impressions": {
                 "file": "ratings.csv",
-                "columns": {"item_id": "movie_id"},
+                "columns": {"item_id": "movie_id", "ts": "timestamp"},
                 "timestamps": {"ts": {"unit": "s"}},
                 "click": {"column": "rating", "min": 4},
                 "constants": {"query": "", "position": 1},
@@ -103,8 +103,8 @@ def project(root: Path, source: Path, quick: bool) -> Path:
     genres = write_shop_files(source, root / "data" / "import")
     raw["import"] = import_settings(genres)
     raw["import"]["dir"] = str(root / "data" / "import")
-    # a real log's own facts: ratings from 1997, and more than half of them 4 or 5 stars
-    raw["validate"].update({"min_timestamp": "1990-01-01T00:00:00Z", "max_ctr": 0.9})
+    # a real log's own facts: films released since 1922, more than half of the ratings 4 or 5 stars
+    raw["validate"].update({"min_timestamp": "1900-01-01T00:00:00Z", "max_ctr": 0.9})
     if quick:
         raw["train"].update({"max_epochs": 2, "mlp": [32], "d": 16})
         raw["lightgbm"]["rounds"] = 50
@@ -189,7 +189,7 @@ def compare(test: pd.DataFrame, out: dict[str, np.ndarray]) -> dict:
     }
     figures: dict = {"models": table, "test_rows": len(test), "cold_rows": int(cold.sum())}
     figures["best_baseline"] = max(
-        ("daily item CTR", "LightGBM ids+profile+history"), key=lambda n: table[n]["auc"]
+        ("daily item CTR", "LightGBM ids+profile+history"), key=lambda n: float(table[n]["auc"] or 0)
     )
     if "bert_ctr" in out and "no_text" in out and cold.sum():
         sub = test[cold].reset_index(drop=True)

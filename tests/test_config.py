@@ -73,7 +73,7 @@ def test_environment_overrides_any_key_with_its_type():
             "SHOPRANK__SIMULATE__MARKET__PAGE_SIZE": "10",
             "SHOPRANK__features__redis_url": "redis:6379,db=0",
             "SHOPRANK__TRAIN__MLP": "[64, 32]",
-            "SHOPRANK__IMPORT__TABLES": "{impressions: logs.csv}",
+            "SHOPRANK__IMPORT__TABLES": "{impressions: {file: logs.csv, invalid_rows: drop}}",
             "SHOPRANK_SERVE_MAX_K": "9",  # one underscore: not an override
         },
     )
@@ -83,7 +83,8 @@ def test_environment_overrides_any_key_with_its_type():
     assert params.simulate.market.candidates_per_request == 50
     assert params.features.redis_url == "redis:6379,db=0"
     assert params.train.mlp == (64, 32)
-    assert str(params.import_.tables["impressions"]) == "logs.csv"
+    assert str(params.import_.tables["impressions"].file) == "logs.csv"
+    assert params.import_.tables["impressions"].invalid_rows == "drop"
 
 
 def test_overrides_come_from_the_process_environment(monkeypatch):

@@ -166,9 +166,7 @@ def feedback_fixture(home: Path, n_requests: int = 3, per_request: int = 4) -> i
 def test_feedback_dag_appends_a_log_once_and_schedules_training(airflow_project):
     home, env = airflow_project
     if not (home / "data/raw/catalog.parquet").is_file():  # this test alone: raw data first
-        subprocess.run(
-            [str(BIN / "shoprank"), "raw"], cwd=home, env=env, check=True, capture_output=True
-        )
+        subprocess.run([str(BIN / "shoprank"), "raw"], cwd=home, env=env, check=True, capture_output=True)
     served = feedback_fixture(home)
     before = asset_events(env)
     first, _ = dags_test(env, "shoprank_feedback", "2025-06-02T01:00:00+00:00")

@@ -81,7 +81,7 @@ def raw(params: ParamsOpt = None) -> None:
         typer.echo(f"simulated profile {result['profile']} into {p.paths.raw}")
         _print_summary(result["summary"])
     else:
-        typer.echo(f"imported {len(result['tables'])} table(s) into {p.paths.raw}")
+        _print_import(result["imported"], p.paths.raw)
 
 
 @app.command()
@@ -111,18 +111,32 @@ def import_(
     out: Annotated[Path | None, typer.Option(help="Output folder (default: paths.raw).")] = None,
     params: ParamsOpt = None,
 ) -> None:
-    """Map external CSV or Parquet tables into the contract (see `import` in params.yaml)."""
+    """Build the contract tables from a shop's CSV or Parquet files (see `import` in params.yaml)."""
     from shoprank.data.importer import ImportFailed
     from shoprank.data.raw import import_batch
 
     p = _params(params)
+    out = out or p.paths.raw
     try:
-        written = import_batch(p, out or p.paths.raw)
+        result = import_batch(p, out)
     except ImportFailed as exc:
         _fail(str(exc))
-    for path in written:
+    _print_import(result, out)
+
+
+def _print_import(result, out: Path) -> None:
+    for path in result.paths:
         log(logger, "imported", path=str(path))
-    typer.echo(f"imported {len(written)} table(s) into {out or p.paths.raw}")
+    tables = result.report["tables"]
+    typer.echo(
+        f"imported {len(result.paths)} table(s) into {out}: "
+        + ", ".join(f"{name} {t['rows_written']} rows" for name, t in tables.items())
+    )
+    shape = result.report["impressions"]
+    typer.echo(f"{shape['requests']} requests, {shape['clicks']} clicks, CTR {shape['ctr']:.2%}")
+    dropped = {name: t["rows_dropped"] for name, t in tables.items() if t["rows_dropped"]}
+    if dropped:
+        typer.echo(f"dropped invalid rows: {dropped} (reasons in {result.report_path})")
 
 
 @app.command()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shoprank.config_data import EXTRA_TABLES, ColumnKind, Data, Import  # noqa: F401 (re-exported)
 
 PARAMS_ENV = "SHOPRANK_PARAMS"
 OVERRIDE_PREFIX = "SHOPRANK__"  # SHOPRANK__SERVE__MAX_K=50 sets serve.max_k (double underscores)
@@ -115,38 +116,6 @@ class Simulate(Strict):
         if name not in self.profiles:
             raise KeyError(f"unknown profile {name!r}; params.yaml defines {sorted(self.profiles)}")
         return self.profiles[name]
-
-
-ColumnKind = Literal["numeric", "categorical"]
-EXTRA_TABLES = ("users", "catalog", "impressions")  # the contract tables a shop may add columns to
-
-
-class Data(Strict):
-    """Where the raw batch comes from, and the columns a shop brings beside the contract's."""
-
-    source: Literal["simulate", "import"] = "simulate"  # the first pipeline stage runs one or the other
-    # table -> {column: numeric | categorical}: model inputs of every candidate and of serving
-    columns: dict[str, dict[str, ColumnKind]] = {}
-
-    @field_validator("columns")
-    @classmethod
-    def _tables(cls, value: dict[str, dict[str, ColumnKind]]) -> dict[str, dict[str, ColumnKind]]:
-        if unknown := set(value) - set(EXTRA_TABLES):
-            known = list(EXTRA_TABLES)
-            raise ValueError(f"unknown table(s) {sorted(unknown)}; columns can be added to {known}")
-        names = [name for cols in value.values() for name in cols]
-        if bad := [n for n in names if not re.fullmatch(r"[a-z][a-z0-9_]*", n)]:
-            raise ValueError(f"column names must be lower-case identifiers: {bad}")
-        if dup := sorted({n for n in names if names.count(n) > 1}):
-            raise ValueError(f"column(s) {dup} declared for more than one table")
-        return value
-
-
-class Import(Strict):
-    dir: Path = Path("data/import")  # the shop's files: the raw stage re-runs when they change
-    format: str = Field("auto", pattern="^(auto|csv|parquet)$")
-    tables: dict[str, Path] = {}
-    columns: dict[str, dict[str, str]] = {}
 
 
 class Validate(Strict):

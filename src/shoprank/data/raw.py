@@ -12,10 +12,14 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shoprank.config import Params, Simulate
 from shoprank.data.schema import TABLES, check_table
 from shoprank.logs import log
+
+if TYPE_CHECKING:
+    from shoprank.data.importer import Imported
 
 logger = logging.getLogger(__name__)
 
@@ -35,26 +39,26 @@ def simulate_batch(
     return sim.summary
 
 
-def import_batch(params: Params, out: Path) -> list[Path]:
+def import_batch(params: Params, out: Path) -> Imported:
     """Import the shop's files into ``out``; an imported log has no ground truth, so none is left."""
     from shoprank.data.importer import import_tables
     from shoprank.data.simulator.run import TRUTH_DIR
 
-    written = import_tables(params.import_, out)
+    imported = import_tables(params.import_, params.data, out)
     stale = Path(out) / TRUTH_DIR  # a simulated batch's truth would be taken for this log's
     if stale.exists():
         shutil.rmtree(stale)
-    return written
+    return imported
 
 
 def produce_raw(params: Params) -> dict:
     """The raw batch of ``data.source`` in ``paths.raw``: what was run and what it wrote."""
     out = Path(params.paths.raw)
+    result: dict[str, object]
     if params.data.source == "simulate":
         summary = simulate_batch(params.simulate, out)
         result = {"source": "simulate", "profile": params.simulate.profile, "summary": summary}
     else:
-        written = import_batch(params, out)
-        result = {"source": "import", "tables": [p.name for p in written]}
+        result = {"source": "import", "imported": import_batch(params, out)}
     log(logger, "raw batch", source=params.data.source, out=str(out))
     return result

@@ -181,13 +181,18 @@ def _type_ok(series: pd.Series, type_: str) -> bool:
 
 def check_column(series: pd.Series, col: Column) -> list[str]:
     """Problems of one column; empty when it conforms."""
-    where = f"column {col.name!r}"
     if not _type_ok(series, col.type):
-        return [f"{where}: expected {col.type}, found dtype {series.dtype}"]
+        return [f"column {col.name!r}: expected {col.type}, found dtype {series.dtype}"]
+    return [f"{reason}, {_rows(mask, series.index)}" for reason, mask in column_violations(series, col)]
+
+
+def column_violations(series: pd.Series, col: Column) -> list[tuple[str, np.ndarray]]:
+    """What is wrong with a column of the right type, and on which rows (one mask per problem)."""
+    where = f"column {col.name!r}"
     problems = []
     null = series.isna().to_numpy()
     if null.any() and not col.nullable:
-        problems.append(f"{where}: nulls not allowed, {_rows(null, series.index)}")
+        problems.append((f"{where}: nulls not allowed", null))
     values = series[~null]
     bad = None
     if col.values is not None:
@@ -203,7 +208,23 @@ def check_column(series: pd.Series, col: Column) -> list[str]:
             bad |= v > col.max
         bad |= ~np.isfinite(v)
     if bad is not None and bad.any():
-        problems.append(f"{where}: values must be {col.allowed()}, {_rows(bad.to_numpy(), values.index)}")
+        mask = np.zeros(len(series), dtype=bool)
+        mask[~null] = bad.to_numpy(dtype=bool)
+        problems.append((f"{where}: values must be {col.allowed()}", mask))
+    return problems
+
+
+def key_violations(df: pd.DataFrame, schema: TableSchema) -> list[tuple[str, np.ndarray]]:
+    """Rows that repeat a key (all but the first), and purchases without a click."""
+    problems = []
+    if schema.key and all(k in df.columns for k in schema.key):
+        dup = df.duplicated(list(schema.key), keep="first").to_numpy()
+        if dup.any():
+            problems.append((f"key {list(schema.key)} not unique", dup))
+    if schema.name == IMPRESSIONS.name and {"clicked", "purchased"} <= set(df.columns):
+        bad = ((df["purchased"] == 1) & (df["clicked"] != 1)).fillna(False)  # nullable flags: NA is no hit
+        if bad.any():
+            problems.append(("column 'purchased': purchase without click", bad.to_numpy(dtype=bool)))
     return problems
 
 
@@ -222,14 +243,7 @@ def check_table(df: pd.DataFrame, schema: TableSchema, *, extra_ok: bool = True)
     for col in schema.columns:
         if col.name in df.columns:
             problems += check_column(df[col.name], col)
-    if schema.key and all(k in df.columns for k in schema.key):
-        dup = df.duplicated(list(schema.key), keep="first").to_numpy()
-        if dup.any():
-            problems.append(f"key {list(schema.key)} not unique, {_rows(dup, df.index)}")
-    if schema is IMPRESSIONS and {"clicked", "purchased"} <= set(df.columns):
-        bad = ((df["purchased"] == 1) & (df["clicked"] != 1)).fillna(False)  # nullable flags: NA is no hit
-        if bad.any():
-            problems.append(f"column 'purchased': purchase without click, {_rows(bad.to_numpy(), df.index)}")
+    problems += [f"{reason}, {_rows(mask, df.index)}" for reason, mask in key_violations(df, schema)]
     if problems:
         raise ContractError(schema.name, problems)
     return df
