@@ -224,6 +224,18 @@ class LightGBM(Strict):
     rounds: int = Field(400, gt=0)
 
 
+class CF(Strict):
+    """The collaborative-filtering candidate: logistic matrix factorisation (src/shoprank/models/cf.py)."""
+
+    dim: int = Field(32, gt=0)  # factors per shopper and item
+    epochs: int = Field(30, gt=0)
+    batch_size: int = Field(4096, gt=0)
+    lr: float = Field(0.01, gt=0)
+    weight_decay: float = Field(1.0e-4, ge=0)  # AdamW's decay of every factor and bias
+    min_count: int = Field(5, gt=0)  # ids seen fewer times in training share one fallback row
+    patience: int = Field(2, ge=0)  # epochs without a better validation loss before stopping
+
+
 class Select(Strict):
     """Champion selection."""
 
@@ -281,6 +293,7 @@ class Params(Strict):
     features: Features = Features()
     train: Train = Train()
     lightgbm: LightGBM = LightGBM()
+    cf: CF = CF()
     select: Select = Select()
     serve: Serve = Serve()
     feedback: Feedback = Feedback()

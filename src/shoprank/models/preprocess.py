@@ -28,6 +28,7 @@ class FeatureSpec:
     item_embedding: str = "item_embedding"
     history: str = "recent_items"  # array of item ids, most recent first
     item_id: str = "item_id"
+    user_id: str = "user_id"
     item_text: str = "item_text"  # title + description, read in fine-tune / LoRA modes
     query: str = "query"
     position: str = "position"

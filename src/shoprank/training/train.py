@@ -1,7 +1,8 @@
 """`shoprank train`: fit one candidate on the training split, checkpoint it, report.
 
 Candidates: ``bert_ctr`` (text + behaviour, params.train.mode), ``no_text`` (the same
-network without language-model inputs: the ablation), ``lightgbm`` and ``popularity``.
+network without language-model inputs: the ablation), ``lightgbm``, ``popularity`` and
+``cf`` (collaborative filtering: shopper and item factors).
 All read the same point-in-time training set and the same time split.
 """
 
@@ -20,17 +21,18 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from shoprank.config import Params, Train
+from shoprank.config import CF, Params, Train
 from shoprank.inputs.frame import Frame
 from shoprank.inputs.items import item_embeddings
 from shoprank.logs import log
 from shoprank.models.baselines import LightGBMModel, PopularityModel
 from shoprank.models.bert_ctr import CTRConfig
+from shoprank.models.cf import CollaborativeModel
 from shoprank.models.preprocess import FeatureSpec, Preprocessor, TensorData, feature_spec, loader
 from shoprank.models.scorers import NeuralScorer, save
 
 logger = logging.getLogger(__name__)
-CANDIDATES = ("bert_ctr", "no_text", "lightgbm", "popularity")
+CANDIDATES = ("bert_ctr", "no_text", "lightgbm", "popularity", "cf")
 
 
 @dataclass
@@ -170,6 +172,7 @@ def train_candidate(
     log_dir: Path | None = None,
     encoder=None,
     lightgbm_rounds: int = 400,
+    cf: CF | None = None,
 ) -> TrainResult:
     """Fit candidate ``name`` and write ``out_dir/<name>.pt`` (+ checksum)."""
     if name not in CANDIDATES:
@@ -177,7 +180,7 @@ def train_candidate(
     spec = feature_spec(list(train.df.columns), name)
     start = time.perf_counter()
     info: dict = {}
-    scorer: NeuralScorer | LightGBMModel | PopularityModel
+    scorer: NeuralScorer | LightGBMModel | PopularityModel | CollaborativeModel
     if name in ("bert_ctr", "no_text"):
         scorer, info = fit_neural(
             train,
@@ -193,6 +196,9 @@ def train_candidate(
         )
     elif name == "lightgbm":
         scorer = LightGBMModel(rounds=lightgbm_rounds, seed=settings.seed).fit(train, val, spec)
+    elif name == "cf":
+        scorer = CollaborativeModel(cf, seed=settings.seed).fit(train, val, spec)
+        info["best_val_loss"] = scorer.best_val_loss
     else:
         scorer = PopularityModel().fit(train, spec)
     seconds = time.perf_counter() - start
@@ -261,6 +267,7 @@ def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict
             log_dir,
             encoder,
             lightgbm_rounds=params.lightgbm.rounds,
+            cf=params.cf,
         ).as_dict()
     return {"rows": {k: len(v) for k, v in split.items()}, "candidates": results}
 

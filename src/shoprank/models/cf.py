@@ -1,0 +1,115 @@
+"""Collaborative filtering: logistic matrix factorisation of shoppers and items.
+
+``P(click) = sigmoid(b + b_user + b_item + <p_user, q_item> + b_position)``, fitted with
+PyTorch on the clicks of the training split (every impression is an example: shown and
+not clicked is a negative, which implicit-feedback libraries such as ALS cannot use).
+Ids seen fewer than ``min_count`` times share one learned fallback row (index 0), which
+is also what an id never seen in training gets: rare and new shoppers and items are
+scored by the fallback's factors and the biases of what is known. The item factors are
+what ``/recommend`` retrieves neighbours with.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from shoprank.config import CF
+from shoprank.inputs.frame import Frame
+from shoprank.models.preprocess import FeatureSpec
+
+SERVING_POSITION = 1  # position-free scores are those of the top slot
+
+
+def vocabulary(ids: pd.Series, min_count: int) -> dict[str, int]:
+    """Id -> row (1..) for ids seen at least ``min_count`` times; the rest map to 0."""
+    counts = ids.astype("string").value_counts()
+    frequent = sorted(counts.index[counts >= min_count])
+    return {v: i + 1 for i, v in enumerate(frequent)}
+
+
+class Factors(nn.Module):
+    def __init__(self, n_users: int, n_items: int, n_positions: int, dim: int):
+        super().__init__()
+        self.user = nn.Embedding(n_users + 1, dim)
+        self.item = nn.Embedding(n_items + 1, dim)
+        self.user_bias = nn.Embedding(n_users + 1, 1)
+        self.item_bias = nn.Embedding(n_items + 1, 1)
+        self.position = nn.Embedding(n_positions + 1, 1)
+        self.bias = nn.Parameter(torch.zeros(1))
+        for e in (self.user, self.item):
+            nn.init.normal_(e.weight, std=0.01)
+        for e in (self.user_bias, self.item_bias, self.position):
+            nn.init.zeros_(e.weight)
+
+    def forward(self, u: torch.Tensor, i: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        dot = (self.user(u) * self.item(i)).sum(-1)
+        return self.bias + self.user_bias(u)[:, 0] + self.item_bias(i)[:, 0] + dot + self.position(pos)[:, 0]
+
+
+class CollaborativeModel:
+    """A candidate: ``fit`` on the training split, ``predict(frame, with_position)`` like the others."""
+
+    def __init__(self, settings: CF | None = None, seed: int = 0):
+        self.settings = settings or CF()
+        self.seed = seed
+
+    def _codes(self, frame: Frame, with_position: bool = True) -> tuple[torch.Tensor, ...]:
+        df, s = frame.df, self.spec
+        u = df[s.user_id].astype("string").map(self.users).fillna(0).to_numpy(np.int64)
+        i = df[s.item_id].astype("string").map(self.items).fillna(0).to_numpy(np.int64)
+        pos = (
+            df[s.position].fillna(SERVING_POSITION)
+            if with_position
+            else pd.Series(SERVING_POSITION, df.index)
+        )
+        p = np.clip(pos.to_numpy(np.int64), 0, self.n_positions)
+        return torch.from_numpy(u), torch.from_numpy(i), torch.from_numpy(p)
+
+    def fit(self, train: Frame, val: Frame, spec: FeatureSpec) -> CollaborativeModel:
+        s = self.settings
+        torch.manual_seed(self.seed)
+        self.spec = spec
+        self.users = vocabulary(train.df[spec.user_id], s.min_count)
+        self.items = vocabulary(train.df[spec.item_id], s.min_count)
+        self.n_positions = int(max(train.df[spec.position].max(), 1))
+        model = Factors(len(self.users), len(self.items), self.n_positions, s.dim)
+        opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+        loss = nn.BCEWithLogitsLoss()
+        tr, va = self._codes(train), self._codes(val)
+        y_tr = torch.from_numpy(train.df[spec.label].to_numpy(np.float32))
+        y_va = torch.from_numpy(val.df[spec.label].to_numpy(np.float32))
+        gen = torch.Generator().manual_seed(self.seed)
+        best, best_state, waited = float("inf"), copy.deepcopy(model.state_dict()), 0
+        for _ in range(s.epochs):
+            model.train()
+            for batch in torch.randperm(len(y_tr), generator=gen).split(s.batch_size):
+                opt.zero_grad()
+                loss(model(*(t[batch] for t in tr)), y_tr[batch]).backward()
+                opt.step()
+            model.eval()
+            with torch.no_grad():
+                val_loss = float(loss(model(*va), y_va)) if len(y_va) else 0.0
+            if val_loss < best - 1e-5:
+                best, best_state, waited = val_loss, copy.deepcopy(model.state_dict()), 0
+            else:
+                waited += 1
+                if waited > s.patience:
+                    break
+        model.load_state_dict(best_state)
+        self.model = model.eval()
+        self.best_val_loss = best
+        return self
+
+    @torch.no_grad()
+    def predict(self, frame: Frame, with_position: bool = False) -> np.ndarray:
+        return torch.sigmoid(self.model(*self._codes(frame, with_position))).numpy().astype(np.float64)
+
+    def item_factors(self) -> tuple[list[str], np.ndarray]:
+        """(item ids, their factors): the items with their own row, for neighbour retrieval."""
+        ids = sorted(self.items, key=self.items.__getitem__)
+        return ids, self.model.item.weight.detach().numpy()[1:].copy()
