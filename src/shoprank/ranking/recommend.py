@@ -31,24 +31,25 @@ ENDPOINT = "recommend"
 
 
 def shopper(ranker: Ranker, user_id: str) -> tuple[Shopper, bool, str | None]:
-    """The shopper's latest clicks as item rows (newest first), whether the user is known, and
-    the fallback the read used (None: the store answered, or the user was fresh in the cache)."""
+    """The shopper's recent clicks as item rows (newest first; the first ``serve.feed_history``
+    seed the retrievers), whether the user is known, and the fallback the read used (None: the
+    store answered, or the user was fresh in the cache)."""
     lookup = ranker.features.fetch(np.zeros(1, np.int64), user_id, FEED_QUERY)
     items = lookup.user.get("recent_items")
     clicked = [] if items is None or isinstance(items, float) else list(items)
     rows = [ranker.catalog.row_of[i] for i in clicked if i in ranker.catalog.row_of]
-    history = np.array(list(dict.fromkeys(rows))[: ranker.settings.feed_history], dtype=np.int64)
-    return Shopper(user_id, history), lookup.user_known, lookup.fallback
+    seen = np.array(list(dict.fromkeys(rows)), dtype=np.int64)
+    return Shopper(user_id, seen[: ranker.settings.feed_history], seen), lookup.user_known, lookup.fallback
 
 
 def allowed_items(
     ranker: Ranker, who: Shopper, filters: Mapping[str, Any] | None, exclude_seen: bool
 ) -> np.ndarray | None:
-    """The items a feed may show: those passing the filters, less the shopper's latest clicks."""
+    """The items a feed may show: those passing the filters, less the shopper's recent clicks."""
     mask = ranker.catalog.mask(filters)
-    if exclude_seen and len(who.history):
+    if exclude_seen and len(who.clicked):
         mask = np.ones(len(ranker.catalog), dtype=bool) if mask is None else mask
-        mask[who.history] = False
+        mask[who.clicked] = False
     return mask
 
 

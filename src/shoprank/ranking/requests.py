@@ -144,7 +144,7 @@ class RecommendBody(Body):
 
     user_id: UserId
     k: int = Field(20, validate_default=True)  # a feed page; checked against max_k like search's
-    exclude_seen: bool = True  # leave out the items of the shopper's latest clicks
+    exclude_seen: bool = True  # leave out the items of the shopper's recent clicks
     filters: Filters | None = None
     explain: bool = True
 

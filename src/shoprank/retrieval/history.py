@@ -35,7 +35,12 @@ NO_TABLES = "no_click_tables"  # the fallback named when the bundle has no click
 @dataclass(frozen=True)
 class Shopper:
     user_id: str | None
-    history: np.ndarray  # item rows of the latest clicks, newest first (empty: a cold start)
+    history: np.ndarray  # item rows of the latest clicks the retrievers start from, newest first
+    seen: np.ndarray | None = None  # every recent click known (history is its head); None: history
+
+    @property
+    def clicked(self) -> np.ndarray:
+        return self.history if self.seen is None else self.seen
 
 
 @dataclass
