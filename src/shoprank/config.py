@@ -276,7 +276,7 @@ class Serve(Strict):
     max_candidates: int = Field(1000, gt=0)  # largest candidate list `rank` accepts
     max_query_chars: int = Field(256, gt=0)  # longer queries are rejected (422)
     max_body_bytes: int = Field(65536, gt=0)  # larger request bodies are rejected (413)
-    retrieve_n: int = Field(200, gt=0)  # candidates per retriever (BM25, nearest neighbours) before fusion
+    retrieve_n: int = Field(200, gt=0)  # candidates per retriever (search: 2, a feed: 4) before fusion
     feed_history: int = Field(10, gt=0)  # a shopper's latest clicks whose neighbours a feed retrieves
     diversity: float = Field(0.15, ge=0, le=1)  # score discount per shown item of the same category
     explore_share: float = Field(0.1, ge=0, le=1)  # share of a page reserved for new items (exploration)

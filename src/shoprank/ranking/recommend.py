@@ -15,19 +15,37 @@ a ``rank`` request without a query.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from shoprank.config import Serve
 from shoprank.ranking import metrics, responses
+from shoprank.ranking.catalog import Catalog
+from shoprank.ranking.explanations import Explainer
+from shoprank.ranking.features import OnlineFeatures
 from shoprank.ranking.metrics import stage
-from shoprank.retrieval.history import Shopper, retrieve
-
-if TYPE_CHECKING:
-    from shoprank.ranking.ranker import Ranker
+from shoprank.ranking.scoring import Scored, Scoring
+from shoprank.ranking.served import ServedResponses
+from shoprank.retrieval.history import FeedIndex, Shopper, retrieve
 
 FEED_QUERY = ""  # a feed has no query
 ENDPOINT = "recommend"
+
+
+class Ranker(Protocol):
+    """The parts of :class:`~shoprank.ranking.ranker.Ranker` a feed uses."""
+
+    settings: Serve
+    version: str
+    catalog: Catalog
+    features: OnlineFeatures
+    feed: FeedIndex
+    scoring: Scoring
+    explainer: Explainer
+    served: ServedResponses
+
+    def page(self, s: Scored, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def shopper(ranker: Ranker, user_id: str) -> tuple[Shopper, bool, str | None]:
