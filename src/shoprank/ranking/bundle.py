@@ -43,6 +43,7 @@ from shoprank.artifacts import (
     sha256_of,
 )
 from shoprank.config import Params
+from shoprank.data.io import table_path
 from shoprank.logs import log
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,10 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
     for name in ("item_profile", "item_stats", "item_text"):
         if not (features_dir / f"{name}.parquet").is_file():
             raise PackageError(f"{features_dir}/{name}.parquet missing (run `shoprank features`)")
+    if not table_path(batch, "impressions").is_file():
+        raise PackageError(
+            f"{table_path(batch, 'impressions')} missing: the feeds' click tables come from it"
+        )
     try:
         understanding, report = load_understanding(models)
     except (FileNotFoundError, ValueError) as exc:
@@ -207,7 +212,6 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
 def click_tables(params: Params, batch: Path, items: pd.DataFrame, out: Path) -> dict[str, Any]:
     """The feeds' co-click and recent-click tables from the batch's impressions (the champion's
     training data), in the bundle's item order; returns their summary for the manifest."""
-    from shoprank.data.io import table_path
     from shoprank.retrieval.clicks import write_tables
 
     columns = ["user_id", "ts", "position", "item_id", "clicked"]
