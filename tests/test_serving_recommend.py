@@ -122,3 +122,5 @@ def test_a_shopper_without_history_gets_popular_and_new_items(ranker):
     assert all(x["new"] for x in results if x["retrieval"]["sources"] == ["new"])
     shoes = ranker.recommend("user_never_seen", k=5, filters={"category": "shoes"})["results"]
     assert shoes and all("shoes" in x["category"].lower() for x in shoes)
+    nothing = ranker.recommend("user_never_seen", filters={"price_min": 1e9})
+    assert (nothing["results"], nothing["candidates"], nothing["degraded"]) == ([], 0, False)
