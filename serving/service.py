@@ -3,7 +3,7 @@
 Thin by design: the model comes from the BentoML model store (``shoprank package``),
 the logic from :mod:`shoprank.ranking`. The Starlette app of
 :mod:`shoprank.ranking.http` is mounted at the root, so the endpoints are
-POST /search /rank /intent /feedback and GET /health /ready /ui, next to BentoML's own
+POST /search /recommend /rank /intent /feedback and GET /health /ready /ui, next to BentoML's own
 /healthz /readyz /metrics (the service's metrics are also at /service-metrics).
 
     bentoml serve serving.service:ShopRank        # from the project root

@@ -46,6 +46,14 @@ def test_package_stores_the_champion_with_its_lineage(serving_env):
     assert manifest["encoder"]["key"] and manifest["understanding"]["intent"]["accuracy"] > 0.5
     for name in ("scorer.pt", "items.parquet", "users.parquet", "understanding.pkl", "retrieval/items.faiss"):
         assert (serving_env.bundle / name).exists(), name
+    # the feeds' click tables, from the batch's clicks
+    feed = manifest["recommend"]
+    assert (
+        feed["clicks"] > 0
+        and feed["pairs"] > 0
+        and feed["window"] == serving_env.raw["features"]["history_length"]
+    )
+    assert (serving_env.bundle / "recommend" / "co_clicked.npz").is_file()
     # the query encoder as ONNX, checked against PyTorch on logged queries and titles at export
     export = manifest["encoder"]["onnx_export"]
     assert manifest["encoder"]["onnx"] == "encoder" and export["key"] == manifest["encoder"]["key"]
@@ -135,6 +143,42 @@ def test_rank_scores_and_orders_the_candidates(live_server, serving_env):
     assert 'shoprank_query_vectors_total{endpoint="rank",source="store"}' in live_server.get("/metrics").text
     feed = live_server.post("/rank", {"item_ids": items[:3], "explain": True}).json()  # no query: a feed
     assert len(feed["results"]) == 3 and "reasons" in feed["results"][0]
+
+
+def _clicker(env) -> str:
+    """The packaged user with the most recent clicks."""
+    users = pd.read_parquet(env.bundle / "users.parquet")
+    return str(users.loc[users["recent_items"].map(lambda v: 0 if v is None else len(v)).idxmax(), "user_id"])
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_recommend_serves_a_feed_from_the_shoppers_clicks_and_takes_clicks_on_it(live_server, serving_env):
+    clicker = _clicker(serving_env)
+    r = live_server.post("/recommend", {"user_id": clicker, "k": 8})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["user_known"] is True and body["history"] > 0 and body["query_vector"] is None
+    results = body["results"]
+    assert [x["position"] for x in results] == list(range(1, 9)) and any(x["reasons"] for x in results)
+    assert {s for x in results for s in x["retrieval"]["sources"]} & {"co_clicked", "similar"}
+    served = _served(serving_env, body["request_id"]).sort_values("position")
+    assert served["item_id"].tolist() == [x["item_id"] for x in results]
+    assert (served["query"] == "").all() and (served["user_id"] == clicker).all()
+    item = results[1]["item_id"]
+    click = live_server.post(
+        "/feedback", {"request_id": body["request_id"], "item_id": item, "event": "click"}
+    )
+    assert click.status_code == 200 and click.json()["verified"] is True, click.text
+    events = _served(serving_env, body["request_id"])
+    row = events[events["event"] == "click"].iloc[0]
+    assert (row["item_id"], row["position"], row["query"], row["user_id"]) == (item, 2, "", clicker)
+    cold = live_server.post("/recommend", {"user_id": "user_never_seen"}).json()
+    assert cold["user_known"] is False and cold["history"] == 0 and len(cold["results"]) == 20
+    assert {s for x in cold["results"] for s in x["retrieval"]["sources"]} <= {"popular", "new"}
+    text = live_server.get("/metrics").text
+    assert 'shoprank_requests_total{endpoint="recommend",status="200"}' in text
+    assert 'shoprank_recommend_sources_total{source="popular"}' in text
 
 
 @pytest.mark.slow
@@ -230,6 +274,7 @@ def test_api_key_and_online_store_down_fallback(serving_env):
         for path, body in (
             ("/search", {"query": "tent"}),
             ("/rank", {"item_ids": ["item_000001"]}),
+            ("/recommend", {"user_id": "user_000003"}),
             ("/intent", {"query": "tent"}),
             ("/feedback", {}),
         ):
@@ -245,6 +290,9 @@ def test_api_key_and_online_store_down_fallback(serving_env):
         logged = logged_queries(serving_env)[0]  # the store has its vector, but is down: BERT
         r = server.post("/search", {"query": logged, "k": 5}, headers=key)
         assert r.status_code == 200 and r.json()["query_vector"] == "encoder", r.text
+        feed = server.post("/recommend", {"user_id": _clicker(serving_env), "k": 5}, headers=key).json()
+        assert feed["degraded"] is True and feed["fallback"] == "online_store_unreachable"
+        assert feed["history"] > 0 and len(feed["results"]) == 5  # the packaged user table's clicks
         items = [x["item_id"] for x in body["results"]]
         ranked = server.post(
             "/rank", {"query": "tent", "item_ids": items}, headers={"Authorization": "Bearer s3cret"}

@@ -64,6 +64,14 @@ BAD = [
     ("/search", {"query": "tent", "filters": {"price_min": 50, "price_max": 10}}, 422, "above price_max"),
     ("/search", {"query": "tent", "user_id": "bad id!"}, 422, "user_id"),
     ("/search", {}, 422, "query"),
+    ("/recommend", {}, 422, "user_id"),
+    ("/recommend", {"user_id": "bad id!"}, 422, "user_id must be 1-128 characters"),
+    ("/recommend", {"user_id": "u" * 129}, 422, "user_id must be 1-128 characters"),
+    ("/recommend", {"user_id": "u_1", "k": 0}, 422, "k must be between 1 and 100, got 0"),
+    ("/recommend", {"user_id": "u_1", "k": 101}, 422, "k must be between 1 and 100, got 101"),
+    ("/recommend", {"user_id": "u_1", "query": "tent"}, 422, "query"),
+    ("/recommend", {"user_id": "u_1", "exclude_seen": "no"}, 422, "exclude_seen"),
+    ("/recommend", {"user_id": "u_1", "filters": {"price_min": 50, "price_max": 10}}, 422, "above price_max"),
     ("/rank", {"query": "tent", "item_ids": []}, 422, "at least one"),
     ("/rank", {"query": "tent", "item_ids": ["nope", "item_000001"]}, 404, "unknown item_ids: ['nope']"),
     ("/rank", {"query": "tent", "item_ids": ["item_000001", "item_000001"]}, 422, "duplicates"),
@@ -115,6 +123,9 @@ class RecordingRanker:
     def rank(self, *args) -> dict:
         return self._did("rank", *args)
 
+    def recommend(self, *args) -> dict:
+        return self._did("recommend", *args)
+
     def intent(self, *args) -> dict:
         return self._did("intent", *args)
 
@@ -151,12 +162,24 @@ def test_valid_requests_reach_the_ranker_checked_and_stripped():
     assert client.post("/search", json=search).status_code == 200
     assert client.post("/rank", json={"item_ids": ["item_000001"], "explain": True}).status_code == 200
     assert client.post("/intent", json={"query": " boots "}).status_code == 200
+    assert client.post("/recommend", json={"user_id": "u_1"}).status_code == 200
+    feed = {"user_id": "new_shopper", "k": 3, "exclude_seen": False, "filters": {"category": "shoes"}}
+    assert client.post("/recommend", json=feed).status_code == 200
     feedback = {"request_id": "r_1", "item_id": "item_000001", "event": "click"}
     assert client.post("/feedback", json=feedback).status_code == 200
     assert ranker.calls == [
         ("search", "tent", "u_1", 5, {"category": None, "price_min": None, "price_max": 80.0}, True),
         ("rank", "", None, ["item_000001"], ranker.settings.explain_top),
         ("intent", "boots"),
+        ("recommend", "u_1", 20, True, None, True),
+        (
+            "recommend",
+            "new_shopper",
+            3,
+            False,
+            {"category": "shoes", "price_min": None, "price_max": None},
+            True,
+        ),
         ("feedback", "r_1", "item_000001", "click", None),
     ]
 
@@ -171,6 +194,8 @@ def test_request_limits_are_the_serving_settings():
     many = client.post("/rank", json={"item_ids": ["item_000001", "item_000002"]})
     assert many.status_code == 422 and "at most 1 per request" in many.json()["error"]
     assert client.post("/search", json={"query": "tent", "k": 5}).status_code == 200
+    feed = client.post("/recommend", json={"user_id": "u_1"})  # so is a feed's (20)
+    assert feed.status_code == 422 and "k must be between 1 and 5, got 20" in feed.json()["error"]
     assert ranker.calls == [("search", "tent", None, 5, None, True)]
 
 

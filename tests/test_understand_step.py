@@ -70,6 +70,8 @@ def write_items(truth: Path, features: Path, batch: Path, rng: np.random.Generat
     batch.mkdir(parents=True)
     catalog = items.assign(title=items["product_type"], description="", created_at=NOW)
     catalog[["item_id", "title", "description", "created_at"]].to_parquet(batch / "catalog.parquet")
+    shown = {"user_id": "u1", "ts": NOW, "position": [1, 2], "item_id": ["item_0", "item_1"], "clicked": 1}
+    pd.DataFrame(shown).to_parquet(batch / "impressions.parquet")  # the feeds' click tables read them
     (batch.parent / "CURRENT").write_text(batch.name + "\n")
 
 
@@ -179,6 +181,7 @@ def test_package_ships_the_understand_artifact_and_needs_it(project, tmp_path):
     manifest = build_bundle(p, tmp_path / "bundle")
     report = json.loads((models / "understanding" / "report.json").read_text())
     assert manifest["understanding"] == report["scores"] and manifest["understanding_missing"] is None
+    assert (manifest["recommend"]["clicks"], manifest["recommend"]["pairs"]) == (2, 2)  # item_0 <-> item_1
     with open(tmp_path / "bundle" / "understanding.pkl", "rb") as fh:
         shipped = pickle.load(fh)
     with open(models / "understanding" / "understanding.pkl", "rb") as fh:

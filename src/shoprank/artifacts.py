@@ -27,6 +27,7 @@ SCORER = "scorer.pt"  # the champion artifact
 ITEMS = "items.parquet"  # catalog facts and each item's latest features
 USERS = "users.parquet"  # each user's latest features
 RETRIEVAL_DIR = "retrieval"  # BM25 and nearest-neighbour indexes
+RECOMMEND_DIR = "recommend"  # the feeds' click tables: co-clicked neighbours, recent clicks per item
 UNDERSTANDING = "understanding.pkl"  # intent and attribute heads (optional)
 ENCODER_DIR = "encoder"  # the query encoder as ONNX (optional)
 

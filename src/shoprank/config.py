@@ -244,6 +244,13 @@ class Select(Strict):
     margin: float = Field(0.002, ge=0)  # the challenger must beat the champion by more than this
 
 
+class Package(Strict):
+    """`shoprank package`: what the bundle holds beside the champion (the feed's click tables)."""
+
+    neighbours: int = Field(50, gt=0)  # co-clicked items kept per item in the neighbour table
+    popular_days: int = Field(7, gt=0)  # the window of clicks that ranks the popular items
+
+
 class Serve(Strict):
     """The online service's knobs (src/shoprank/ranking): input limits, re-ranking, caches, runtimes."""
 
@@ -251,7 +258,8 @@ class Serve(Strict):
     max_candidates: int = Field(1000, gt=0)  # largest candidate list `rank` accepts
     max_query_chars: int = Field(256, gt=0)  # longer queries are rejected (422)
     max_body_bytes: int = Field(65536, gt=0)  # larger request bodies are rejected (413)
-    retrieve_n: int = Field(200, gt=0)  # candidates per retriever (BM25, nearest neighbours) before fusion
+    retrieve_n: int = Field(200, gt=0)  # candidates per retriever (search: 2, a feed: 4) before fusion
+    feed_history: int = Field(10, gt=0)  # a shopper's latest clicks whose neighbours a feed retrieves
     diversity: float = Field(0.15, ge=0, le=1)  # score discount per shown item of the same category
     explore_share: float = Field(0.1, ge=0, le=1)  # share of a page reserved for new items (exploration)
     feature_ttl_s: float = Field(60.0, ge=0)  # online values are reused this long in-process (0: never)
@@ -295,6 +303,7 @@ class Params(Strict):
     lightgbm: LightGBM = LightGBM()
     cf: CF = CF()
     select: Select = Select()
+    package: Package = Package()
     serve: Serve = Serve()
     feedback: Feedback = Feedback()
     understand: Understand = Understand()

@@ -10,10 +10,11 @@
 - fastpath.py: the champion's inputs from arrays
 - explain.py, explanations.py: the features that drove a score, by occlusion
 - rerank.py: diversity and exploration slots for new items
+- recommend.py: a feed (no query): the shopper's clicks, popular and new items -> scored like a search
 - understand.py: query intent and attributes
 - served.py: the log and memory of served responses, and the feedback on them
 - responses.py: the JSON answers
-- ranker.py: :class:`Ranker`: wires the above; search, rank, intent, feedback (what the HTTP layer calls)
+- ranker.py: :class:`Ranker`: wires the above; search, recommend, rank, intent, feedback (what HTTP calls)
 - requests.py: the request models, with every rule a request must meet
 - http.py: the Starlette app (API key, metrics, the search page) mounted by serving/service.py
 """

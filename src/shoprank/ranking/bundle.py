@@ -7,6 +7,7 @@ The folder (a "bundle") holds:
     items.parquet        catalog facts + each item's latest features: display, filters, fallbacks
     users.parquet        each user's latest features: the fallback when the online store is down
     retrieval/           BM25 index (bm25s) and the faiss index of item embeddings
+    recommend/           the feeds' click tables: co-clicked neighbours and recent clicks per item
     understanding.pkl    intent and attribute heads of `shoprank understand` (when it had labels)
     encoder/             the query encoder as an ONNX graph + tokenizer, checked against PyTorch
                          (serving's one-query encodes are faster on ONNX Runtime)
@@ -34,6 +35,7 @@ from shoprank.artifacts import (
     ITEMS,
     MANIFEST,
     MODEL_NAME,
+    RECOMMEND_DIR,
     RETRIEVAL_DIR,
     SCORER,
     UNDERSTANDING,
@@ -41,6 +43,7 @@ from shoprank.artifacts import (
     sha256_of,
 )
 from shoprank.config import Params
+from shoprank.data.io import table_path
 from shoprank.logs import log
 
 logger = logging.getLogger(__name__)
@@ -149,6 +152,10 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
     for name in ("item_profile", "item_stats", "item_text"):
         if not (features_dir / f"{name}.parquet").is_file():
             raise PackageError(f"{features_dir}/{name}.parquet missing (run `shoprank features`)")
+    if not table_path(batch, "impressions").is_file():
+        raise PackageError(
+            f"{table_path(batch, 'impressions')} missing: the feeds' click tables come from it"
+        )
     try:
         understanding, report = load_understanding(models)
     except (FileNotFoundError, ValueError) as exc:
@@ -169,6 +176,7 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
     users.to_parquet(out / USERS, index=False)
     retriever = HybridRetriever.build(item_document(items), vecs)
     retriever.save(out / RETRIEVAL_DIR)
+    feed = click_tables(params, batch, items, out / RECOMMEND_DIR)
     if understanding is not None:
         with open(out / UNDERSTANDING, "wb") as f:
             pickle.dump(understanding, f)
@@ -191,6 +199,7 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
         "items": len(items),
         "users": len(users),
         "embedding_dim": int(vecs.shape[1]),
+        "recommend": feed,
         "understanding": report["scores"] if understanding is not None else None,  # held-out scores
         "understanding_missing": None if understanding is not None else report["reason"],
         "data_batch": batch.name,
@@ -198,6 +207,25 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
     return manifest
+
+
+def click_tables(params: Params, batch: Path, items: pd.DataFrame, out: Path) -> dict[str, Any]:
+    """The feeds' co-click and recent-click tables from the batch's impressions (the champion's
+    training data), in the bundle's item order; returns their summary for the manifest."""
+    from shoprank.retrieval.clicks import write_tables
+
+    columns = ["user_id", "ts", "position", "item_id", "clicked"]
+    impressions = pd.read_parquet(table_path(batch, "impressions"), columns=columns)
+    summary = write_tables(
+        impressions,
+        items["item_id"].astype(str).to_numpy(),
+        out,
+        window=params.features.history_length,
+        neighbours=params.package.neighbours,
+        days=params.package.popular_days,
+    )
+    log(logger, "click tables written", **summary)
+    return summary
 
 
 def model_tag(record: dict[str, Any]) -> str:

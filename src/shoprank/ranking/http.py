@@ -7,7 +7,7 @@ field (the rules are :mod:`shoprank.ranking.requests`', checked before any work)
 API key (``$SHOPRANK_API_KEY``) guards everything but health and readiness, and each
 request is timed into Prometheus histograms.
 
-Endpoints: POST /search /rank /intent /feedback; GET /health /ready /metrics /ui.
+Endpoints: POST /search /recommend /rank /intent /feedback; GET /health /ready /metrics /ui.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from shoprank.ranking.requests import (
     FeedbackBody,
     IntentBody,
     RankBody,
+    RecommendBody,
     SearchBody,
     parse,
 )
@@ -147,6 +148,10 @@ def create_app(
         filters = b.filters.model_dump() if b.filters else None
         return r.search(b.query, b.user_id, b.k, filters, b.explain)
 
+    def do_recommend(r: Ranker, b: RecommendBody) -> dict:
+        filters = b.filters.model_dump() if b.filters else None
+        return r.recommend(b.user_id, b.k, b.exclude_seen, filters, b.explain)
+
     def do_rank(r: Ranker, b: RankBody) -> dict:
         return r.rank(b.query, b.user_id, b.item_ids, r.settings.explain_top if b.explain else 0)
 
@@ -196,6 +201,7 @@ def create_app(
 
     routes = [
         Route("/search", endpoint("search", SearchBody, do_search), methods=["POST"]),
+        Route("/recommend", endpoint("recommend", RecommendBody, do_recommend), methods=["POST"]),
         Route("/rank", endpoint("rank", RankBody, do_rank), methods=["POST"]),
         Route("/intent", endpoint("intent", IntentBody, do_intent), methods=["POST"]),
         Route("/feedback", endpoint("feedback", FeedbackBody, do_feedback), methods=["POST"]),

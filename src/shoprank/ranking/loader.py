@@ -1,9 +1,9 @@
 """A bundle loaded into what one worker serves with, and the process-level steps around it.
 
 :func:`load` reads the bundle (files named in :mod:`shoprank.artifacts`): the champion,
-the catalog and its vectors, the retrieval indexes, the query-understanding heads, the
-online features (the store named by the manifest's feature service, the packaged tables
-as fallbacks) and the query encoder.
+the catalog and its vectors, the retrieval indexes, the feeds' click tables, the
+query-understanding heads, the online features (the store named by the manifest's feature
+service, the packaged tables as fallbacks) and the query encoder.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from shoprank.artifacts import (
@@ -23,6 +24,7 @@ from shoprank.artifacts import (
     ITEMS,
     MANIFEST,
     MODEL_NAME,
+    RECOMMEND_DIR,
     RETRIEVAL_DIR,
     SCORER,
     UNDERSTANDING,
@@ -35,6 +37,7 @@ from shoprank.ranking.features import OnlineFeatures, open_online_store
 
 if TYPE_CHECKING:
     from shoprank.retrieval import HybridRetriever
+    from shoprank.retrieval.history import FeedIndex
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ class Loaded:
     scorer: Any
     catalog: Catalog
     retriever: HybridRetriever
+    feed: FeedIndex  # a recommendation feed's retrievers
     understanding: Any  # QueryUnderstanding, or None when the bundle has none
     features: OnlineFeatures
     encoder: Any
@@ -64,6 +68,7 @@ def load(
 
     from shoprank.models.scorers import load as load_scorer
     from shoprank.retrieval import HybridRetriever
+    from shoprank.retrieval.history import FeedIndex
 
     torch.set_num_threads(max(1, settings.torch_threads))
     bundle = Path(bundle)
@@ -74,6 +79,10 @@ def load(
     retriever = HybridRetriever.load(bundle / RETRIEVAL_DIR)
     users = pd.read_parquet(bundle / USERS)
     catalog = Catalog.build(pd.read_parquet(bundle / ITEMS), users, retriever.vectors)
+    listed = pd.to_datetime(catalog.items["created_at"], utc=True).to_numpy("datetime64[ns]").astype(np.int64)
+    feed = FeedIndex.load(
+        bundle / RECOMMEND_DIR, catalog.item_ids, retriever, catalog.is_new, listed, catalog.popularity
+    )
     path = bundle / UNDERSTANDING
     understanding = pickle.loads(path.read_bytes()) if path.is_file() else None
     service = manifest["feature_service"]
@@ -95,7 +104,7 @@ def load(
     )
     if encoder is None:
         encoder = load_encoder(bundle, manifest["encoder"], params.text, settings)
-    return Loaded(bundle, manifest, kind, scorer, catalog, retriever, understanding, features, encoder)
+    return Loaded(bundle, manifest, kind, scorer, catalog, retriever, feed, understanding, features, encoder)
 
 
 def load_encoder(bundle: Path, packaged: dict[str, Any], text: Text, settings: Serve) -> Any:

@@ -21,7 +21,7 @@ REQUEST_SECONDS = Histogram(
 REQUESTS = Counter("shoprank_requests_total", "Requests by endpoint and HTTP status.", ["endpoint", "status"])
 STAGE_SECONDS = Histogram(
     "shoprank_stage_seconds",
-    "Time in each stage of a search or rank request.",
+    "Time in each stage of a search, recommend or rank request.",
     ["stage"],
     buckets=LATENCY_BUCKETS,
 )
@@ -39,6 +39,11 @@ QUERY_VECTORS = Counter(
     "shoprank_query_vectors_total",
     "Query vectors by endpoint and source: cache (this process), store (the online store), encoder (BERT).",
     ["endpoint", "source"],
+)
+FEED_SOURCES = Counter(
+    "shoprank_recommend_sources_total",
+    "Recommended results by the retriever that found them (a result found by two counts in both).",
+    ["source"],
 )
 FEEDBACK = Counter("shoprank_feedback_events_total", "Feedback events written to the log.", ["event"])
 MODEL_INFO = Gauge(

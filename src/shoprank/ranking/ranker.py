@@ -6,6 +6,7 @@
 - :mod:`~shoprank.ranking.query_vectors`: a query's vector from the cache, the store or the encoder
 - :mod:`~shoprank.ranking.scoring`: the candidates' features and scores (fast or pandas path)
 - :mod:`~shoprank.ranking.explanations`: the reasons of the top results
+- :mod:`~shoprank.ranking.recommend`: a feed (no query) from the shopper's clicks, popular and new items
 - :mod:`~shoprank.ranking.served`: the served log, its memory and the feedback on it
 - :mod:`~shoprank.ranking.refresh`: the background refresh of the item features
 - :mod:`~shoprank.ranking.responses`: the answers' JSON
@@ -29,7 +30,7 @@ from shoprank.config import Params, Serve
 from shoprank.feedback import FeedbackLog
 from shoprank.inputs.frame import Frame
 from shoprank.logs import log
-from shoprank.ranking import metrics, responses, understand
+from shoprank.ranking import metrics, recommend, responses, understand
 from shoprank.ranking.explanations import Explainer
 from shoprank.ranking.loader import load, runtime_of
 from shoprank.ranking.metrics import stage
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 
 class Ranker:
-    """Everything one worker needs to answer search, rank, intent and feedback."""
+    """Everything one worker needs to answer search, recommend, rank, intent and feedback."""
 
     def __init__(
         self,
@@ -59,6 +60,7 @@ class Ranker:
         self.bundle, self.manifest = loaded.bundle, loaded.manifest
         self.version, self.kind, self.scorer = loaded.manifest["version"], loaded.kind, loaded.scorer
         self.catalog, self.retriever, self.features = loaded.catalog, loaded.retriever, loaded.features
+        self.feed = loaded.feed
         self.understanding = loaded.understanding
         self.vocab = understand.vocabulary(self.catalog.items)
         self.encoder_runtime = runtime_of(loaded.encoder)
@@ -207,7 +209,7 @@ class Ranker:
             }
         s = self.scoring.score(got.rows, query, user_id, request_id, timings, q_vec, source)
         with stage("rerank", timings):
-            order, explored = self._rerank(s, k)
+            order, explored = self.page(s, k)
         why = (
             self.explainer.reasons(s, order[: self.settings.explain_top], timings) if explain_results else []
         )
@@ -223,7 +225,18 @@ class Ranker:
             "results": results,
         }
 
-    def _rerank(self, s: Scored, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self,
+        user_id: str,
+        k: int = 20,
+        exclude_seen: bool = True,
+        filters: Mapping[str, Any] | None = None,
+        explain_results: bool = True,
+    ) -> dict:
+        """A feed of ``k`` for the shopper: no query (see :mod:`~shoprank.ranking.recommend`)."""
+        return recommend.recommend(self, user_id, k, exclude_seen, filters, explain_results, new_request_id())
+
+    def page(self, s: Scored, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The page: diversity and exploration slots, random draws seeded by the request id."""
         rng = np.random.default_rng(int(s.request_id[2:18], 16))
         return rerank(

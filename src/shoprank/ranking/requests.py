@@ -83,6 +83,13 @@ def _check_query(value: str, info: ValidationInfo, allow_empty: bool) -> str:
     return value
 
 
+def _check_k(k: int, info: ValidationInfo) -> int:
+    most = _rules(info).settings.max_k
+    if not 1 <= k <= most:
+        raise _invalid(f"k must be between 1 and {most}, got {k}")
+    return k
+
+
 def _id(name: str):
     def check(value: str) -> str:
         if not ID.match(value):
@@ -129,10 +136,22 @@ class SearchBody(Body):
     @field_validator("k")
     @classmethod
     def check_k(cls, k: int, info: ValidationInfo) -> int:
-        most = _rules(info).settings.max_k
-        if not 1 <= k <= most:
-            raise _invalid(f"k must be between 1 and {most}, got {k}")
-        return k
+        return _check_k(k, info)
+
+
+class RecommendBody(Body):
+    """A feed: no query. An unknown ``user_id`` is a shopper without history (a cold start)."""
+
+    user_id: UserId
+    k: int = Field(20, validate_default=True)  # a feed page; checked against max_k like search's
+    exclude_seen: bool = True  # leave out the items of the shopper's recent clicks
+    filters: Filters | None = None
+    explain: bool = True
+
+    @field_validator("k")
+    @classmethod
+    def check_k(cls, k: int, info: ValidationInfo) -> int:
+        return _check_k(k, info)
 
 
 class RankBody(Body):

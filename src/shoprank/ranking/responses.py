@@ -1,4 +1,4 @@
-"""The JSON answers of search and rank, and the metrics every answer counts into."""
+"""The JSON answers of search, recommend and rank, and the metrics every answer counts into."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from shoprank.ranking import metrics
 from shoprank.ranking.catalog import Catalog
 
 if TYPE_CHECKING:
+    from shoprank.retrieval.history import Recommended
     from shoprank.retrieval.hybrid import Retrieved
 
 
@@ -22,7 +23,7 @@ def meta(
     endpoint: str,
     query_vector: str | None,
 ) -> dict[str, Any]:
-    """The fields every search and rank answer has (and their fallback and query-vector counts)."""
+    """The fields every search, recommend and rank answer has (and their fallback and query-vector counts)."""
     for reason in fallback:
         metrics.FALLBACKS.labels(endpoint, reason).inc()
     if query_vector is not None:
@@ -68,27 +69,67 @@ def searched(
 
     ``scores`` are per retrieved row (``got.rows``); ``order`` indexes both.
     """
+    return [
+        _shown(
+            catalog,
+            int(got.rows[i]),
+            p,
+            float(scores[i]),
+            bool(explored[p]),
+            {"bm25": round(float(got.bm25[i]), 3), "cosine": round(float(got.cosine[i]), 3)},
+            why,
+            "search",
+        )
+        for p, i in enumerate(order.tolist())
+    ]
+
+
+def recommended(
+    catalog: Catalog,
+    got: Recommended,
+    scores: np.ndarray,
+    order: np.ndarray,
+    explored: np.ndarray,
+    why: list[list[dict]],
+) -> list[dict[str, Any]]:
+    """recommend's results: as search's, with the retrievers that found each item and its fused score."""
     results = []
     for p, i in enumerate(order.tolist()):
-        r = int(got.rows[i])
-        item = catalog.items.iloc[r]
+        sources = list(got.sources[i])
+        for source in sources:
+            metrics.FEED_SOURCES.labels(source).inc()
+        retrieval = {"sources": sources, "fused": round(float(got.score[i]), 5)}
         results.append(
-            {
-                "position": p + 1,
-                "item_id": str(catalog.item_ids[r]),
-                "title": str(item["title"]),
-                "price": round(float(item["price"]), 2),
-                "category": str(item["category"]),
-                "brand": None if pd.isna(item.get("brand")) else str(item.get("brand")),
-                "score": round(float(scores[i]), 6),
-                "new": bool(catalog.is_new[r]),
-                "exploration": bool(explored[p]),
-                "retrieval": {
-                    "bm25": round(float(got.bm25[i]), 3),
-                    "cosine": round(float(got.cosine[i]), 3),
-                },
-                "reasons": why[p] if p < len(why) else [],
-            }
+            _shown(
+                catalog, int(got.rows[i]), p, float(scores[i]), bool(explored[p]), retrieval, why, "recommend"
+            )
         )
-        metrics.SCORES.labels("search").observe(float(scores[i]))
     return results
+
+
+def _shown(
+    catalog: Catalog,
+    r: int,
+    p: int,
+    score: float,
+    explored: bool,
+    retrieval: dict[str, Any],
+    why: list[list[dict]],
+    endpoint: str,
+) -> dict[str, Any]:
+    """One result of a page: item ``r`` at 0-based position ``p``."""
+    item = catalog.items.iloc[r]
+    metrics.SCORES.labels(endpoint).observe(score)
+    return {
+        "position": p + 1,
+        "item_id": str(catalog.item_ids[r]),
+        "title": str(item["title"]),
+        "price": round(float(item["price"]), 2),
+        "category": str(item["category"]),
+        "brand": None if pd.isna(item.get("brand")) else str(item.get("brand")),
+        "score": round(score, 6),
+        "new": bool(catalog.is_new[r]),
+        "exploration": explored,
+        "retrieval": retrieval,
+        "reasons": why[p] if p < len(why) else [],
+    }

@@ -94,20 +94,28 @@ class HybridRetriever:
         self, vector: np.ndarray, n: int, mask: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(rows, cosine) of the ``n`` nearest items (inside ``mask`` when given)."""
+        rows, cosine = self.nearest(np.asarray(vector).reshape(1, -1), n, mask)
+        keep = rows[0] >= 0
+        return rows[0][keep], cosine[0][keep]
+
+    def nearest(
+        self, vectors: np.ndarray, n: int, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, cosine), each (len(vectors), n): the ``n`` nearest items of each vector, in one
+        search (inside ``mask`` when given); row -1 where fewer items qualify."""
         import faiss
 
-        q = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
+        q = np.ascontiguousarray(vectors, dtype=np.float32)
         params = None
         if mask is not None:
             allowed = np.flatnonzero(mask).astype(np.int64)
             if len(allowed) == 0:
-                return np.zeros(0, np.int64), np.zeros(0, np.float32)
+                return np.full((len(q), 0), -1, np.int64), np.zeros((len(q), 0), np.float32)
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))  # type: ignore[call-arg]
             n = min(n, len(allowed))
         n = min(n, self.size)
         dist, rows = self.index.search(q, n, params=params)
-        keep = rows[0] >= 0
-        return rows[0][keep].astype(np.int64), dist[0][keep].astype(np.float32)
+        return rows.astype(np.int64), dist.astype(np.float32)
 
     def retrieve(self, query: str, vector: np.ndarray, n: int, mask: np.ndarray | None = None) -> Retrieved:
         """The fused top ``n`` of BM25 and nearest neighbours (each side asked for ``n``)."""
