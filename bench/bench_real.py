@@ -220,31 +220,33 @@ def main(argv: list[str] | None = None) -> dict:
     return report(figures)
 
 
+BASELINES = ("daily item CTR", "LightGBM ids+profile+history")
+
+
 def report(figures: dict) -> dict:
+    """Print the table; the results file's rows: every model against the best baseline, then cold items."""
     models, best = figures["models"], figures["best_baseline"]
     print(f"\nMovieLens 100k: {figures['test_rows']:,} test rows, {figures['cold_rows']:,} on cold items")
     print(f"{'model':32s} {'AUC':>8s} {'AUC cold':>9s}")
     for name, m in models.items():
         cold = "–" if m["auc_cold"] is None else f"{m['auc_cold']:.4f}"
         print(f"{name:32s} {m['auc']:8.4f} {cold:>9s}")
+    ordered = sorted(models, key=lambda n: (n != "bert_ctr", n in BASELINES))
     rows = [
-        row(f"{name}: AUC on MovieLens 100k", m["auc"], "", f"best baseline ({best})", models[best]["auc"])
-        for name, m in models.items()
-        if name not in ("daily item CTR", "LightGBM ids+profile+history")
+        row(f"{name}: test AUC", models[name]["auc"], "", f"best baseline ({best})", models[best]["auc"])
+        if name != best
+        else row(f"{name}: test AUC", models[name]["auc"], "")
+        for name in ordered
     ]
-    if "no_text" in models and models["bert_ctr"]["auc_cold"] is not None:
-        rows.append(
-            row(
-                "bert_ctr: AUC on cold items",
-                models["bert_ctr"]["auc_cold"],
-                "",
-                "no_text",
-                models["no_text"]["auc_cold"],
-            )
-        )
+    for name in ordered:
+        if models[name]["auc_cold"] is not None and name != "no_text" and "no_text" in models:
+            base = models["no_text"]["auc_cold"]
+            rows.append(row(f"{name}: AUC on cold items", models[name]["auc_cold"], "", "no_text", base))
     if "cold_bert_minus_no_text_95ci" in figures:
         lo, hi = figures["cold_bert_minus_no_text_95ci"]
         print(f"cold items, bert_ctr minus no_text: 95% interval [{lo:+.4f}, {hi:+.4f}]")
+        rows.append(row("cold items, AUC of bert_ctr minus no_text: 95% interval, low end", lo, ""))
+        rows.append(row("cold items, AUC of bert_ctr minus no_text: 95% interval, high end", hi, ""))
     return {"rows": rows, "figures": figures}
 
 

@@ -45,6 +45,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
     ),
     "train": ("bench.bench_train", "BERT-CTR training throughput", "python -m bench.bench_train"),
     "serving": ("bench.bench_serving", "Serving latency and throughput", "python -m bench.bench_serving"),
+    "real": (
+        "bench.bench_real",
+        "Quality on a real public log (MovieLens 100k, imported)",
+        "python -m bench.bench_real",
+    ),
     "attainable": (
         "bench.bench_attainable",
         "Ranking quality the features allow",

@@ -7,9 +7,13 @@ event is always the right one and an expiry would only drop history.
 The ``kind`` tag is read by ``shoprank materialize``: ``snapshot`` views load
 incrementally, ``static`` views are reloaded whole every time (an edited price or
 title keeps its creation stamp, so an incremental load would never pick it up).
+
+The windowed statistics (``features.windows_days``) and the shop's own profile columns
+(``data.columns``) are read from params.yaml through the declared model inputs.
 """
 
 from datetime import timedelta
+from pathlib import Path
 
 from data_sources import (
     item_profile_source,
@@ -24,38 +28,10 @@ from entities import item, query, user
 from feast import FeatureView, Field
 from feast.types import Array, Float32, Int64, String
 
-# Must equal features.windows_days in params.yaml: `shoprank materialize` and
-# `shoprank training-set` stop with an error naming the columns if the two disagree.
-WINDOWS_DAYS = (1, 7, 28)
+from shoprank.features.repo import shop_fields, windowed_fields
+
+REPO = Path(__file__).resolve().parent
 FOREVER = timedelta(0)
-
-
-def _windowed(prefix: str) -> list[Field]:
-    fields = []
-    for w in WINDOWS_DAYS:
-        fields.append(
-            Field(
-                name=f"{prefix}_impressions_{w}d",
-                dtype=Int64,
-                description=f"Impressions in the {w} day(s) before the snapshot.",
-            )
-        )
-        fields.append(
-            Field(
-                name=f"{prefix}_ctr_{w}d",
-                dtype=Float32,
-                description=f"Beta-smoothed CTR over the {w} day(s) before the snapshot.",
-            )
-        )
-        if prefix == "item":
-            fields.append(
-                Field(
-                    name=f"{prefix}_coec_{w}d",
-                    dtype=Float32,
-                    description=f"Clicks over position-expected clicks, {w} day(s) before the snapshot.",
-                )
-            )
-    return fields
 
 
 def _version(view: str) -> Field:
@@ -81,6 +57,7 @@ item_profile = FeatureView(
         Field(name="size", dtype=String, description="From attributes; null when unknown."),
         Field(name="n_attributes", dtype=Int64, description="Keys in the attributes JSON."),
         Field(name="n_features", dtype=Int64, description="Entries of attributes.features."),
+        *shop_fields(REPO, "item_profile"),  # data.columns.catalog
     ],
     tags={"kind": "static"},
 )
@@ -94,7 +71,7 @@ item_stats = FeatureView(
     schema=[
         Field(name="item_age_days", dtype=Float32, description="Days since listing, at the snapshot."),
         Field(name="item_is_new", dtype=Int64, description="1 if younger than features.new_item_days."),
-        *_windowed("item"),
+        *windowed_fields(REPO, "item_stats"),
     ],
     tags={"kind": "snapshot"},
 )
@@ -123,6 +100,7 @@ user_profile = FeatureView(
     schema=[
         Field(name="region", dtype=String, description="Null when the batch has no region column."),
         Field(name="device", dtype=String, description="Null when the batch has no device column."),
+        *shop_fields(REPO, "user_profile"),  # data.columns.users
     ],
     tags={"kind": "static"},
 )
@@ -134,7 +112,7 @@ user_stats = FeatureView(
     source=user_stats_source,
     online=True,
     schema=[
-        *_windowed("user"),
+        *windowed_fields(REPO, "user_stats"),
         Field(name="user_clicks", dtype=Int64, description="Clicks before the snapshot."),
         Field(
             name="user_price_pref", dtype=Float32, description="Mean price of clicked items; null before any."

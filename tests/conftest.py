@@ -20,6 +20,15 @@ os.environ.setdefault("SHOPRANK_NO_PROGRESS", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
+@pytest.fixture(autouse=True)
+def _declared_inputs() -> Iterator[None]:
+    """Loading params declares their windows and shop columns: each test leaves them as it found them."""
+    from shoprank.inputs.declare import kept
+
+    with kept():
+        yield
+
+
 @pytest.fixture(scope="session")
 def params() -> Params:
     """The project's own params.yaml (tests shrink it; they never keep a second copy)."""

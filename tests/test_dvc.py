@@ -99,14 +99,17 @@ def _repo_copy(tmp: Path) -> Path:
     return repo
 
 
-def _dvc(repo: Path, *args: str) -> str:
+def _dvc(repo: Path, *args: str, fails: bool = False) -> str:
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
     env = {**os.environ, "PATH": path, "SHOPRANK_NO_PROGRESS": "1"}
     env["BENTOML_HOME"] = str(repo.parent / "bentoml")  # the package stage: never the user's model store
     env["BENTOML_DO_NOT_TRACK"] = "True"
     env.pop("SHOPRANK_PARAMS", None)
     out = subprocess.run([DVC, *args], cwd=repo, env=env, capture_output=True, text=True)
-    assert out.returncode == 0, f"dvc {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+    if fails:
+        assert out.returncode != 0, f"dvc {' '.join(args)} should have failed:\n{out.stdout}"
+    else:
+        assert out.returncode == 0, f"dvc {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
     return out.stdout + out.stderr
 
 

@@ -41,8 +41,11 @@ def test_stored_inputs_are_fields_of_their_feast_view(params, monkeypatch):
 
 
 def test_a_declaration_with_two_sources_or_none_is_rejected():
-    with pytest.raises(ValueError, match="exactly one source"):
+    with pytest.raises(ValueError, match="give one source"):
         Input("bad", "numeric", "item", "two sources", view="item_profile", derive="price_vs_pref")
+    with pytest.raises(ValueError, match="only a request's own value"):
+        Input("bad", "numeric", "item", "no source")
+    assert Input("hour", "numeric", "request", "a request's own value").view is None
     with pytest.raises(ValueError, match="unknown explanation group"):
         Input("bad", "numeric", "item", "no such group", view="item_profile", group="nope")
 

@@ -35,7 +35,7 @@ def test_tiny_pipeline_end_to_end(params_file):
     for name in ("simulate", "validate", "features", "materialize", "training-set", "train", "evaluate"):
         step(name, path)
     report = json.loads((ROOT / raw["paths"]["metrics"] / "evaluate.json").read_text())
-    assert set(report["candidates"]) == {"bert_ctr", "no_text", "lightgbm", "popularity"}
+    assert set(report["candidates"]) == {"bert_ctr", "no_text", "lightgbm", "popularity", "cf"}
     for metrics in report["candidates"].values():
         for key in (
             "auc",

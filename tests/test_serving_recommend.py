@@ -75,7 +75,8 @@ def test_a_feed_is_scored_explained_logged_and_clicked_like_a_search(ranker, cli
     # the champion's scores of a feed: those of `rank` with no query, item by item
     ranked = ranker.rank("", clicker, shown)
     by_rank = {x["item_id"]: x["score"] for x in ranked["results"]}
-    assert all(x["score"] == pytest.approx(by_rank[x["item_id"]], abs=1e-6) for x in results)
+    # equal up to float32 sums over a different batch and the responses' 6-digit rounding
+    assert all(x["score"] == pytest.approx(by_rank[x["item_id"]], abs=2e-6) for x in results)
 
     ranker.served.appender.flush(5.0)
     log = FeedbackLog(serving_env.feedback_dir).read()

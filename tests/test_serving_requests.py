@@ -168,10 +168,10 @@ def test_valid_requests_reach_the_ranker_checked_and_stripped():
     feedback = {"request_id": "r_1", "item_id": "item_000001", "event": "click"}
     assert client.post("/feedback", json=feedback).status_code == 200
     assert ranker.calls == [
-        ("search", "tent", "u_1", 5, {"category": None, "price_min": None, "price_max": 80.0}, True),
-        ("rank", "", None, ["item_000001"], ranker.settings.explain_top),
+        ("search", "tent", "u_1", 5, {"category": None, "price_min": None, "price_max": 80.0}, True, {}),
+        ("rank", "", None, ["item_000001"], ranker.settings.explain_top, {}),
         ("intent", "boots"),
-        ("recommend", "u_1", 20, True, None, True),
+        ("recommend", "u_1", 20, True, None, True, {}),
         (
             "recommend",
             "new_shopper",
@@ -179,6 +179,7 @@ def test_valid_requests_reach_the_ranker_checked_and_stripped():
             False,
             {"category": "shoes", "price_min": None, "price_max": None},
             True,
+            {},
         ),
         ("feedback", "r_1", "item_000001", "click", None),
     ]
@@ -196,7 +197,7 @@ def test_request_limits_are_the_serving_settings():
     assert client.post("/search", json={"query": "tent", "k": 5}).status_code == 200
     feed = client.post("/recommend", json={"user_id": "u_1"})  # so is a feed's (20)
     assert feed.status_code == 422 and "k must be between 1 and 5, got 20" in feed.json()["error"]
-    assert ranker.calls == [("search", "tent", None, 5, None, True)]
+    assert ranker.calls == [("search", "tent", None, 5, None, True, {})]
 
 
 @pytest.mark.slow

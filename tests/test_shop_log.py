@@ -54,11 +54,16 @@ def shop_files(folder, seed: int = 0) -> None:
         for _ in range(int(rng.integers(2, 6))):  # sessions
             for i in rng.choice(n_items, int(rng.integers(3, 12)), replace=False):
                 score = quality[i] + 1.5 * (genre[i] == taste) + rng.normal(0, 0.8)
-                rows.append((u + 1, i + 1, int(np.clip(np.round(3 + score), 1, 5)), t))
+                stars = int(np.clip(np.round(3 + score), 1, 5))
+                rows.append((u + 1, i + 1, stars, t, ["web", "app"][int(rng.integers(0, 2))]))
                 t += int(rng.integers(20, 200))
             t += int(rng.integers(DAY // 2, 3 * DAY))
-    ratings = pd.DataFrame(rows, columns=["uid", "sku", "stars", "epoch"]).astype(object)
-    broken = [(1, 999, 4, START), (2, 5, "five", START + 60), (3, 7, 4, START + 10 * 365 * DAY)]
+    ratings = pd.DataFrame(rows, columns=["uid", "sku", "stars", "epoch", "platform"]).astype(object)
+    broken = [
+        (1, 999, 4, START, "web"),
+        (2, 5, "five", START + 60, "app"),
+        (3, 7, 4, START + 10 * 365 * DAY, "web"),
+    ]
     ratings = pd.concat([ratings, pd.DataFrame(broken, columns=ratings.columns)], ignore_index=True)
     ratings.to_csv(folder / "ratings.csv", index=False)
     items.to_csv(folder / "items.csv", index=False)
@@ -71,6 +76,7 @@ def import_params(raw: dict) -> dict:
         "columns": {
             "users": {"age": "numeric", "segment": "categorical"},
             "catalog": {"weight_g": "numeric"},
+            "impressions": {"platform": "categorical"},
         },
     }
     raw["import"] = {
@@ -109,7 +115,7 @@ def import_params(raw: dict) -> dict:
     return raw
 
 
-def test_dvc_repro_runs_on_an_imported_log_and_the_service_answers_for_its_users(tmp_path):
+def test_dvc_repro_runs_on_an_imported_log_and_the_service_answers_for_its_users(tmp_path, monkeypatch):
     repo = _repo_copy(tmp_path)
     shop_files(repo / "data" / "import")
     raw = import_params(yaml.safe_load((repo / "params.yaml").read_text()))
@@ -131,15 +137,55 @@ def test_dvc_repro_runs_on_an_imported_log_and_the_service_answers_for_its_users
         assert m["auc"] > 0.55, (name, m)
     champion = json.loads((repo / "models/champion.json").read_text())
     assert champion["candidate"] in metrics["candidates"]
+    trained = pd.read_parquet(
+        repo / "data/training/training_set.parquet", columns=["age", "weight_g", "platform"]
+    )
+    assert trained.notna().mean().min() > 0.9  # the shop's columns reach the training set
 
     from shoprank.config import load_params
     from shoprank.ranking.ranker import Ranker
 
+    monkeypatch.chdir(repo)  # the params' paths are relative to the project: its store, its feedback log
     params = load_params(repo / "params.yaml")
     bundles = sorted((tmp_path / "bentoml" / "models").glob("*/*/manifest.json"))
     ranker = Ranker(bundles[-1].parent, params)
+    scorer = ranker.scoring.scorer
+    spec = scorer.pre.spec if hasattr(scorer, "pre") else scorer.spec
+    if champion["candidate"] != "popularity":  # the shop's columns are inputs of the champion
+        assert {"age", "segment", "weight_g", "platform"} <= {*spec.numeric, *spec.categorical}
     items = [str(i) for i in range(1, 21)]
-    ranked = ranker.rank("", "7", items, explain_top=3)
+    ranked = ranker.rank("", "7", items, explain_top=3, context={"platform": "app"})
     assert sorted(ranked["order"]) == sorted(items) and ranked["user_known"]
     scores = [r["score"] for r in ranked["results"]]
     assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
+
+    feed = ranker.recommend("7", k=10)
+    known = set(pd.read_csv(repo / "data/import/items.csv")["sku"].astype(str))
+    assert len(feed["results"]) == 10 and {r["item_id"] for r in feed["results"]} <= known
+    assert any("co_clicked" in r["retrieval"]["sources"] for r in feed["results"])  # from its own clicks
+    cold = ranker.recommend("a-shopper-never-seen", k=5)
+    assert len(cold["results"]) == 5
+    ranker.record_feedback(feed["request_id"], feed["results"][0]["item_id"], "click")
+    ranker.stop_refresh()
+
+    # the service's own log flows back: ingested beside the imported batch, validated, trained on
+    again = _dvc(repo, "repro")
+    assert "Running stage 'ingest-feedback'" in again and "Running stage 'train@lightgbm'" in again
+    ingested = pd.read_parquet(repo / "data/feedback/impressions.parquet")
+    assert len(ingested) == 20 + 10 and ingested["clicked"].sum() == 1
+    # a shopper the batch does not know is set aside with its reason, never trained on
+    report = json.loads((repo / "data/feedback/ingested.json").read_text())
+    assert report["quarantined"] == 5 and report["reasons"] == {"user_id not in the raw users": 5}
+    quarantined = [p.name for p in (repo / "data/quarantine").iterdir()]
+    assert all(name.startswith("feedback-") for name in quarantined)  # the batch itself passed
+
+    # a broken export (no rating reaches the click rule) stops at the first stage: the champion stays
+    champion_before = (repo / "models/champion.json").read_text()
+    ratings = pd.read_csv(repo / "data/import/ratings.csv")
+    ratings.assign(stars=1).to_csv(repo / "data/import/ratings.csv", index=False)
+    failed = _dvc(repo, "repro", fails=True)
+    assert "no clicks" in failed and "Running stage 'train@lightgbm'" not in failed
+    assert (repo / "models/champion.json").read_text() == champion_before
+    served = Ranker(bundles[-1].parent, params)
+    assert sorted(served.rank("", "7", items)["order"]) == sorted(items)  # still served
+    served.stop_refresh()

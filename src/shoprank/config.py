@@ -15,7 +15,6 @@ that a stage tracks (``paths``, a step's parameters) belong in the file, not her
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -26,9 +25,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shoprank.config_data import EXTRA_TABLES, ColumnKind, Data, Import  # noqa: F401 (re-exported)
+from shoprank.config_env import OVERRIDE_PREFIX, Origins, ParamsError, apply_overrides, env_overrides  # noqa: F401
 
 PARAMS_ENV = "SHOPRANK_PARAMS"
-OVERRIDE_PREFIX = "SHOPRANK__"  # SHOPRANK__SERVE__MAX_K=50 sets serve.max_k (double underscores)
 DEFAULT_PARAMS = Path("params.yaml")
 
 
@@ -148,13 +147,21 @@ class Text(Strict):
 class Features(Strict):
     """Feature computation and Feast. Owned by src/shoprank/features/."""
 
-    windows_days: tuple[int, ...] = (1, 7, 28)  # history windows of the CTR and count features
+    # history windows of the CTR and count features, in days; "all": the whole history before the row
+    windows_days: tuple[int | Literal["all"], ...] = (1, 7, 28, "all")
     ctr_prior_strength: float = Field(20.0, gt=0)  # pseudo-impressions of the smoothed CTR prior
     history_length: int = Field(20, gt=0)  # recent clicked items kept per user
     new_item_days: int = Field(14, gt=0)  # an item younger than this is flagged new (cold start)
     repo: Path = Path("features")  # the Feast feature repository
     online_store: str = Field("sqlite", pattern="^(sqlite|redis)$")
     redis_url: str = "127.0.0.1:6379"
+
+    @field_validator("windows_days")
+    @classmethod
+    def _windows(cls, value: tuple[int | str, ...]) -> tuple[int | str, ...]:
+        if not value or len(set(value)) != len(value) or any(isinstance(w, int) and w < 1 for w in value):
+            raise ValueError("list distinct windows: whole days of at least 1, and/or all")
+        return value
 
 
 # a dotted params.yaml key, e.g. features.history_length
@@ -197,6 +204,7 @@ class Train(Strict):
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(100, ge=0)
     d: int = Field(64, gt=0)  # projection width of the text towers
+    id_min_count: int = Field(5, ge=1)  # training rows an item or user id needs for its own embedding
     cross_layers: int = Field(2, ge=0)
     mlp: tuple[int, ...] = (256, 128)
     dropout: float = Field(0.1, ge=0, lt=1)
@@ -309,21 +317,14 @@ class Params(Strict):
     understand: Understand = Understand()
 
 
-class ParamsError(ValueError):
-    """params.yaml is missing, unreadable or does not match the settings schema."""
-
-
 def params_path() -> Path:
     return Path(os.environ.get(PARAMS_ENV, DEFAULT_PARAMS))
-
-
-Origins = Mapping[tuple[str, ...], str]  # a key's path -> the variable that set it
 
 
 def parse_params(raw: dict[str, Any], source: str = "params", origins: Origins | None = None) -> Params:
     """Validate ``raw``; errors name each bad key and, via ``origins``, the variable that set it."""
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as exc:
         lines = [f"{source}: invalid settings"]
         for err in exc.errors():
@@ -332,55 +333,24 @@ def parse_params(raw: dict[str, Any], source: str = "params", origins: Origins |
             origin = f" (from ${', $'.join(blamed)})" if blamed else ""
             lines.append(f"  {'.'.join(loc)}: {err['msg']}{origin}")
         raise ParamsError("\n".join(lines)) from None
+    _declare_inputs(params)
+    return params
+
+
+def _declare_inputs(params: Params) -> None:
+    """The loaded params' windows and shop columns become declared model inputs."""
+    from shoprank.inputs.declare import configure
+
+    try:
+        configure(params.features.windows_days, params.data.columns)
+    except ValueError as exc:
+        raise ParamsError(str(exc)) from None
 
 
 def _nested(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     """One path lies inside the other (an error on a section concerns the keys set under it)."""
     n = min(len(a), len(b))
     return a[:n] == b[:n]
-
-
-def env_overrides(env: Mapping[str, str]) -> dict[tuple[str, ...], tuple[str, str]]:
-    """The ``SHOPRANK__<SECTION>__<KEY>`` variables of ``env``: {key path: (variable, value)}."""
-    found: dict[tuple[str, ...], tuple[str, str]] = {}
-    for var, value in env.items():
-        if not var.startswith(OVERRIDE_PREFIX):
-            continue
-        path = tuple(part.lower() for part in var.removeprefix(OVERRIDE_PREFIX).split("__"))
-        if not all(path):
-            raise ParamsError(f"${var}: expected {OVERRIDE_PREFIX}<SECTION>__<KEY>, levels joined by '__'")
-        if path in found:
-            raise ParamsError(f"${var} and ${found[path][0]} both set {'.'.join(path)}")
-        found[path] = (var, value)
-    return found
-
-
-def _override_value(var: str, text: str) -> Any:
-    """Text for pydantic to convert; a YAML list or mapping when it starts with [ or {."""
-    if not text.lstrip().startswith(("[", "{")):
-        return text
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"${var}: not a YAML list or mapping: {exc}") from None
-
-
-def apply_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> tuple[dict[str, Any], Origins]:
-    """``raw`` with the environment's overrides set, and which variable set each key."""
-    merged = copy.deepcopy(raw)
-    origins: dict[tuple[str, ...], str] = {}
-    for path, (var, text) in sorted(env_overrides(env).items()):
-        node = merged
-        for depth, key in enumerate(path[:-1]):
-            if node.get(key) is None:
-                node[key] = {}
-            node = node[key]
-            if not isinstance(node, dict):
-                where = ".".join(path[: depth + 1])
-                raise ParamsError(f"${var}: {where} is a value, not a section with keys")
-        node[path[-1]] = _override_value(var, text)
-        origins[path] = var
-    return merged, origins
 
 
 def load_params(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Params:

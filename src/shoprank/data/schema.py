@@ -9,7 +9,7 @@ this module; tests/test_schema.py checks that the two list the same columns.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -247,6 +247,22 @@ def check_table(df: pd.DataFrame, schema: TableSchema, *, extra_ok: bool = True)
     if problems:
         raise ContractError(schema.name, problems)
     return df
+
+
+KINDS = {"numeric": "float", "categorical": "string"}  # data.columns kinds -> contract types
+
+
+def with_declared(base: TableSchema, declared: Mapping[str, str]) -> TableSchema:
+    """The contract's table with the columns a shop declares for it (data.columns: name -> kind), nullable."""
+    if clash := [c for c in declared if c in base.names]:
+        raise ValueError(
+            f"data.columns.{base.name}: {clash} are contract columns already; declare other names"
+        )
+    extra = tuple(
+        Column(col, KINDS[kind], f"Declared in data.columns ({kind}).", nullable=True)
+        for col, kind in declared.items()
+    )
+    return TableSchema(base.name, base.meaning, base.columns + extra, base.key, base.optional)
 
 
 def conform(df: pd.DataFrame, schema: TableSchema) -> pd.DataFrame:

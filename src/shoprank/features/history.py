@@ -66,6 +66,9 @@ def cumulative(
     return out
 
 
+DAYS_ALL = 1 << 30  # a window longer than any log: all history before the snapshot
+
+
 def windowed(cum: np.ndarray, days: int) -> np.ndarray:
     """Sums over the ``days`` days before each snapshot: ``cum[:, b] - cum[:, b - days]``."""
     shifted = np.zeros_like(cum)

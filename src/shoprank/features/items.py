@@ -14,7 +14,16 @@ import pyarrow as pa
 
 from shoprank.config import Features
 from shoprank.features.batch import Batch
-from shoprank.features.history import DAY, cumulative, prior_ctr, smoothed_ctr, snapshot_rows, windowed
+from shoprank.features.history import (
+    DAY,
+    DAYS_ALL,
+    cumulative,
+    prior_ctr,
+    smoothed_ctr,
+    snapshot_rows,
+    windowed,
+)
+from shoprank.inputs.declare import SHOP, window_label
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) float32, input order
 ATTRIBUTE_FIELDS = ("colour", "material", "size")  # parsed from the attributes JSON
@@ -52,7 +61,24 @@ def item_profile(batch: Batch) -> pd.DataFrame:
             "brand": c["brand"].astype("string"),
         }
     )
-    return pd.concat([out, _attributes(c["attributes"])], axis=1)
+    return pd.concat([out, _attributes(c["attributes"]), shop_columns(c, "item_profile")], axis=1)
+
+
+def shop_columns(table: pd.DataFrame, view: str) -> pd.DataFrame:
+    """The columns the shop declares for ``view`` (data.columns), typed: numeric float32, else string.
+
+    A declared column the table lacks (a simulated batch, a feedback-only row) is all null.
+    """
+    out = {}
+    for x in SHOP:
+        if x.view != view:
+            continue
+        col = table[x.name] if x.name in table else pd.Series([None] * len(table), index=table.index)
+        if x.kind == "numeric":
+            out[x.name] = pd.to_numeric(col, errors="coerce").astype(np.float32)
+        else:
+            out[x.name] = col.astype("string")
+    return pd.DataFrame(out).reset_index(drop=True) if out else pd.DataFrame(index=range(len(table)))
 
 
 def item_stats(batch: Batch, settings: Features) -> pd.DataFrame:
@@ -80,13 +106,14 @@ def item_stats(batch: Batch, settings: Features) -> pd.DataFrame:
         "item_age_days": age.astype(np.float32),
         "item_is_new": (age < settings.new_item_days).astype(np.int64),
     }
-    for w in settings.windows_days:
-        shown_w, clicks_w = windowed(shown, w), windowed(clicks, w)
-        out[f"item_impressions_{w}d"] = shown_w[item, snap].astype(np.int64)
+    for window in settings.windows_days:
+        days, w = DAYS_ALL if window == "all" else int(window), window_label(window)
+        shown_w, clicks_w = windowed(shown, days), windowed(clicks, days)
+        out[f"item_impressions_{w}"] = shown_w[item, snap].astype(np.int64)
         ctr = smoothed_ctr(clicks_w, shown_w, prior, settings.ctr_prior_strength)
-        out[f"item_ctr_{w}d"] = ctr[item, snap].astype(np.float32)
-        coec = (clicks_w + pseudo) / (windowed(expected, w) + pseudo)
-        out[f"item_coec_{w}d"] = coec[item, snap].astype(np.float32)
+        out[f"item_ctr_{w}"] = ctr[item, snap].astype(np.float32)
+        coec = (clicks_w + pseudo) / (windowed(expected, days) + pseudo)
+        out[f"item_coec_{w}"] = coec[item, snap].astype(np.float32)
     return pd.DataFrame(out)
 
 

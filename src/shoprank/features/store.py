@@ -120,9 +120,11 @@ def apply_repo(store: FeatureStore, repo: Path | str) -> dict[str, list[str]]:
 
 
 def definitions_digest(repo: Path | str) -> str:
-    """A hash of the repo's definitions: its ``*.py`` files and feature_store.yaml."""
+    """A hash of the repo's definitions: its ``*.py`` files, feature_store.yaml and the params they read."""
+    from shoprank.features.repo import settings_digest
+
     repo = Path(repo).resolve()
-    h = hashlib.sha256()
+    h = hashlib.sha256(settings_digest().encode())
     for path in sorted([*repo.glob("*.py"), repo / STORE_YAML]):
         if path.is_file():
             h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
@@ -162,7 +164,7 @@ def check_tables(store: FeatureStore, features_dir: Path | str) -> dict[str, Pat
     """Each registered view reads ``<features_dir>/<view>.parquet``, which has its columns.
 
     Catches the two ways the repo and params.yaml can drift apart: ``paths.features``
-    moved, or ``features.windows_days`` changed without the views in feature_views.py.
+    moved, or the tables were computed before ``features.windows_days`` or ``data.columns`` changed.
     """
     features_dir = Path(features_dir).resolve()
     paths, problems = {}, []
@@ -179,8 +181,8 @@ def check_tables(store: FeatureStore, features_dir: Path | str) -> dict[str, Pat
             need = {f.name for f in view.features} | {stamp, *view.join_keys}
             if missing := sorted(need - have):
                 problems.append(
-                    f"view {view.name}: {path.name} lacks {missing} (features.windows_days "
-                    f"and features/feature_views.py must list the same windows)"
+                    f"view {view.name}: {path.name} lacks {missing} (computed before "
+                    f"features.windows_days or data.columns changed? run `shoprank features`)"
                 )
         paths[view.name] = path
     if problems:

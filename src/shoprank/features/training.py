@@ -25,6 +25,7 @@ from shoprank.data.io import table_path
 from shoprank.features.pit import join_view, service_views, versions
 from shoprank.features.queries import query_ids
 from shoprank.features.store import check_tables, ensure_applied, open_store
+from shoprank.inputs.declare import SHOP, request_columns
 from shoprank.logs import log
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ LABEL_COLUMNS = [
 
 
 def read_impressions(batch_dir: Path | str) -> pd.DataFrame:
-    """The batch's impressions as entity rows: keys, ``event_timestamp``, labels, in time order."""
+    """The batch's impressions as entity rows: keys, ``event_timestamp``, labels, the shop's
+    impression columns (null where a row lacks them: served feedback), in time order."""
     imp = pd.read_parquet(table_path(Path(batch_dir), "impressions"))
     for col, fill in (("purchased", 0), ("propensity", np.nan)):
         if col not in imp:
@@ -54,13 +56,16 @@ def read_impressions(batch_dir: Path | str) -> pd.DataFrame:
     imp = imp.rename(columns={"ts": "event_timestamp"})
     imp["query_id"] = query_ids(imp["query"])
     imp["is_search"] = (imp["query_id"] != "").astype(np.int8)
+    for x in SHOP:
+        if x.entity == "request" and x.name not in imp:
+            imp[x.name] = np.nan if x.kind == "numeric" else None
     imp = imp.sort_values(["event_timestamp", "request_id", "position"], kind="stable", ignore_index=True)
-    return imp[LABEL_COLUMNS]
+    return imp[LABEL_COLUMNS + request_columns()]
 
 
 def _to_arrow(chunk: pd.DataFrame, joined: dict[str, pd.Series | pa.ChunkedArray], types: dict) -> pa.Table:
     """Labels + joined features with a fixed schema, so every chunk appends to the same file."""
-    base = pa.Table.from_pandas(chunk[LABEL_COLUMNS], preserve_index=False)
+    base = pa.Table.from_pandas(chunk[LABEL_COLUMNS + request_columns()], preserve_index=False)
     cols = []
     for name, t in types.items():
         v = joined[name]
@@ -137,7 +142,7 @@ def training_set(
     return {
         "path": str(out),
         "rows": len(imp),
-        "columns": LABEL_COLUMNS + list(types),
+        "columns": LABEL_COLUMNS + request_columns() + list(types),
         "service": service,
         "seconds": seconds,
     }

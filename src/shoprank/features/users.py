@@ -11,8 +11,9 @@ import pyarrow as pa
 
 from shoprank.config import Features
 from shoprank.features.batch import Batch
-from shoprank.features.history import cumulative, prior_ctr, smoothed_ctr, snapshot_rows, windowed
-from shoprank.features.items import versions
+from shoprank.features.history import DAYS_ALL, cumulative, prior_ctr, smoothed_ctr, snapshot_rows, windowed
+from shoprank.features.items import shop_columns, versions
+from shoprank.inputs.declare import window_label
 
 PROFILE_COLUMNS = ("region", "device")  # optional in the contract: null when absent
 
@@ -23,7 +24,7 @@ def user_profile(batch: Batch) -> pd.DataFrame:
     out = pd.DataFrame({"user_id": u["user_id"].astype("string"), "event_timestamp": u["created_at"]})
     for col in PROFILE_COLUMNS:
         out[col] = u[col].astype("string") if col in u else pd.array([None] * len(u), dtype="string")
-    return out
+    return pd.concat([out.reset_index(drop=True), shop_columns(u, "user_profile")], axis=1)
 
 
 def _click_counts(batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -52,11 +53,12 @@ def user_stats(batch: Batch, settings: Features) -> pd.DataFrame:
         "user_id": batch.users["user_id"].astype("string").iloc[user].reset_index(drop=True),
         "event_timestamp": stamp,
     }
-    for w in settings.windows_days:
-        shown_w, clicks_w = windowed(shown, w), windowed(clicks, w)
-        out[f"user_impressions_{w}d"] = shown_w[user, snap].astype(np.int64)
+    for window in settings.windows_days:
+        days, w = DAYS_ALL if window == "all" else int(window), window_label(window)
+        shown_w, clicks_w = windowed(shown, days), windowed(clicks, days)
+        out[f"user_impressions_{w}"] = shown_w[user, snap].astype(np.int64)
         ctr = smoothed_ctr(clicks_w, shown_w, prior, settings.ctr_prior_strength)
-        out[f"user_ctr_{w}d"] = ctr[user, snap].astype(np.float32)
+        out[f"user_ctr_{w}"] = ctr[user, snap].astype(np.float32)
     n_clicks = clicks[user, snap]
     out["user_clicks"] = n_clicks.astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):

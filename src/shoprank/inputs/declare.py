@@ -8,20 +8,22 @@ candidate, the serving fast path, the explanation groups, the Feast feature serv
 from :data:`INPUTS`; adding an input is one entry here (plus its derivation, if derived).
 
 Windowed statistics are declared once as a family (``{w}`` in the name) and expanded
-by ``features.windows_days``.
+by ``features.windows_days`` (``7`` -> ``7d``; ``all`` -> all history). The columns a shop
+declares in ``data.columns`` are inputs too: :func:`configure` adds them when params load.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 from shoprank.inputs.derive import DERIVATIONS, Derivation
 
-Kind = Literal["numeric", "categorical", "text_vector", "sequence", "cross"]
+Kind = Literal["numeric", "categorical", "id", "text_vector", "sequence", "cross"]
+Window = int | str  # days, or "all"
 Entity = Literal["item", "user", "query", "request"]
 
 NEURAL = frozenset({"bert_ctr", "no_text"})
@@ -43,7 +45,9 @@ class Input:
     """One model input.
 
     ``view``: the Feast feature view holding it (a stored input); ``derive``: the name of
-    its derivation in :data:`shoprank.inputs.derive.DERIVATIONS` (a derived input).
+    its derivation in :data:`shoprank.inputs.derive.DERIVATIONS` (a derived input); neither:
+    a value of the request itself (entity ``request``: an impression column of the shop's,
+    sent as ``context`` when serving).
     ``entity``: whose value it is (item inputs are precomputed per item in serving;
     user and query inputs are one value per request). ``uses``: the candidates that read it.
     """
@@ -58,8 +62,12 @@ class Input:
     uses: frozenset[str] = TABULAR
 
     def __post_init__(self) -> None:
-        if (self.view is None) == (self.derive is None):
-            raise ValueError(f"input {self.name!r}: give exactly one source, a view or a derivation")
+        if self.view is not None and self.derive is not None:
+            raise ValueError(f"input {self.name!r}: give one source, a view or a derivation")
+        if self.view is None and self.derive is None and self.entity != "request" and self.kind != "id":
+            raise ValueError(
+                f"input {self.name!r}: only a request's own value has neither view nor derivation"
+            )
         if self.group is not None and self.group not in GROUPS:
             raise ValueError(f"input {self.name!r}: unknown explanation group {self.group!r}")
 
@@ -67,10 +75,15 @@ class Input:
     def family(self) -> bool:
         return "{w}" in self.name
 
-    def expand(self, windows: Iterable[int]) -> list[Input]:
+    def expand(self, windows: Iterable[Window]) -> list[Input]:
         if not self.family:
             return [self]
-        return [Input(**{**self.__dict__, "name": self.name.format(w=w)}) for w in windows]
+        return [Input(**{**self.__dict__, "name": self.name.format(w=window_label(w))}) for w in windows]
+
+
+def window_label(window: Window) -> str:
+    """How a window appears in column names: ``7`` -> ``7d``; ``all`` (all history) stays ``all``."""
+    return "all" if window == "all" else f"{int(window)}d"
 
 
 def _stored(name: str, kind: Kind, entity: Entity, view: str, group: str | None, description: str,
@@ -84,6 +97,15 @@ def _derived(name: str, derivation: str, group: str | None, description: str,
 
 
 BERT = frozenset({"bert_ctr"})
+
+
+def _id(name: str, entity: Entity) -> Input:
+    """The entity's own key: a learned embedding for an id seen ``train.id_min_count`` times in
+    training; rarer and unseen ids share one learned fallback row."""
+    return Input(
+        name, "id", entity, f"the {entity} itself (learned embedding, shared for rare ids)", uses=NEURAL
+    )
+
 
 # fmt: off
 INPUTS: list[Input] = [
@@ -99,20 +121,22 @@ INPUTS: list[Input] = [
     _stored("n_features", "numeric", "item", "item_profile", "brand_category", "listed features"),
     _stored("item_age_days", "numeric", "item", "item_stats", "freshness", "days since listing"),
     _stored("item_is_new", "numeric", "item", "item_stats", "freshness", "listed within new_item_days"),
-    _stored("item_impressions_{w}d", "numeric", "item", "item_stats", "popularity", "shown, last w days"),
-    _stored("item_ctr_{w}d", "numeric", "item", "item_stats", "popularity", "smoothed CTR, last w days"),
-    _stored("item_coec_{w}d", "numeric", "item", "item_stats", "popularity",
-            "clicks over expected clicks at the positions shown, last w days"),
+    _stored("item_impressions_{w}", "numeric", "item", "item_stats", "popularity", "shown, window w"),
+    _stored("item_ctr_{w}", "numeric", "item", "item_stats", "popularity", "smoothed CTR, window w"),
+    _stored("item_coec_{w}", "numeric", "item", "item_stats", "popularity",
+            "clicks over expected clicks at the positions shown, window w"),
     _stored("item_embedding", "text_vector", "item", "item_text", None, "encoded title + description",
             uses=BERT),
+    _id("item_id", "item"),
     # the shopper: user_profile, user_stats, user_history
     _stored("region", "categorical", "user", "user_profile", None, "region"),
     _stored("device", "categorical", "user", "user_profile", None, "device"),
     _stored("user_clicks", "numeric", "user", "user_stats", None, "clicks before the snapshot"),
-    _stored("user_impressions_{w}d", "numeric", "user", "user_stats", None, "impressions, last w days"),
-    _stored("user_ctr_{w}d", "numeric", "user", "user_stats", None, "smoothed click rate, last w days"),
+    _stored("user_impressions_{w}", "numeric", "user", "user_stats", None, "impressions, window w"),
+    _stored("user_ctr_{w}", "numeric", "user", "user_stats", None, "smoothed click rate, window w"),
     _stored("recent_items", "sequence", "user", "user_history", "your_history",
             "last clicked items, newest first, attended against the candidate", uses=NEURAL),
+    _id("user_id", "user"),
     # the query: query_text
     _stored("query_embedding", "text_vector", "query", "query_text", "query_match", "encoded query",
             uses=BERT),
@@ -137,6 +161,80 @@ SOURCES: dict[str, str] = {
     "user_price_pref": "user_stats",
     "query": "the request",
 }
+
+
+# the shop's own columns (data.columns): table -> (whose, Feast view, explanation group)
+SHOP_TABLES: dict[str, tuple[Entity, str | None, str | None]] = {
+    "users": ("user", "user_profile", None),
+    "catalog": ("item", "item_profile", "brand_category"),
+    "impressions": ("request", None, None),
+}
+SHOP: list[Input] = []  # set by configure(), in data.columns' order
+WINDOWS: list[tuple[Window, ...]] = [()]  # features.windows_days, set by configure()
+
+
+def shop_inputs(columns: Mapping[str, Mapping[str, str]]) -> list[Input]:
+    """The inputs of the columns a shop declares in ``data.columns`` (table -> column -> kind)."""
+    taken = {x.name for x in INPUTS if x not in SHOP} | set(SOURCES)
+    out = []
+    for table, cols in columns.items():
+        entity, view, group = SHOP_TABLES[table]
+        for name, kind in cols.items():
+            if name in taken:
+                raise ValueError(f"data.columns.{table}.{name}: an input of shoprank's has that name")
+            description = f"the shop's {table} column ({kind})"
+            out.append(Input(name, kind, entity, description, view=view, group=group))  # type: ignore[arg-type]
+    return out
+
+
+def configure(windows: Iterable[Window], columns: Mapping[str, Mapping[str, str]]) -> None:
+    """Declare the windows and the shop's columns of the params just loaded (see config.parse_params)."""
+    new = shop_inputs(columns)
+    for x in SHOP:
+        INPUTS.remove(x)
+    SHOP[:] = new
+    INPUTS.extend(new)
+    WINDOWS[0] = tuple(windows)
+
+
+@contextmanager
+def kept() -> Iterator[None]:
+    """Restore the configured windows and shop inputs on leaving (a test that loads other params)."""
+    shop, windows = list(SHOP), WINDOWS[0]
+    try:
+        yield
+    finally:
+        for x in SHOP:
+            INPUTS.remove(x)
+        SHOP[:] = shop
+        INPUTS.extend(shop)
+        WINDOWS[0] = windows
+
+
+def shop_columns(table: str) -> dict[str, str]:
+    """The columns the shop declares for a contract table (data.columns.<table>): name -> kind."""
+    entity = SHOP_TABLES[table][0]
+    return {x.name: x.kind for x in SHOP if x.entity == entity}
+
+
+def request_columns() -> list[str]:
+    """The request's own inputs: the impression columns the shop declares (sent as ``context``)."""
+    return [x.name for x in SHOP if x.entity == "request"]
+
+
+def configured_windows() -> tuple[Window, ...]:
+    return WINDOWS[0]
+
+
+def longest_window() -> str:
+    """The label of the longest configured window: ``all`` when the whole history is one."""
+    windows = configured_windows() or ("all",)
+    return "all" if "all" in windows else window_label(max(int(w) for w in windows))
+
+
+def windowed(view: str) -> list[Input]:
+    """The windowed inputs a Feast view stores, one per configured window."""
+    return [e for x in INPUTS if x.view == view and x.family for e in x.expand(configured_windows())]
 
 
 @contextmanager
@@ -168,7 +266,7 @@ def inputs(windows: Iterable[int] | None = None, candidate: str | None = None) -
 
 
 def _pattern(x: Input) -> re.Pattern[str]:
-    return re.compile(re.escape(x.name).replace(re.escape("{w}"), r"\d+") + r"\Z")
+    return re.compile(re.escape(x.name).replace(re.escape("{w}"), r"(?:\d+d|all)") + r"\Z")
 
 
 def present(columns: Iterable[str], candidate: str | None = None) -> list[Input]:
@@ -207,7 +305,7 @@ def views(candidates: Iterable[str]) -> list[str]:
     for c in candidates:
         for x in inputs(candidate=c):
             reads = DERIVATIONS[x.derive].reads if x.derive is not None else ()
-            sources = [x.view] if x.view else [_source(r) for r in reads]
+            sources = [x.view] if x.view else [_source(r) for r in reads]  # a request's own value: none
             wanted += [v for v in sources if v and v not in wanted]
     return wanted
 
@@ -224,9 +322,10 @@ def markdown() -> str:
         "| input | kind | whose | source | explanation group | candidates | meaning |",
         "|---|---|---|---|---|---|---|",
     ]
-    for x in INPUTS:
+    for x in (x for x in INPUTS if x not in SHOP):  # the shop's own columns are its params', not ours
         reads = "" if x.derive is None else ", ".join(DERIVATIONS[x.derive].reads)
-        source = f"view `{x.view}`" if x.view else f"`{x.derive}({reads})`"
+        own = "the key" if x.kind == "id" else "the request"
+        source = f"view `{x.view}`" if x.view else f"`{x.derive}({reads})`" if x.derive else own
         lines.append(
             f"| `{x.name}` | {x.kind} | {x.entity} | {source} | {x.group or '-'} "
             f"| {', '.join(sorted(x.uses))} | {x.description} |"

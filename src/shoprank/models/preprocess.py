@@ -23,7 +23,8 @@ class FeatureSpec:
     """Which training-set columns feed which model input."""
 
     numeric: tuple[str, ...]
-    categorical: tuple[str, ...]
+    categorical: tuple[str, ...]  # ids included: an id is a categorical column with a frequency floor
+    ids: tuple[str, ...] = ()
     query_embedding: str = "query_embedding"
     item_embedding: str = "item_embedding"
     history: str = "recent_items"  # array of item ids, most recent first
@@ -41,9 +42,11 @@ def feature_spec(columns: list[str], candidate: str = "bert_ctr") -> FeatureSpec
 
     have = present(columns, candidate)
     vectors = {x.entity: x.name for x in present(columns) if x.kind == "text_vector"}
+    ids = tuple(x.name for x in have if x.kind == "id")
     return FeatureSpec(
         numeric=tuple(x.name for x in have if x.kind in ("numeric", "cross")),
-        categorical=tuple(x.name for x in have if x.kind == "categorical"),
+        categorical=tuple(x.name for x in have if x.kind == "categorical") + ids,
+        ids=ids,
         query_embedding=vectors.get("query", "query_embedding"),
         item_embedding=vectors.get("item", "item_embedding"),
     )
@@ -58,11 +61,18 @@ class Preprocessor:
     item_rows: dict[str, int] = field(default_factory=dict)  # item id -> row of the item table (1..)
     tokenizer_dir: str | None = None  # set in fine-tune / LoRA modes: texts become token ids
     max_tokens: int = 32
+    id_min_count: int = 1  # training rows an id needs for a code of its own; rarer ids share code 0
 
     def fit(self, df: pd.DataFrame, item_ids: list[str]) -> Preprocessor:
-        """Learn vocabularies and scalings from the training split ``df``."""
+        """Learn vocabularies and scalings from the training split ``df``.
+
+        An id column keeps the ids seen ``id_min_count`` times; the others map to code 0,
+        the row unseen values use too, so that row is learned from the rare ids.
+        """
         for col in self.spec.categorical:
-            values = df[col].astype("string").fillna("<na>").unique()
+            counts = df[col].astype("string").fillna("<na>").value_counts()
+            floor = self.id_min_count if col in self.spec.ids else 1
+            values = counts.index[counts >= floor]
             self.vocab[col] = {v: i + 1 for i, v in enumerate(sorted(values))}
         for col in self.spec.numeric:
             x = df[col].astype("float64")

@@ -19,7 +19,8 @@ from typing import Any
 import pandas as pd
 
 from shoprank.config import Validate
-from shoprank.data.schema import IMPRESSIONS, Column, TableSchema
+from shoprank.data.schema import IMPRESSIONS, Column, TableSchema, with_declared
+from shoprank.inputs.declare import shop_columns
 from shoprank.quality.batch import CONTRACT, Batch, window_end
 
 _INTS = [
@@ -261,9 +262,10 @@ def build_suites(
     end = window_end(batch)
     suites = {"files": files_expectations()}
     for schema in CONTRACT:
-        if schema.name in batch.frames:
+        if schema.name in batch.frames:  # with the columns the shop declares (data.columns)
+            extended = with_declared(schema, shop_columns(schema.name))
             suites[schema.name] = table_expectations(
-                schema, batch.frames[schema.name], settings, now, end, previous
+                extended, batch.frames[schema.name], settings, now, end, previous
             )
     if references is not None:
         suites["references"] = references_expectations(references)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shoprank.inputs.declare import longest_window
 from shoprank.ranking.features import is_user_column
 
 DISPLAY = ("item_id", "title", "description", "created_at")  # shown, never a model input
@@ -48,7 +49,9 @@ class Catalog:
             category=category,
             category_lower=np.char.lower(category.astype(str)),
             price=items["price"].astype(float).to_numpy(),
-            popularity=items.get("item_ctr_28d", pd.Series(0.0, index=items.index)).fillna(0).to_numpy(),
+            popularity=items.get(f"item_ctr_{longest_window()}", pd.Series(0.0, index=items.index))
+            .fillna(0)
+            .to_numpy(),
         )
 
     def __len__(self) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shoprank.inputs.declare import groups, present
+from shoprank.inputs.declare import groups, longest_window, present
 from shoprank.inputs.frame import Frame, Vectors
 
 MIN_IMPACT = 0.001  # smaller drops in predicted CTR are not worth a reason
@@ -70,10 +70,12 @@ def wording(group: str, row: pd.Series, cosine: float) -> str:
     if group == "query_match":
         return f"matches the query (text similarity {cosine:.2f})"
     if group == "popularity":
-        ctr, shown = _f(row, "item_ctr_28d"), _f(row, "item_impressions_28d")
+        w = longest_window()
+        ctr, shown = _f(row, f"item_ctr_{w}"), _f(row, f"item_impressions_{w}")
         views = int(shown) if np.isfinite(shown) else 0
+        span = "so far" if w == "all" else f"over {w[:-1]} days"
         if np.isfinite(ctr):
-            return f"popular: {ctr:.1%} click rate over 28 days ({views} views)"
+            return f"popular: {ctr:.1%} click rate {span} ({views} views)"
         return "popular with shoppers"
     if group == "your_history":
         share = _f(row, "hist_category_share")

@@ -38,8 +38,9 @@ class FastScorer:
         self.pre, self.spec = scorer.pre, scorer.pre.spec
         self.model = scorer.model()
         have = set(features.values.columns)
-        self.item_cat = [c for c in self.spec.categorical if c in have]
-        self.user_cat = [c for c in self.spec.categorical if c not in have]
+        # the item id is an item column here (the table's rows); the user id a request value
+        self.item_cat = [c for c in self.spec.categorical if c in have or c == self.spec.item_id]
+        self.user_cat = [c for c in self.spec.categorical if c not in self.item_cat]
         declared = {c: by_name(c) for c in self.spec.numeric}
         self.derived: dict[str, Derivation] = {
             c: DERIVATIONS[x.derive] for c, x in declared.items() if x.derive is not None
@@ -62,7 +63,9 @@ class FastScorer:
                 v = self.features.values
                 have = set(v.columns)
                 cat = (
-                    np.stack([self._codes(v[c], c) for c in self.item_cat], axis=1) if self.item_cat else None
+                    np.stack([self._codes(self._item_column(v, c), c) for c in self.item_cat], axis=1)
+                    if self.item_cat
+                    else None
                 )
                 num = (
                     np.stack([self._scaled(v[c], c) for c in self.item_num], axis=1)
@@ -77,6 +80,9 @@ class FastScorer:
                 self._arrays = (cat, num, parts)
                 self._version = version
         return self._arrays
+
+    def _item_column(self, values: pd.DataFrame, name: str) -> pd.Series:
+        return values[name] if name in values else pd.Series(self.features.item_ids)
 
     def prepare(self) -> None:
         """Build the item arrays now (after a refresh of the item table)."""

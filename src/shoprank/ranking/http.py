@@ -146,14 +146,15 @@ def create_app(
 
     def do_search(r: Ranker, b: SearchBody) -> dict:
         filters = b.filters.model_dump() if b.filters else None
-        return r.search(b.query, b.user_id, b.k, filters, b.explain)
+        return r.search(b.query, b.user_id, b.k, filters, b.explain, b.context)
 
     def do_recommend(r: Ranker, b: RecommendBody) -> dict:
         filters = b.filters.model_dump() if b.filters else None
-        return r.recommend(b.user_id, b.k, b.exclude_seen, filters, b.explain)
+        return r.recommend(b.user_id, b.k, b.exclude_seen, filters, b.explain, b.context)
 
     def do_rank(r: Ranker, b: RankBody) -> dict:
-        return r.rank(b.query, b.user_id, b.item_ids, r.settings.explain_top if b.explain else 0)
+        explain = r.settings.explain_top if b.explain else 0
+        return r.rank(b.query, b.user_id, b.item_ids, explain, b.context)
 
     def do_intent(r: Ranker, b: IntentBody) -> dict:
         return r.intent(b.query)

@@ -36,7 +36,7 @@ from shoprank.ranking.loader import load, runtime_of
 from shoprank.ranking.metrics import stage
 from shoprank.ranking.query_vectors import QueryVectors
 from shoprank.ranking.refresh import Refresher
-from shoprank.ranking.requests import RequestRules
+from shoprank.ranking.requests import Context, RequestRules
 from shoprank.ranking.rerank import rerank
 from shoprank.ranking.scoring import Scored, Scoring
 from shoprank.ranking.served import ServedResponses
@@ -149,8 +149,9 @@ class Ranker:
         timings: dict[str, float],
         q_vec: np.ndarray | None = None,
         source: str | None = None,
+        context: Context | None = None,
     ) -> Scored:
-        return self.scoring.score(rows, query, user_id, request_id, timings, q_vec, source)
+        return self.scoring.score(rows, query, user_id, request_id, timings, q_vec, source, context)
 
     def frame_of(self, s: Scored, idx: np.ndarray | None = None) -> Frame:
         return self.scoring.frame_of(s, idx)
@@ -161,12 +162,22 @@ class Ranker:
         return self.query_vectors.vector(query, timings)
 
     # ---- endpoints
-    def rank(self, query: str, user_id: str | None, item_ids: Sequence[str], explain_top: int = 0) -> dict:
-        """Score and order the caller's candidates; reasons for the first ``explain_top``."""
+    def rank(
+        self,
+        query: str,
+        user_id: str | None,
+        item_ids: Sequence[str],
+        explain_top: int = 0,
+        context: Context | None = None,
+    ) -> dict:
+        """Score and order the caller's candidates; reasons for the first ``explain_top``.
+
+        ``context``: the request's values of the shop's impression columns (data.columns).
+        """
         rows = self.catalog.rows_of(item_ids)
         request_id = new_request_id()
         timings: dict[str, float] = {}
-        s = self.scoring.score(rows, query, user_id, request_id, timings)
+        s = self.scoring.score(rows, query, user_id, request_id, timings, context=context)
         order = np.argsort(-s.scores, kind="stable")
         why = self.explainer.reasons(s, order[:explain_top], timings) if explain_top else None
         with stage("log", timings):
@@ -188,6 +199,7 @@ class Ranker:
         k: int = 10,
         filters: Mapping[str, Any] | None = None,
         explain_results: bool = True,
+        context: Context | None = None,
     ) -> dict:
         """Retrieve, score, re-rank (diversity, exploration slots) and explain a page of ``k``."""
         mask = self.catalog.mask(filters)
@@ -207,7 +219,7 @@ class Ranker:
                 "intent": understand.intent_of(self.understanding, q_vec),
                 "results": [],
             }
-        s = self.scoring.score(got.rows, query, user_id, request_id, timings, q_vec, source)
+        s = self.scoring.score(got.rows, query, user_id, request_id, timings, q_vec, source, context)
         with stage("rerank", timings):
             order, explored = self.page(s, k)
         why = (
@@ -232,9 +244,13 @@ class Ranker:
         exclude_seen: bool = True,
         filters: Mapping[str, Any] | None = None,
         explain_results: bool = True,
+        context: Context | None = None,
     ) -> dict:
         """A feed of ``k`` for the shopper: no query (see :mod:`~shoprank.ranking.recommend`)."""
-        return recommend.recommend(self, user_id, k, exclude_seen, filters, explain_results, new_request_id())
+        request_id = new_request_id()
+        return recommend.recommend(
+            self, user_id, k, exclude_seen, filters, explain_results, request_id, context
+        )
 
     def page(self, s: Scored, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The page: diversity and exploration slots, random draws seeded by the request id."""

@@ -79,6 +79,7 @@ def recommend(
     filters: Mapping[str, Any] | None,
     explain_results: bool,
     request_id: str,
+    context: Mapping[str, Any] | None = None,
 ) -> dict:
     """Retrieve from the shopper's clicks, popular and new items; score as a feed; re-rank; explain."""
     timings: dict[str, float] = {}
@@ -99,7 +100,7 @@ def recommend(
             "candidates": 0,
             "results": [],
         }
-    s = ranker.scoring.score(got.rows, FEED_QUERY, user_id, request_id, timings)
+    s = ranker.scoring.score(got.rows, FEED_QUERY, user_id, request_id, timings, context=context)
     with stage("rerank", timings):
         order, explored = ranker.page(s, k)
     top = order[: ranker.settings.explain_top]

@@ -31,6 +31,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from shoprank.inputs.declare import SHOP
+
 ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 ID_RULE = "1-128 characters of letters, digits and _ . : -"
 INVALID, UNKNOWN_ITEM = "invalid", "unknown_item"  # error types; UNKNOWN_ITEM alone makes a 404
@@ -104,8 +106,27 @@ UserId = Annotated[str, _id("user_id")]
 RequestId = Annotated[str, _id("request_id")]
 
 
+Context = dict[str, str | float | None]  # the shop's impression columns (data.columns.impressions)
+
+
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def check_context(context: Context) -> Context:
+    """Only declared impression columns, numbers for numeric ones and text for categorical ones."""
+    declared = {x.name: x.kind for x in SHOP if x.entity == "request"}
+    if unknown := sorted(set(context) - set(declared)):
+        raise _invalid(f"unknown context key(s) {unknown[:10]}; the model reads {sorted(declared) or 'none'}")
+    for key, value in context.items():
+        if value is None:
+            continue
+        numeric = declared[key] == "numeric"
+        if numeric and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise _invalid(f"context {key!r} is numeric: send a number, not {type(value).__name__}")
+        if not numeric and not isinstance(value, str):
+            raise _invalid(f"context {key!r} is categorical: send text, not {type(value).__name__}")
+    return context
 
 
 class Filters(Body):
@@ -127,6 +148,12 @@ class SearchBody(Body):
     k: int = Field(10, validate_default=True)  # the default is checked against max_k too
     filters: Filters | None = None
     explain: bool = True
+    context: Context = {}  # the request's values of the shop's impression columns
+
+    @field_validator("context")
+    @classmethod
+    def check_context(cls, value: Context) -> Context:
+        return check_context(value)
 
     @field_validator("query")
     @classmethod
@@ -147,6 +174,12 @@ class RecommendBody(Body):
     exclude_seen: bool = True  # leave out the items of the shopper's recent clicks
     filters: Filters | None = None
     explain: bool = True
+    context: Context = {}  # the request's values of the shop's impression columns
+
+    @field_validator("context")
+    @classmethod
+    def check_context(cls, value: Context) -> Context:
+        return check_context(value)
 
     @field_validator("k")
     @classmethod
@@ -159,6 +192,12 @@ class RankBody(Body):
     user_id: UserId | None = None
     item_ids: list[Id]
     explain: bool = False
+    context: Context = {}  # the request's values of the shop's impression columns
+
+    @field_validator("context")
+    @classmethod
+    def check_context(cls, value: Context) -> Context:
+        return check_context(value)
 
     @field_validator("query")
     @classmethod

@@ -12,7 +12,8 @@ that they are the same (else the pandas path serves).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import pandas as pd
 
 from shoprank.features.queries import query_id as query_id_of
 from shoprank.inputs.apply import derive
+from shoprank.inputs.declare import request_columns
 from shoprank.inputs.frame import Frame
 from shoprank.logs import log
 from shoprank.ranking import fastpath
@@ -76,8 +78,12 @@ class Scoring:
         timings: dict[str, float],
         q_vec: np.ndarray | None = None,
         source: str | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> Scored:
         """Score ``rows`` for the request; ``q_vec`` (and its ``source``) when the caller has it.
+
+        ``context``: the request's own inputs (the shop's impression columns); they are read
+        beside the shopper's values, as the training set has them beside its labels.
 
         Without ``q_vec``: the process cache, else the store's vector, read with the item and
         user features (the same read; alone if they are fresh), else one encoder pass.
@@ -88,6 +94,8 @@ class Scoring:
             source = "cache" if q_vec is not None and query_id else None
         with stage("features", timings):
             lookup = self.features.fetch(rows, user_id, query_id, want_query=q_vec is None)
+        # the request's own values beside the shopper's: the context, and the id an id input reads
+        lookup = replace(lookup, user={**lookup.user, **(context or {}), "user_id": user_id or ""})
         if q_vec is None:
             with stage("embed", timings):
                 q_vec, source = self.query_vectors.resolve(query, lookup.query_embedding, timings)
@@ -147,6 +155,8 @@ class Scoring:
                 df[c] = pd.Series([v] * n, dtype=object)
             else:
                 df[c] = v if v is not None else np.nan if c not in ("region", "device") else None
+        for c in request_columns():  # the shop's impression columns: the request's context
+            df[c] = lookup.user.get(c)
         df["position"], df["clicked"], df["propensity"] = 0, 0, np.nan
         vectors = {
             "item_embedding": self.catalog.vectors[rows],

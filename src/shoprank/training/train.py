@@ -87,7 +87,7 @@ def fit_neural(
     from shoprank.models.lightning import LitCTR, OptimConfig
 
     L.seed_everything(settings.seed, workers=True, verbose=False)
-    pre = Preprocessor(spec).fit(train.df, item_ids)
+    pre = Preprocessor(spec, id_min_count=settings.id_min_count).fit(train.df, item_ids)
     end_to_end = use_text and settings.mode != "frozen"
     if end_to_end:
         if encoder is None:

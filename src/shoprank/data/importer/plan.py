@@ -20,13 +20,12 @@ from shoprank.config import Data
 from shoprank.config_data import Import, ImportTable, Scalar
 from shoprank.data.importer.coerce import parse
 from shoprank.data.importer.problems import ImportFailed, unknown_column
-from shoprank.data.schema import TABLES, Column, TableSchema
+from shoprank.data.schema import TABLES, TableSchema, with_declared
 
 IMPORTABLE = ("catalog", "users", "impressions")
 REQUIRED = ("catalog", "impressions")
 FIRST_SEEN = "first_seen"  # a default: the entity's earliest impression
 ENTITY_KEY = {"catalog": "item_id", "users": "user_id"}  # whose impressions first_seen looks at
-KINDS = {"numeric": "float", "categorical": "string"}  # data.columns kinds -> contract types
 BUILT_BY = ("labels", "constants", "template")  # steps that make a column from nothing in the source
 
 
@@ -66,15 +65,10 @@ def plan_tables(settings: Import, data: Data) -> dict[str, TablePlan]:
 
 def extended_schema(name: str, data: Data) -> TableSchema:
     """The contract's table with the columns ``data.columns`` declares for it (nullable)."""
-    base = TABLES[name]
-    declared = data.columns.get(name, {})
-    if clash := [c for c in declared if c in base.names]:
-        raise ImportFailed(f"data.columns.{name}: {clash} are contract columns already; declare other names")
-    extra = tuple(
-        Column(col, KINDS[kind], f"Declared in data.columns ({kind}).", nullable=True)
-        for col, kind in declared.items()
-    )
-    return TableSchema(base.name, base.meaning, base.columns + extra, base.key, base.optional)
+    try:
+        return with_declared(TABLES[name], data.columns.get(name, {}))
+    except ValueError as exc:
+        raise ImportFailed(str(exc)) from None
 
 
 def _plan(name: str, spec: ImportTable, data: Data) -> TablePlan:
