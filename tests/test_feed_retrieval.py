@@ -127,3 +127,34 @@ def test_a_retriever_is_one_entry_and_a_bundle_without_tables_still_serves(index
     shopper = Shopper("u1", np.array([0]))  # no co-clicks; popular by the item table's click rate
     assert RETRIEVERS["co_clicked"](bare, shopper, 3, None).tolist() == []
     assert RETRIEVERS["popular"](bare, shopper, 3, None).tolist() == [7, 6, 5]
+
+
+def test_collaborative_retrieval_follows_the_learned_factors(index, tmp_path):
+    from shoprank.retrieval.factors import read_factors, write_factors
+
+    arrays = {  # a model that learned rows for two shoppers and three items (the others are rare)
+        "user_ids": np.array(["u1", "u9"]),
+        "user_factors": np.array([[1.0, 0.0], [0.0, 1.0]], np.float32),
+        "item_ids": np.array(["item_6", "item_2", "item_5"]),
+        "item_factors": np.array([[2.0, 0.0], [0.5, 3.0], [1.0, 1.0]], np.float32),
+        "item_bias": np.array([0.0, 0.0, 0.5], np.float32),
+    }
+    summary = write_factors(arrays, IDS, tmp_path)
+    assert summary == {"users": 2, "items": 3, "dim": 2}
+    factors = read_factors(tmp_path, IDS)
+    with_factors = FeedIndex(
+        index.items, index.co_clicks, np.zeros(8), np.zeros(8), np.zeros(8), factors=factors
+    )
+    find = RETRIEVERS["collaborative"]
+    # u1 = (1, 0): item_6 2.0, item_5 1.5, item_2 0.5; u9 = (0, 1): item_2 3.0, item_5 1.5, item_6 0.0
+    assert find(with_factors, Shopper("u1", np.array([0])), 8, None).tolist() == [6, 5, 2]
+    assert find(with_factors, Shopper("u9", np.zeros(0, np.int64)), 2, None).tolist() == [2, 5]
+    allowed = np.ones(8, bool)
+    allowed[6] = False
+    assert find(with_factors, Shopper("u1", np.array([0])), 8, allowed).tolist() == [5, 2]
+    assert find(with_factors, Shopper("stranger", np.zeros(0, np.int64)), 8, None).tolist() == []
+    got = retrieve(with_factors, Shopper("u9", np.zeros(0, np.int64)), 8)  # a shopper with no clicks
+    assert "collaborative" in dict(zip(got.rows.tolist(), got.sources, strict=True))[2]
+    with pytest.raises(ValueError, match="not the bundle's items"):
+        read_factors(tmp_path, IDS[::-1])
+    assert read_factors(tmp_path / "none", IDS) is None

@@ -110,7 +110,7 @@ def import_params(raw: dict) -> dict:
     }
     raw["validate"]["max_ctr"] = 0.9
     raw["train"]["candidates"] = {
-        name: raw["train"]["candidates"][name] for name in ("bert_ctr", "lightgbm", "popularity")
+        name: raw["train"]["candidates"][name] for name in ("bert_ctr", "lightgbm", "popularity", "cf")
     }
     return raw
 
@@ -162,7 +162,8 @@ def test_dvc_repro_runs_on_an_imported_log_and_the_service_answers_for_its_users
     feed = ranker.recommend("7", k=10)
     known = set(pd.read_csv(repo / "data/import/items.csv")["sku"].astype(str))
     assert len(feed["results"]) == 10 and {r["item_id"] for r in feed["results"]} <= known
-    assert any("co_clicked" in r["retrieval"]["sources"] for r in feed["results"])  # from its own clicks
+    found_by = {s for r in feed["results"] for s in r["retrieval"]["sources"]}
+    assert {"co_clicked", "collaborative"} <= found_by  # from its own clicks, and the learned factors
     cold = ranker.recommend("a-shopper-never-seen", k=5)
     assert len(cold["results"]) == 5
     ranker.record_feedback(feed["request_id"], feed["results"][0]["item_id"], "click")

@@ -20,16 +20,9 @@ from torch import nn
 
 from shoprank.config import CF
 from shoprank.inputs.frame import Frame
-from shoprank.models.preprocess import FeatureSpec
+from shoprank.models.preprocess import FeatureSpec, vocabulary
 
 SERVING_POSITION = 1  # position-free scores are those of the top slot
-
-
-def vocabulary(ids: pd.Series, min_count: int) -> dict[str, int]:
-    """Id -> row (1..) for ids seen at least ``min_count`` times; the rest map to 0."""
-    counts = ids.astype("string").value_counts()
-    frequent = sorted(counts.index[counts >= min_count])
-    return {v: i + 1 for i, v in enumerate(frequent)}
 
 
 class Factors(nn.Module):
@@ -113,3 +106,19 @@ class CollaborativeModel:
         """(item ids, their factors): the items with their own row, for neighbour retrieval."""
         ids = sorted(self.items, key=self.items.__getitem__)
         return ids, self.model.item.weight.detach().numpy()[1:].copy()
+
+    def retrieval_arrays(self) -> dict[str, np.ndarray]:
+        """What a feed retrieves with: the frequent shoppers' and items' factors and the item biases.
+
+        ``score(user, item) = item_bias + <user, item>`` orders one shopper's items as the
+        model does (the global and user biases and the position do not change the order).
+        """
+        users = sorted(self.users, key=self.users.__getitem__)
+        items, item_vecs = self.item_factors()
+        return {
+            "user_ids": np.asarray(users, dtype=str),
+            "user_factors": self.model.user.weight.detach().numpy()[1:].astype(np.float32),
+            "item_ids": np.asarray(items, dtype=str),
+            "item_factors": item_vecs.astype(np.float32),
+            "item_bias": self.model.item_bias.weight.detach().numpy()[1:, 0].astype(np.float32),
+        }

@@ -52,6 +52,13 @@ def feature_spec(columns: list[str], candidate: str = "bert_ctr") -> FeatureSpec
     )
 
 
+def vocabulary(values: pd.Series, min_count: int = 1) -> dict[str, int]:
+    """Value -> code (1..) for values seen at least ``min_count`` times; the rest map to 0."""
+    counts = values.astype("string").value_counts()
+    frequent = sorted(counts.index[counts >= min_count])
+    return {v: i + 1 for i, v in enumerate(frequent)}
+
+
 @dataclass
 class Preprocessor:
     spec: FeatureSpec
@@ -70,10 +77,8 @@ class Preprocessor:
         the row unseen values use too, so that row is learned from the rare ids.
         """
         for col in self.spec.categorical:
-            counts = df[col].astype("string").fillna("<na>").value_counts()
             floor = self.id_min_count if col in self.spec.ids else 1
-            values = counts.index[counts >= floor]
-            self.vocab[col] = {v: i + 1 for i, v in enumerate(sorted(values))}
+            self.vocab[col] = vocabulary(df[col].astype("string").fillna("<na>"), floor)
         for col in self.spec.numeric:
             x = df[col].astype("float64")
             self.mean[col] = float(np.nan_to_num(x.mean()))

@@ -177,6 +177,7 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
     retriever = HybridRetriever.build(item_document(items), vecs)
     retriever.save(out / RETRIEVAL_DIR)
     feed = click_tables(params, batch, items, out / RECOMMEND_DIR)
+    feed["collaborative"] = factor_table(params, items, out / RECOMMEND_DIR)
     if understanding is not None:
         with open(out / UNDERSTANDING, "wb") as f:
             pickle.dump(understanding, f)
@@ -226,6 +227,24 @@ def click_tables(params: Params, batch: Path, items: pd.DataFrame, out: Path) ->
     )
     log(logger, "click tables written", **summary)
     return summary
+
+
+def factor_table(params: Params, items: pd.DataFrame, out: Path) -> dict[str, Any] | None:
+    """The factors of the first trained candidate that has them (collaborative filtering), for
+    the feeds' collaborative retriever; None when no such candidate was trained."""
+    from shoprank.models.scorers import load
+    from shoprank.retrieval.factors import write_factors
+
+    for name in params.train.candidates:
+        path = Path(params.paths.models) / "candidates" / f"{name}.pt"
+        if not path.is_file():
+            continue
+        _, scorer = load(path)
+        if hasattr(scorer, "retrieval_arrays"):
+            summary = write_factors(scorer.retrieval_arrays(), items["item_id"].astype(str).to_numpy(), out)
+            log(logger, "collaborative factors written", candidate=name, **summary)
+            return {"candidate": name, **summary}
+    return None
 
 
 def model_tag(record: dict[str, Any]) -> str:

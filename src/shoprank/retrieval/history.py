@@ -11,8 +11,11 @@ A retriever is added with one entry.
 - ``similar``: the nearest items, by text embedding, to the shopper's latest clicks
 - ``popular``: the items clicked most in the batch's last days
 - ``new``: the items listed within ``features.new_item_days``, newest first
+- ``collaborative``: the items a collaborative-filtering candidate scores highest for the
+  shopper (:mod:`~shoprank.retrieval.factors`), when the bundle has its factors
 
-A shopper without clicks (unknown, or new) gets the last two only.
+A shopper without clicks (unknown, or new) gets ``popular`` and ``new``, and
+``collaborative`` when the model learned a row for them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 
 from shoprank.logs import log
 from shoprank.retrieval.clicks import NeighbourTable, read_tables
+from shoprank.retrieval.factors import Factors, read_factors
 from shoprank.retrieval.hybrid import RRF_K, HybridRetriever
 
 logger = logging.getLogger(__name__)
@@ -61,8 +65,9 @@ class FeedIndex:
         is_new: np.ndarray,
         listed: np.ndarray,
         fallback: str | None = None,
+        factors: Factors | None = None,
     ):
-        self.items, self.co_clicks, self.fallback = items, co_clicks, fallback
+        self.items, self.co_clicks, self.fallback, self.factors = items, co_clicks, fallback, factors
         rows = np.arange(len(popularity))
         order = np.lexsort((rows, -popularity))  # most popular first, ties by row
         self.popular_order = order[popularity[order] > 0]
@@ -86,7 +91,8 @@ class FeedIndex:
             empty = NeighbourTable.empty(len(item_ids))
             return cls(items, empty, np.asarray(popularity, np.float64), is_new, listed, NO_TABLES)
         table, clicks = read_tables(folder, item_ids)
-        return cls(items, table, clicks.astype(np.float64), is_new, listed)
+        factors = read_factors(folder, item_ids)
+        return cls(items, table, clicks.astype(np.float64), is_new, listed, factors=factors)
 
 
 Retriever = Callable[[FeedIndex, Shopper, int, np.ndarray | None], np.ndarray]
@@ -135,9 +141,21 @@ def new(index: FeedIndex, shopper: Shopper, n: int, allowed: np.ndarray | None) 
     return _in_order(index.new_order, n, allowed)
 
 
+def collaborative(index: FeedIndex, shopper: Shopper, n: int, allowed: np.ndarray | None) -> np.ndarray:
+    scores = index.factors.scores(shopper.user_id) if index.factors is not None else None
+    if scores is None:
+        return np.zeros(0, np.int64)
+    scores = scores.copy()
+    if allowed is not None:
+        scores[~allowed] = -np.inf
+    found = np.flatnonzero(np.isfinite(scores))
+    return found[np.lexsort((found, -scores[found]))][:n]
+
+
 RETRIEVERS: dict[str, Retriever] = {
     "co_clicked": co_clicked,
     "similar": similar,
+    "collaborative": collaborative,
     "popular": popular,
     "new": new,
 }
