@@ -113,6 +113,8 @@ user_stats = FeatureView(
     online=True,
     schema=[
         *windowed_fields(REPO, "user_stats"),
+        Field(name="user_impressions_today", dtype=Int64, description="Shown earlier the same day (UTC)."),
+        Field(name="user_ctr_today", dtype=Float32, description="Beta-smoothed CTR earlier the same day."),
         Field(name="user_clicks", dtype=Int64, description="Clicks before the snapshot."),
         Field(
             name="user_price_pref", dtype=Float32, description="Mean price of clicked items; null before any."

@@ -89,6 +89,15 @@ def test_training_set_equals_a_naive_recount(tiny_features, tiny_batch, params):
         assert row["user_clicks"] == len(clicks)
         assert set(row["recent_items"]) <= set(clicks["item_id"])
         assert len(row["recent_items"]) == min(len(clicks), s.history_length)
+        assert row["item_impressions_all"] == (before["item_id"] == row["item_id"]).sum()
+        # the shopper's day so far: strictly earlier impressions of the same day, never this one's
+        today = imp[
+            (imp["user_id"] == row["user_id"]) & (imp["ts"] >= cut) & (imp["ts"] < row["event_timestamp"])
+        ]
+        assert row["user_impressions_today"] == len(today)
+        if len(before):
+            expected = (today["clicked"].sum() + k * prior) / (len(today) + k)
+            assert row["user_ctr_today"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_feature_tables_match_the_feast_views(tiny_features):

@@ -40,18 +40,69 @@ def _click_counts(batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-def user_stats(batch: Batch, settings: Features) -> pd.DataFrame:
-    """Daily snapshots per user: impressions and smoothed CTR per window, clicks, price preference.
+def today_rows(batch: Batch) -> pd.DataFrame:
+    """Per distinct (user, time) of the user's impressions: ``n`` shown and ``c`` clicked earlier
+    that day (UTC), strictly before that time, and the day's snapshot ``day``; ``ts`` in
+    microseconds since the epoch."""
+    imp = batch.impressions
+    events = pd.DataFrame(
+        {
+            "user": imp["user"].to_numpy(np.int64),
+            "ts": imp["ts"].dt.tz_convert("UTC").to_numpy(dtype="datetime64[us]").astype(np.int64),
+            "day": imp["day"].to_numpy(np.int64),
+            "clicked": imp["clicked"].to_numpy(np.float64),
+        }
+    )
+    per = (
+        events.groupby(["user", "ts"], sort=True)
+        .agg(day=("day", "first"), n=("clicked", "size"), c=("clicked", "sum"))
+        .reset_index()
+    )
+    by_day = per.groupby(["user", "day"], sort=False)
+    per["n"], per["c"] = by_day["n"].cumsum() - per["n"], by_day["c"].cumsum() - per["c"]
+    return per
 
-    ``user_price_pref`` is the mean price of the items the user clicked before the
-    snapshot (null before the first click).
+
+def _with_today(batch: Batch) -> tuple[np.ndarray, np.ndarray, pd.Series, np.ndarray, np.ndarray]:
+    """The daily snapshot rows (nothing yet today) and a row at each time the user was shown
+    something, carrying that day's snapshot and the day so far: (user, snap, stamp, n, c)."""
+    user, snap, stamp = snapshot_rows(batch.users["created_at"], batch.timeline)
+    today = today_rows(batch)
+    rows = pd.DataFrame(
+        {
+            "user": np.concatenate([user, today["user"].to_numpy()]),
+            "snap": np.concatenate([snap, np.clip(today["day"].to_numpy(), 0, batch.timeline.n_days)]),
+            "stamp": np.concatenate(
+                [stamp.to_numpy(dtype="datetime64[us]").astype(np.int64), today["ts"].to_numpy(np.int64)]
+            ),
+            "n": np.concatenate([np.zeros(len(user)), today["n"].to_numpy(np.float64)]),
+            "c": np.concatenate([np.zeros(len(user)), today["c"].to_numpy(np.float64)]),
+        }
+    )
+    # at an equal stamp the event row (it knows the day so far) wins over the day's first row
+    rows = rows.drop_duplicates(["user", "stamp"], keep="last").sort_values(["user", "stamp"], kind="stable")
+    stamp = pd.Series(pd.to_datetime(rows["stamp"].to_numpy(), unit="us", utc=True))
+    return rows["user"].to_numpy(), rows["snap"].to_numpy(), stamp, rows["n"].to_numpy(), rows["c"].to_numpy()
+
+
+def user_stats(batch: Batch, settings: Features) -> pd.DataFrame:
+    """Per user: a snapshot each day and a row each time the user was shown something.
+
+    Every row has impressions and smoothed CTR per window, clicks and price preference as of
+    its day's snapshot, and what the user was shown and clicked earlier that day
+    (``user_impressions_today``, ``user_ctr_today``): a shopper's session so far. Each row
+    counts only events strictly before its stamp. ``user_price_pref`` is the mean price of
+    the items the user clicked before the snapshot (null before the first click).
     """
     shown, clicks, spent = _click_counts(batch)
     prior = prior_ctr(clicks, shown)
-    user, snap, stamp = snapshot_rows(batch.users["created_at"], batch.timeline)
+    user, snap, stamp, n_today, c_today = _with_today(batch)
+    k = settings.ctr_prior_strength
     out = {
         "user_id": batch.users["user_id"].astype("string").iloc[user].reset_index(drop=True),
         "event_timestamp": stamp,
+        "user_impressions_today": n_today.astype(np.int64),
+        "user_ctr_today": ((c_today + k * prior[snap]) / (n_today + k)).astype(np.float32),
     }
     for window in settings.windows_days:
         days, w = DAYS_ALL if window == "all" else int(window), window_label(window)

@@ -134,6 +134,8 @@ INPUTS: list[Input] = [
     _stored("user_clicks", "numeric", "user", "user_stats", None, "clicks before the snapshot"),
     _stored("user_impressions_{w}", "numeric", "user", "user_stats", None, "impressions, window w"),
     _stored("user_ctr_{w}", "numeric", "user", "user_stats", None, "smoothed click rate, window w"),
+    _stored("user_impressions_today", "numeric", "user", "user_stats", None, "shown earlier today (UTC)"),
+    _stored("user_ctr_today", "numeric", "user", "user_stats", None, "smoothed click rate earlier today"),
     _stored("recent_items", "sequence", "user", "user_history", "your_history",
             "last clicked items, newest first, attended against the candidate", uses=NEURAL),
     _id("user_id", "user"),
