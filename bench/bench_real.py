@@ -233,20 +233,20 @@ def report(figures: dict) -> dict:
         print(f"{name:32s} {m['auc']:8.4f} {cold:>9s}")
     ordered = sorted(models, key=lambda n: (n != "bert_ctr", n in BASELINES))
     rows = [
-        row(f"{name}: test AUC", models[name]["auc"], "", f"best baseline ({best})", models[best]["auc"])
+        row(f"{name}: test AUC", models[name]["auc"], "AUC", f"best baseline ({best})", models[best]["auc"])
         if name != best
-        else row(f"{name}: test AUC", models[name]["auc"], "")
+        else row(f"{name}: test AUC", models[name]["auc"], "AUC")
         for name in ordered
     ]
     for name in ordered:
         if models[name]["auc_cold"] is not None and name != "no_text" and "no_text" in models:
             base = models["no_text"]["auc_cold"]
-            rows.append(row(f"{name}: AUC on cold items", models[name]["auc_cold"], "", "no_text", base))
+            rows.append(row(f"{name}: AUC on cold items", models[name]["auc_cold"], "AUC", "no_text", base))
     if "cold_bert_minus_no_text_95ci" in figures:
         lo, hi = figures["cold_bert_minus_no_text_95ci"]
         print(f"cold items, bert_ctr minus no_text: 95% interval [{lo:+.4f}, {hi:+.4f}]")
-        rows.append(row("cold items, AUC of bert_ctr minus no_text: 95% interval, low end", lo, ""))
-        rows.append(row("cold items, AUC of bert_ctr minus no_text: 95% interval, high end", hi, ""))
+        rows.append(row("cold items, AUC of bert_ctr minus no_text: 95% interval, low end", lo, "AUC"))
+        rows.append(row("cold items, AUC of bert_ctr minus no_text: 95% interval, high end", hi, "AUC"))
     return {"rows": rows, "figures": figures}
 
 

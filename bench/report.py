@@ -37,6 +37,8 @@ def number(value: float | None) -> str:
 
 
 def figure(value: float | None, unit: str) -> str:
+    if value is not None and unit == "AUC":  # differences between models show in the third decimal
+        return f"{value:.4f}"
     return "–" if value is None else f"{number(value)} {unit}".rstrip()
 
 

@@ -204,7 +204,8 @@ class Train(Strict):
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(100, ge=0)
     d: int = Field(64, gt=0)  # projection width of the text towers
-    id_min_count: int = Field(5, ge=1)  # training rows an item or user id needs for its own embedding
+    # training rows an item or user id needs for an embedding of its own (rarer ones share one); 0: no ids
+    id_min_count: int = Field(0, ge=0)
     cross_layers: int = Field(2, ge=0)
     mlp: tuple[int, ...] = (256, 128)
     dropout: float = Field(0.1, ge=0, lt=1)

@@ -36,17 +36,20 @@ class FeatureSpec:
     label: str = "clicked"
 
 
-def feature_spec(columns: list[str], candidate: str = "bert_ctr") -> FeatureSpec:
-    """The declared inputs of ``candidate`` that a frame with ``columns`` holds, in declaration order."""
+def feature_spec(columns: list[str], candidate: str = "bert_ctr", ids: bool = True) -> FeatureSpec:
+    """The declared inputs of ``candidate`` that a frame with ``columns`` holds, in declaration order.
+
+    ``ids``: the id inputs (item and user embeddings) too; off when ``train.id_min_count`` is 0.
+    """
     from shoprank.inputs.declare import present
 
-    have = present(columns, candidate)
+    have = [x for x in present(columns, candidate) if ids or x.kind != "id"]
     vectors = {x.entity: x.name for x in present(columns) if x.kind == "text_vector"}
-    ids = tuple(x.name for x in have if x.kind == "id")
+    id_names = tuple(x.name for x in have if x.kind == "id")
     return FeatureSpec(
         numeric=tuple(x.name for x in have if x.kind in ("numeric", "cross")),
-        categorical=tuple(x.name for x in have if x.kind == "categorical") + ids,
-        ids=ids,
+        categorical=tuple(x.name for x in have if x.kind == "categorical") + id_names,
+        ids=id_names,
         query_embedding=vectors.get("query", "query_embedding"),
         item_embedding=vectors.get("item", "item_embedding"),
     )

@@ -177,7 +177,7 @@ def train_candidate(
     """Fit candidate ``name`` and write ``out_dir/<name>.pt`` (+ checksum)."""
     if name not in CANDIDATES:
         raise ValueError(f"unknown candidate {name!r}; known: {', '.join(CANDIDATES)}")
-    spec = feature_spec(list(train.df.columns), name)
+    spec = feature_spec(list(train.df.columns), name, ids=settings.id_min_count > 0)
     start = time.perf_counter()
     info: dict = {}
     scorer: NeuralScorer | LightGBMModel | PopularityModel | CollaborativeModel
