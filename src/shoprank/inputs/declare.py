@@ -228,10 +228,13 @@ def configured_windows() -> tuple[Window, ...]:
     return WINDOWS[0]
 
 
-def longest_window() -> str:
-    """The label of the longest configured window: ``all`` when the whole history is one."""
-    windows = configured_windows() or ("all",)
-    return "all" if "all" in windows else window_label(max(int(w) for w in windows))
+def longest_window(columns: Iterable[str], prefix: str = "item_ctr_") -> str | None:
+    """The label of the longest window among ``<prefix><label>`` columns: ``all`` when present."""
+    labels = [c.removeprefix(prefix) for c in columns if c.startswith(prefix)]
+    if "all" in labels:
+        return "all"
+    days = [int(x[:-1]) for x in labels if x.endswith("d") and x[:-1].isdigit()]
+    return f"{max(days)}d" if days else None
 
 
 def windowed(view: str) -> list[Input]:

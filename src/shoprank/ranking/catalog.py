@@ -49,9 +49,7 @@ class Catalog:
             category=category,
             category_lower=np.char.lower(category.astype(str)),
             price=items["price"].astype(float).to_numpy(),
-            popularity=items.get(f"item_ctr_{longest_window()}", pd.Series(0.0, index=items.index))
-            .fillna(0)
-            .to_numpy(),
+            popularity=popularity(items),
         )
 
     def __len__(self) -> int:
@@ -79,3 +77,9 @@ class Catalog:
         if hi is not None:
             mask &= self.price <= hi
         return mask
+
+
+def popularity(items: pd.DataFrame) -> np.ndarray:
+    """The scores when the model fails: the item's smoothed click rate over its longest window."""
+    column = f"item_ctr_{longest_window(items.columns)}"
+    return items[column].fillna(0).to_numpy() if column in items else np.zeros(len(items))

@@ -70,11 +70,11 @@ def wording(group: str, row: pd.Series, cosine: float) -> str:
     if group == "query_match":
         return f"matches the query (text similarity {cosine:.2f})"
     if group == "popularity":
-        w = longest_window()
+        w = longest_window(row.index)
         ctr, shown = _f(row, f"item_ctr_{w}"), _f(row, f"item_impressions_{w}")
         views = int(shown) if np.isfinite(shown) else 0
-        span = "so far" if w == "all" else f"over {w[:-1]} days"
-        if np.isfinite(ctr):
+        span = "so far" if w == "all" else f"over {(w or '0d')[:-1]} days"
+        if w is not None and np.isfinite(ctr):
             return f"popular: {ctr:.1%} click rate {span} ({views} views)"
         return "popular with shoppers"
     if group == "your_history":
