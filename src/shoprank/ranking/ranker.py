@@ -40,6 +40,7 @@ from shoprank.ranking.requests import Context, RequestRules
 from shoprank.ranking.rerank import rerank
 from shoprank.ranking.scoring import Scored, Scoring
 from shoprank.ranking.served import ServedResponses
+from shoprank.ranking.session import DaySoFar
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,9 @@ class Ranker:
             self.catalog, self.scorer, self.features, self.query_vectors, self.settings.fast_path
         )
         self.explainer = Explainer(self.scoring)
-        self.served = ServedResponses(FeedbackLog(params.paths.feedback), self.version, self.catalog.item_ids)
+        self.scoring.day = day_so_far(self.features.users, params.features.ctr_prior_strength)
+        feedback = FeedbackLog(params.paths.feedback)
+        self.served = ServedResponses(feedback, self.version, self.catalog.item_ids, day=self.scoring.day)
         self.refresher = Refresher(self.features, self.scoring.prepare, self.settings.feature_ttl_s)
         self.request_rules = RequestRules(self.settings, self.catalog.row_of)
         metrics.MODEL_INFO.labels(self.version, self.manifest["champion"]["candidate"], self.kind).set(1)
@@ -292,6 +295,14 @@ class Ranker:
             "understanding": self.understanding is not None,
             "encoder_runtime": self.encoder_runtime,
         }
+
+
+def day_so_far(users: Any, prior_strength: float) -> DaySoFar:
+    """Counts of the shoppers' current day; the prior is the packaged one (each user's
+    ``user_ctr_today`` at the batch's last snapshot, where nothing of a day is counted yet)."""
+    stored = users.get("user_ctr_today")
+    prior = float(stored.median()) if stored is not None and stored.notna().any() else 0.0
+    return DaySoFar(prior, prior_strength)
 
 
 def new_request_id() -> str:

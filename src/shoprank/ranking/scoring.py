@@ -29,6 +29,7 @@ from shoprank.ranking.catalog import Catalog
 from shoprank.ranking.features import Lookup, OnlineFeatures
 from shoprank.ranking.metrics import stage
 from shoprank.ranking.query_vectors import QueryVectors
+from shoprank.ranking.session import DaySoFar
 
 logger = logging.getLogger(__name__)
 LIST_COLUMNS = ("recent_items", "recent_categories")
@@ -65,6 +66,7 @@ class Scoring:
     ):
         self.catalog, self.scorer, self.features = catalog, scorer, features
         self.query_vectors = query_vectors
+        self.day: DaySoFar | None = None  # the shoppers' day so far (see session.py)
         self.fast: fastpath.FastScorer | None = None
         if fast_path and fastpath.supports(scorer):
             self.fast = fastpath.FastScorer(scorer, features)
@@ -94,8 +96,11 @@ class Scoring:
             source = "cache" if q_vec is not None and query_id else None
         with stage("features", timings):
             lookup = self.features.fetch(rows, user_id, query_id, want_query=q_vec is None)
-        # the request's own values beside the shopper's: the context, and the id an id input reads
-        lookup = replace(lookup, user={**lookup.user, **(context or {}), "user_id": user_id or ""})
+        # the request's own values beside the shopper's: the context, the id an id input reads,
+        # and the shopper's day so far as this process served it (the store knows past days only)
+        today = self.day.values(user_id) if self.day is not None else {}
+        own = {**today, **(context or {}), "user_id": user_id or ""}
+        lookup = replace(lookup, user={**lookup.user, **own})
         if q_vec is None:
             with stage("embed", timings):
                 q_vec, source = self.query_vectors.resolve(query, lookup.query_embedding, timings)

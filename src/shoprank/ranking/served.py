@@ -20,6 +20,7 @@ import numpy as np
 from shoprank.feedback import BackgroundAppender, FeedbackLog
 from shoprank.ranking import metrics
 from shoprank.ranking.requests import BadRequest
+from shoprank.ranking.session import DaySoFar
 
 SERVED_MEMORY = 50_000  # recent responses kept to check and enrich feedback
 
@@ -30,9 +31,15 @@ class ServedResponses:
     """The log of served items and feedback, and a memory of the last ``memory`` responses."""
 
     def __init__(
-        self, feedback: FeedbackLog, version: str, item_ids: np.ndarray, memory: int = SERVED_MEMORY
+        self,
+        feedback: FeedbackLog,
+        version: str,
+        item_ids: np.ndarray,
+        memory: int = SERVED_MEMORY,
+        day: DaySoFar | None = None,
     ):
         self.feedback, self.version, self.item_ids, self.memory = feedback, version, item_ids, memory
+        self.day = day  # the shoppers' day so far, counted from what is served and clicked
         self.appender = BackgroundAppender(feedback)
         atexit.register(self.appender.flush, 5.0)  # a normal shutdown writes what is queued
         self._served: OrderedDict[str, dict[str, Shown]] = OrderedDict()
@@ -61,6 +68,8 @@ class ServedResponses:
             )
         if records:
             self.appender.put(records)
+            if self.day is not None:
+                self.day.shown(user_id, len(records))
         with self._lock:
             self._served[request_id] = shown
             while len(self._served) > self.memory:
@@ -85,6 +94,8 @@ class ServedResponses:
                 raise BadRequest(f"item {item_id} was not served in request {request_id}")
             pos, score, query, user = served[item_id]
             rec.update({"position": position or pos, "score": score, "query": query, "user_id": user})
+            if event == "click" and self.day is not None:
+                self.day.clicked(user)
         (event_id,) = self.feedback.append([rec])
         metrics.FEEDBACK.labels(event).inc()
         return {
