@@ -61,7 +61,11 @@ def test_a_shoppers_candidates_are_the_co_clicked_and_similar_items_of_their_cli
     assert {"co_clicked", "similar", "popular", "new"} == {s for found in got.sources for s in found}
 
 
-def test_a_feed_is_scored_explained_logged_and_clicked_like_a_search(ranker, clicker, serving_env):
+def test_a_feed_is_scored_explained_logged_and_clicked_like_a_search(
+    ranker, clicker, serving_env, monkeypatch
+):
+    # the shopper's day so far moves every next score (test_serving_session.py): held still here
+    monkeypatch.setattr(ranker.scoring, "day", None)
     body = ranker.recommend(clicker, k=12)
     results = body["results"]
     assert body["user_known"] is True and body["history"] > 0 and body["degraded"] is False
