@@ -155,6 +155,6 @@ def test_collaborative_retrieval_follows_the_learned_factors(index, tmp_path):
     assert find(with_factors, Shopper("stranger", np.zeros(0, np.int64)), 8, None).tolist() == []
     got = retrieve(with_factors, Shopper("u9", np.zeros(0, np.int64)), 8)  # a shopper with no clicks
     assert "collaborative" in dict(zip(got.rows.tolist(), got.sources, strict=True))[2]
-    with pytest.raises(ValueError, match="not the bundle's items"):
+    with pytest.raises(ValueError, match="items are not the catalog's 8 in order"):
         read_factors(tmp_path, IDS[::-1])
     assert read_factors(tmp_path / "none", IDS) is None

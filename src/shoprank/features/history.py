@@ -14,10 +14,13 @@ expression (60k entities x 57 snapshots is 3.4M cells: megabytes).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from shoprank.inputs.declare import window_label
 
 DAY = pd.Timedelta(days=1)
 US_PER_DAY = 86_400_000_000
@@ -67,6 +70,11 @@ def cumulative(
 
 
 DAYS_ALL = 1 << 30  # a window longer than any log: all history before the snapshot
+
+
+def windows(settings: Iterable[int | str]) -> list[tuple[int, str]]:
+    """``features.windows_days`` as (days for :func:`windowed`, column label): ``all`` spans everything."""
+    return [(DAYS_ALL if w == "all" else int(w), window_label(w)) for w in settings]
 
 
 def windowed(cum: np.ndarray, days: int) -> np.ndarray:

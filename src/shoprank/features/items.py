@@ -16,14 +16,14 @@ from shoprank.config import Features
 from shoprank.features.batch import Batch
 from shoprank.features.history import (
     DAY,
-    DAYS_ALL,
     cumulative,
     prior_ctr,
     smoothed_ctr,
     snapshot_rows,
     windowed,
+    windows,
 )
-from shoprank.inputs.declare import SHOP, window_label
+from shoprank.inputs.declare import SHOP
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) float32, input order
 ATTRIBUTE_FIELDS = ("colour", "material", "size")  # parsed from the attributes JSON
@@ -61,10 +61,10 @@ def item_profile(batch: Batch) -> pd.DataFrame:
             "brand": c["brand"].astype("string"),
         }
     )
-    return pd.concat([out, _attributes(c["attributes"]), shop_columns(c, "item_profile")], axis=1)
+    return pd.concat([out, _attributes(c["attributes"]), declared_columns(c, "item_profile")], axis=1)
 
 
-def shop_columns(table: pd.DataFrame, view: str) -> pd.DataFrame:
+def declared_columns(table: pd.DataFrame, view: str) -> pd.DataFrame:
     """The columns the shop declares for ``view`` (data.columns), typed: numeric float32, else string.
 
     A declared column the table lacks (a simulated batch, a feedback-only row) is all null.
@@ -106,8 +106,7 @@ def item_stats(batch: Batch, settings: Features) -> pd.DataFrame:
         "item_age_days": age.astype(np.float32),
         "item_is_new": (age < settings.new_item_days).astype(np.int64),
     }
-    for window in settings.windows_days:
-        days, w = DAYS_ALL if window == "all" else int(window), window_label(window)
+    for days, w in windows(settings.windows_days):
         shown_w, clicks_w = windowed(shown, days), windowed(clicks, days)
         out[f"item_impressions_{w}"] = shown_w[item, snap].astype(np.int64)
         ctr = smoothed_ctr(clicks_w, shown_w, prior, settings.ctr_prior_strength)

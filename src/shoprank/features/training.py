@@ -25,7 +25,7 @@ from shoprank.data.io import table_path
 from shoprank.features.pit import join_view, service_views, versions
 from shoprank.features.queries import query_ids
 from shoprank.features.store import check_tables, ensure_applied, open_store
-from shoprank.inputs.declare import SHOP, request_columns
+from shoprank.inputs.declare import request_columns, shop_columns
 from shoprank.logs import log
 
 logger = logging.getLogger(__name__)
@@ -56,9 +56,9 @@ def read_impressions(batch_dir: Path | str) -> pd.DataFrame:
     imp = imp.rename(columns={"ts": "event_timestamp"})
     imp["query_id"] = query_ids(imp["query"])
     imp["is_search"] = (imp["query_id"] != "").astype(np.int8)
-    for x in SHOP:
-        if x.entity == "request" and x.name not in imp:
-            imp[x.name] = np.nan if x.kind == "numeric" else None
+    for name, kind in shop_columns("impressions").items():
+        if name not in imp:
+            imp[name] = np.nan if kind == "numeric" else None
     imp = imp.sort_values(["event_timestamp", "request_id", "position"], kind="stable", ignore_index=True)
     return imp[LABEL_COLUMNS + request_columns()]
 

@@ -11,9 +11,8 @@ import pyarrow as pa
 
 from shoprank.config import Features
 from shoprank.features.batch import Batch
-from shoprank.features.history import DAYS_ALL, cumulative, prior_ctr, smoothed_ctr, snapshot_rows, windowed
-from shoprank.features.items import shop_columns, versions
-from shoprank.inputs.declare import window_label
+from shoprank.features.history import cumulative, prior_ctr, smoothed_ctr, snapshot_rows, windowed, windows
+from shoprank.features.items import declared_columns, versions
 
 PROFILE_COLUMNS = ("region", "device")  # optional in the contract: null when absent
 
@@ -24,7 +23,7 @@ def user_profile(batch: Batch) -> pd.DataFrame:
     out = pd.DataFrame({"user_id": u["user_id"].astype("string"), "event_timestamp": u["created_at"]})
     for col in PROFILE_COLUMNS:
         out[col] = u[col].astype("string") if col in u else pd.array([None] * len(u), dtype="string")
-    return pd.concat([out.reset_index(drop=True), shop_columns(u, "user_profile")], axis=1)
+    return pd.concat([out.reset_index(drop=True), declared_columns(u, "user_profile")], axis=1)
 
 
 def _click_counts(batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -104,8 +103,7 @@ def user_stats(batch: Batch, settings: Features) -> pd.DataFrame:
         "user_impressions_today": n_today.astype(np.int64),
         "user_ctr_today": ((c_today + k * prior[snap]) / (n_today + k)).astype(np.float32),
     }
-    for window in settings.windows_days:
-        days, w = DAYS_ALL if window == "all" else int(window), window_label(window)
+    for days, w in windows(settings.windows_days):
         shown_w, clicks_w = windowed(shown, days), windowed(clicks, days)
         out[f"user_impressions_{w}"] = shown_w[user, snap].astype(np.int64)
         ctr = smoothed_ctr(clicks_w, shown_w, prior, settings.ctr_prior_strength)

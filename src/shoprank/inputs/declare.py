@@ -191,12 +191,15 @@ def shop_inputs(columns: Mapping[str, Mapping[str, str]]) -> list[Input]:
 
 def configure(windows: Iterable[Window], columns: Mapping[str, Mapping[str, str]]) -> None:
     """Declare the windows and the shop's columns of the params just loaded (see config.parse_params)."""
-    new = shop_inputs(columns)
+    _install(shop_inputs(columns), tuple(windows))
+
+
+def _install(shop: list[Input], windows: tuple[Window, ...]) -> None:
     for x in SHOP:
         INPUTS.remove(x)
-    SHOP[:] = new
-    INPUTS.extend(new)
-    WINDOWS[0] = tuple(windows)
+    SHOP[:] = shop
+    INPUTS.extend(shop)
+    WINDOWS[0] = windows
 
 
 @contextmanager
@@ -206,11 +209,7 @@ def kept() -> Iterator[None]:
     try:
         yield
     finally:
-        for x in SHOP:
-            INPUTS.remove(x)
-        SHOP[:] = shop
-        INPUTS.extend(shop)
-        WINDOWS[0] = windows
+        _install(shop, windows)
 
 
 def shop_columns(table: str) -> dict[str, str]:
@@ -221,7 +220,7 @@ def shop_columns(table: str) -> dict[str, str]:
 
 def request_columns() -> list[str]:
     """The request's own inputs: the impression columns the shop declares (sent as ``context``)."""
-    return [x.name for x in SHOP if x.entity == "request"]
+    return list(shop_columns("impressions"))
 
 
 def configured_windows() -> tuple[Window, ...]:

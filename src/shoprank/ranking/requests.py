@@ -31,7 +31,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from shoprank.inputs.declare import SHOP
+from shoprank.inputs.declare import shop_columns
 
 ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 ID_RULE = "1-128 characters of letters, digits and _ . : -"
@@ -115,7 +115,7 @@ class Body(BaseModel):
 
 def check_context(context: Context) -> Context:
     """Only declared impression columns, numbers for numeric ones and text for categorical ones."""
-    declared = {x.name: x.kind for x in SHOP if x.entity == "request"}
+    declared = shop_columns("impressions")
     if unknown := sorted(set(context) - set(declared)):
         raise _invalid(f"unknown context key(s) {unknown[:10]}; the model reads {sorted(declared) or 'none'}")
     for key, value in context.items():
@@ -127,6 +127,17 @@ def check_context(context: Context) -> Context:
         if not numeric and not isinstance(value, str):
             raise _invalid(f"context {key!r} is categorical: send text, not {type(value).__name__}")
     return context
+
+
+class ContextBody(Body):
+    """A body that scores: it may carry the request's values of the shop's impression columns."""
+
+    context: Context = {}
+
+    @field_validator("context")
+    @classmethod
+    def _context(cls, value: Context) -> Context:
+        return check_context(value)
 
 
 class Filters(Body):
@@ -142,18 +153,12 @@ class Filters(Body):
         return self
 
 
-class SearchBody(Body):
+class SearchBody(ContextBody):
     query: str
     user_id: UserId | None = None
     k: int = Field(10, validate_default=True)  # the default is checked against max_k too
     filters: Filters | None = None
     explain: bool = True
-    context: Context = {}  # the request's values of the shop's impression columns
-
-    @field_validator("context")
-    @classmethod
-    def check_context(cls, value: Context) -> Context:
-        return check_context(value)
 
     @field_validator("query")
     @classmethod
@@ -166,7 +171,7 @@ class SearchBody(Body):
         return _check_k(k, info)
 
 
-class RecommendBody(Body):
+class RecommendBody(ContextBody):
     """A feed: no query. An unknown ``user_id`` is a shopper without history (a cold start)."""
 
     user_id: UserId
@@ -174,12 +179,6 @@ class RecommendBody(Body):
     exclude_seen: bool = True  # leave out the items of the shopper's recent clicks
     filters: Filters | None = None
     explain: bool = True
-    context: Context = {}  # the request's values of the shop's impression columns
-
-    @field_validator("context")
-    @classmethod
-    def check_context(cls, value: Context) -> Context:
-        return check_context(value)
 
     @field_validator("k")
     @classmethod
@@ -187,17 +186,11 @@ class RecommendBody(Body):
         return _check_k(k, info)
 
 
-class RankBody(Body):
+class RankBody(ContextBody):
     query: str = Field("", validate_default=True)  # empty: a feed, no query
     user_id: UserId | None = None
     item_ids: list[Id]
     explain: bool = False
-    context: Context = {}  # the request's values of the shop's impression columns
-
-    @field_validator("context")
-    @classmethod
-    def check_context(cls, value: Context) -> Context:
-        return check_context(value)
 
     @field_validator("query")
     @classmethod

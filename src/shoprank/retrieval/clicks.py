@@ -144,15 +144,16 @@ def write_tables(
 def read_tables(folder: Path, item_ids: np.ndarray) -> tuple[NeighbourTable, np.ndarray]:
     """The co-click table and recent clicks of ``folder``, checked against the catalog's item order."""
     with np.load(folder / CO_CLICKED) as z:
-        _same_items(folder / CO_CLICKED, z["item_ids"], item_ids)
+        same_items(folder / CO_CLICKED, z["item_ids"], item_ids)
         table = NeighbourTable(z["indptr"], z["indices"], z["weights"])
     with np.load(folder / RECENT_CLICKS) as z:
-        _same_items(folder / RECENT_CLICKS, z["item_ids"], item_ids)
+        same_items(folder / RECENT_CLICKS, z["item_ids"], item_ids)
         popular = z["clicks"]
     return table, popular
 
 
-def _same_items(path: Path, got: np.ndarray, want: np.ndarray) -> None:
+def same_items(path: Path, got: np.ndarray, want: np.ndarray) -> None:
+    """A bundle table's items must be the catalog's, in order."""
     if len(got) != len(want) or not np.array_equal(got.astype(str), want.astype(str)):
         diff = next(
             (i for i, (x, y) in enumerate(zip(got, want, strict=False)) if x != y), min(len(got), len(want))

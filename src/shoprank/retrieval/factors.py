@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shoprank.retrieval.clicks import same_items
+
 FACTORS = "factors.npz"
 
 
@@ -63,8 +65,7 @@ def read_factors(folder: Path, item_ids: np.ndarray) -> Factors | None:
     if not path.is_file():
         return None
     with np.load(path) as z:
-        if z["item_ids"].tolist() != [str(i) for i in item_ids]:
-            raise ValueError(f"{path}: its items are not the bundle's items, in order (re-package)")
+        same_items(path, z["item_ids"], np.asarray(item_ids))
         users = z["user_ids"].tolist()
         return Factors(
             {u: r for r, u in enumerate(users)},
