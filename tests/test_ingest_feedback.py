@@ -196,3 +196,26 @@ def test_cli_ingest_then_validate_includes_feedback(tmp_path, tiny_batch, ids):
     n_raw = len(pd.read_parquet(tiny_batch / "impressions.parquet"))
     assert len(merged) == n_raw + 3
     assert merged[merged["request_id"] == "fb1"]["clicked"].sum() == 1
+
+
+def test_the_request_context_becomes_the_shops_impression_columns(tmp_path, tiny_batch, ids):
+    from shoprank.inputs.declare import configure, configured_windows
+
+    configure(configured_windows(), {"impressions": {"platform": "categorical", "basket": "numeric"}})
+    items, users = ids
+    log = FeedbackLog(tmp_path / "feedback")
+    log.append(served("r1", users[0], items[:2]), now=NOW)  # no context: nulls
+    with_ctx = served("r2", users[1], items[2:4])
+    for rec in with_ctx:  # a key no longer declared is ignored; a value of the wrong kind is null
+        rec["context"] = json.dumps({"platform": "ios", "basket": 3, "retired": 1})
+    with_ctx[1]["context"] = json.dumps({"platform": 7, "basket": "many"})
+    bad = served("r3", users[2], items[4:5])
+    bad[0]["context"] = "not json"
+    log.append(with_ctx + bad, now=NOW)
+    report = run(tmp_path, tiny_batch)
+    table = pd.read_parquet(tmp_path / "feedback" / IMPRESSIONS_FILE).set_index("item_id")
+    assert report.impressions == 4 and report.quarantined == 1
+    assert [r["reason"] for r in quarantined(tmp_path)] == ["context is not a JSON object"]
+    assert table.loc[items[2], "platform"] == "ios" and table.loc[items[2], "basket"] == 3
+    assert pd.isna(table.loc[items[3], "platform"]) and pd.isna(table.loc[items[3], "basket"])
+    assert table.loc[items[:2], "platform"].isna().all() and "retired" not in table.columns

@@ -159,7 +159,7 @@ def test_dvc_repro_runs_on_an_imported_log_and_the_service_answers_for_its_users
     scores = [r["score"] for r in ranked["results"]]
     assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
 
-    feed = ranker.recommend("7", k=10)
+    feed = ranker.recommend("7", k=10, context={"platform": "web"})
     known = set(pd.read_csv(repo / "data/import/items.csv")["sku"].astype(str))
     assert len(feed["results"]) == 10 and {r["item_id"] for r in feed["results"]} <= known
     found_by = {s for r in feed["results"] for s in r["retrieval"]["sources"]}
@@ -174,6 +174,8 @@ def test_dvc_repro_runs_on_an_imported_log_and_the_service_answers_for_its_users
     assert "Running stage 'ingest-feedback'" in again and "Running stage 'train@lightgbm'" in again
     ingested = pd.read_parquet(repo / "data/feedback/impressions.parquet")
     assert len(ingested) == 20 + 10 and ingested["clicked"].sum() == 1
+    platform = ingested.groupby("request_id")["platform"].agg(lambda v: set(v))  # the request's context
+    assert platform[ranked["request_id"]] == {"app"} and platform[feed["request_id"]] == {"web"}
     # a shopper the batch does not know is set aside with its reason, never trained on
     report = json.loads((repo / "data/feedback/ingested.json").read_text())
     assert report["quarantined"] == 5 and report["reasons"] == {"user_id not in the raw users": 5}

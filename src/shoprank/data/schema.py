@@ -151,7 +151,15 @@ FEEDBACK = TableSchema(
         Column("position", "int", "1-based rank at which the item was served.", nullable=True, min=1),
         Column("score", "float", "Model score the service gave the item.", nullable=True),
         Column("model_version", "string", "Champion that served the response.", nullable=True),
+        Column(
+            "context",
+            "string",
+            "The request's values of the shop's impression columns (data.columns.impressions), "
+            "a JSON object; null when it sent none.",
+            nullable=True,
+        ),
     ),
+    optional=frozenset({"context"}),  # logs written before the service recorded it
 )
 
 TABLES: dict[str, TableSchema] = {t.name: t for t in (CATALOG, USERS, IMPRESSIONS, FEEDBACK)}

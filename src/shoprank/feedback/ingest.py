@@ -38,8 +38,18 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from shoprank.data.schema import FEEDBACK, IMPRESSIONS, ContractError, check_table, conform, empty
+from shoprank.data.schema import (
+    FEEDBACK,
+    IMPRESSIONS,
+    ContractError,
+    TableSchema,
+    check_table,
+    conform,
+    empty,
+    with_declared,
+)
 from shoprank.feedback.log import FIELDS, FeedbackLog
+from shoprank.inputs.declare import shop_columns
 from shoprank.logs import log
 
 logger = logging.getLogger(__name__)
@@ -194,6 +204,7 @@ def _check(df: pd.DataFrame, raw_dir: Path) -> tuple[pd.Series, pd.Series]:
     flag(uid.notna() & ~uid.isin(users), "user_id not in the raw users")
 
     served = df["event"] == "served"
+    flag(served & ~_context_readable(df["context"]), "context is not a JSON object")
     flag(served & df["user_id"].isna(), "served without a user_id")
     flag(served & df["position"].isna(), "served without a position")
     raw_imp = pd.read_parquet(raw_dir / "impressions.parquet", columns=KEY)
@@ -218,11 +229,51 @@ def _check(df: pd.DataFrame, raw_dir: Path) -> tuple[pd.Series, pd.Series]:
 # --- writing ---------------------------------------------------------------------------------
 
 
+def _context(text: object) -> dict | None:
+    if text is None or text is pd.NA or (isinstance(text, float) and np.isnan(text)):
+        return {}
+    try:
+        value = json.loads(str(text))
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _context_readable(contexts: pd.Series) -> pd.Series:
+    """Per record: its context is absent or a JSON object (read once per distinct text)."""
+    bad = [text for text in contexts.dropna().unique() if _context(text) is None]
+    return ~contexts.isin(bad)
+
+
+def _request_columns(served: pd.DataFrame, schema: TableSchema) -> dict[str, np.ndarray]:
+    """The shop's impression columns from each served record's context, typed as declared.
+
+    A key the shop no longer declares is ignored and a value that does not fit its kind is
+    null, so that feedback logged under older params still trains.
+    """
+    declared = [c for c in schema.columns if c.name not in IMPRESSIONS.names]
+    if not declared:
+        return {}
+    parsed = {text: _context(text) or {} for text in served["context"].dropna().unique()}
+    rows = served["context"].map(parsed)
+    out = {}
+    for col in declared:
+        values = pd.Series([(r or {}).get(col.name) if isinstance(r, dict) else None for r in rows])
+        if col.type == "string":
+            values = values.map(lambda v: v if isinstance(v, str) else None)
+        else:
+            values = pd.to_numeric(values, errors="coerce")
+        out[col.name] = values.to_numpy()
+    return out
+
+
 def impressions_from(df: pd.DataFrame) -> pd.DataFrame:
-    """Served records -> impression rows of the contract (clicked/purchased joined on the key)."""
+    """Served records -> impression rows of the contract (clicked/purchased joined on the key),
+    with the shop's declared impression columns read from each record's context."""
+    schema = with_declared(IMPRESSIONS, shop_columns("impressions"))
     served = df[df["event"] == "served"]
     if served.empty:
-        return conform(empty(IMPRESSIONS), IMPRESSIONS)
+        return conform(empty(schema), schema)
     key = _pairs(served)
     out = pd.DataFrame(
         {
@@ -235,11 +286,12 @@ def impressions_from(df: pd.DataFrame) -> pd.DataFrame:
             "clicked": key.isin(_pairs(df[df["event"] == "click"])).astype("int8"),
             "purchased": key.isin(_pairs(df[df["event"] == "purchase"])).astype("int8"),
             "propensity": np.full(len(served), np.nan),
+            **_request_columns(served, schema),
         }
     )
     out["ts"] = pd.to_datetime(out["ts"], utc=True)
     out = out.drop_duplicates(KEY, keep="first").sort_values(ORDER, kind="stable").reset_index(drop=True)
-    return check_table(conform(out, IMPRESSIONS), IMPRESSIONS)
+    return check_table(conform(out, schema), schema)
 
 
 def _atomic_write(path: Path, write) -> None:

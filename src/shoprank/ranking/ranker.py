@@ -184,7 +184,7 @@ class Ranker:
         order = np.argsort(-s.scores, kind="stable")
         why = self.explainer.reasons(s, order[:explain_top], timings) if explain_top else None
         with stage("log", timings):
-            self.served.remember(request_id, query, user_id, rows[order], s.scores[order])
+            self.served.remember(request_id, query, user_id, rows[order], s.scores[order], context)
         if len(s.scores):
             metrics.SCORES.labels("rank").observe(float(np.mean(s.scores)))
         results = responses.ranked(self.catalog, rows, s.scores, order, why)
@@ -229,7 +229,7 @@ class Ranker:
             self.explainer.reasons(s, order[: self.settings.explain_top], timings) if explain_results else []
         )
         with stage("log", timings):
-            self.served.remember(request_id, query, user_id, got.rows[order], s.scores[order])
+            self.served.remember(request_id, query, user_id, got.rows[order], s.scores[order], context)
         results = responses.searched(self.catalog, got, s.scores, order, explored, why)
         return {
             **responses.meta(self.version, request_id, s.fallback, timings, "search", source),

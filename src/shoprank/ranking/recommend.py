@@ -106,7 +106,7 @@ def recommend(
     top = order[: ranker.settings.explain_top]
     why = ranker.explainer.reasons(s, top, timings) if explain_results else []
     with stage("log", timings):
-        ranker.served.remember(request_id, FEED_QUERY, user_id, got.rows[order], s.scores[order])
+        ranker.served.remember(request_id, FEED_QUERY, user_id, got.rows[order], s.scores[order], context)
     results = responses.recommended(ranker.catalog, got, s.scores, order, explored, why)
     fallback = list(dict.fromkeys([*degraded, *s.fallback]))
     return {

@@ -10,6 +10,7 @@ in-line: the acknowledgement means they are on disk.
 from __future__ import annotations
 
 import atexit
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -46,9 +47,20 @@ class ServedResponses:
         self._lock = threading.Lock()
 
     def remember(
-        self, request_id: str, query: str, user_id: str | None, rows: np.ndarray, scores: np.ndarray
+        self,
+        request_id: str,
+        query: str,
+        user_id: str | None,
+        rows: np.ndarray,
+        scores: np.ndarray,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
-        """Log and remember the items of a response (``rows`` in the order shown)."""
+        """Log and remember the items of a response (``rows`` in the order shown).
+
+        ``context``: the request's impression columns, logged with each served item so that
+        the next training run learns from them as it does from the shop's own log.
+        """
+        ctx = json.dumps(dict(context), sort_keys=True) if context else None
         records: list[Mapping[str, Any]] = []
         shown: dict[str, Shown] = {}
         for i, (r, s) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True)):
@@ -64,6 +76,7 @@ class ServedResponses:
                     "query": query,
                     "user_id": user_id,
                     "model_version": self.version,
+                    "context": ctx,
                 }
             )
         if records:
