@@ -59,8 +59,17 @@ def test_tiny_pipeline_end_to_end(params_file):
     champion = json.loads((ROOT / raw["paths"]["models"] / "champion.json").read_text())
     assert champion["candidate"] == report["winner"]
     assert {"data_version", "params_hash", "code_version"} <= set(champion["lineage"])
+    assert "champion" not in report  # there was none to re-score
+
+    # the next evaluation scores the champion on its own test split: the same artifact, the same rows
+    step("evaluate", path)
+    rescored = json.loads((ROOT / raw["paths"]["metrics"] / "evaluate.json").read_text())
+    assert rescored["champion"]["version"] == champion["version"]
+    same = rescored["candidates"][report["winner"]]
+    for key in ("auc", "gauc", "oracle_uplift_share"):
+        assert rescored["champion"]["metrics"][key] == pytest.approx(same[key])
     again = step("select", path)  # the same winner does not beat itself by the margin
-    assert "kept the champion" in again
+    assert "kept the champion" in again and "on the same test split" in again
 
 
 def test_candidate_pool_scored_in_chunks_equals_one_pass(params_file):

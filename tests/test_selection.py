@@ -88,6 +88,24 @@ def test_beyond_margin_promoted_and_previous_kept(models, tmp_path):
     assert (models / "champions/v0002/b.ckpt").read_bytes() == b"b"
 
 
+def test_the_champion_rescored_on_the_challengers_split_is_what_it_is_compared_with(models, tmp_path):
+    run_promote(models, make_artifact(tmp_path / "t1", "a.ckpt", b"a"), auc=0.80)  # promoted on an easy split
+    art = make_artifact(tmp_path / "t2", "b.ckpt", b"b")
+    # on today's harder split the champion scores 0.70: the challenger's 0.75 beats it there
+    rescored = {"version": "v0001", "candidate": "a", "metrics": {"auc": 0.70}}
+    result = run_promote(models, art, auc=0.75, rescored=rescored)
+    assert result.promoted and result.record["previous_version"] == "v0001"
+    # and a champion that is better on the same rows is kept, with where it was measured
+    rescored = {"version": "v0002", "candidate": "b", "metrics": {"auc": 0.76}}
+    kept = run_promote(models, make_artifact(tmp_path / "t3", "c.ckpt", b"c"), auc=0.765, rescored=rescored)
+    assert not kept.promoted and "0.76 on the same test split" in kept.reason
+    # an entry for another version, or one that could not be scored, falls back to the record
+    for stale in ({"version": "v0001", "metrics": {"auc": 0.1}}, {"version": "v0002", "not_scored": "x"}):
+        art = make_artifact(tmp_path / "t4", "d.ckpt", b"d")
+        refused = run_promote(models, art, auc=0.755, rescored=stale)
+        assert not refused.promoted and "0.75 as promoted" in refused.reason
+
+
 def test_a_champion_whose_artifact_is_gone_is_replaced_not_kept(models, tmp_path):
     """A fresh clone has models/champion.json (git) but not the artifact (DVC): serve a new one."""
     run_promote(models, make_artifact(tmp_path / "t1", "a.ckpt", b"a"), auc=0.80)

@@ -85,8 +85,13 @@ def promote(
     margin: float,
     higher_is_better: bool = True,
     verify: Callable[[Path], object] | None = None,
+    rescored: dict[str, Any] | None = None,
 ) -> PromotionResult:
     """Make the candidate the champion if it beats the current one by more than ``margin``.
+
+    ``rescored``: the evaluation's entry for the current champion (version and its metrics on
+    the challenger's test split). Both are then measured on the same rows; without it, or
+    when it is another version, the champion's metrics from its own promotion are used.
 
     ``margin`` is absolute, on ``metric``: with higher_is_better the challenger needs
     value > champion + margin (so margin 0 still demands a strict improvement).
@@ -103,11 +108,11 @@ def promote(
     value = float(metrics.get(metric, math.nan))
     if not math.isfinite(value):
         return PromotionResult(False, f"challenger has no finite {metric!r}", current)
-    unusable = ""
+    broken = ""
     if current is not None:
-        unusable = _unusable(models_dir, current)
-        if not unusable:  # a champion that cannot be served is not defended by its metrics
-            refusal = _compare(current, metric, value, margin, higher_is_better)
+        broken = unusable(models_dir, current)
+        if not broken:  # a champion that cannot be served is not defended by its metrics
+            refusal = _compare(current, metric, value, margin, higher_is_better, rescored)
             if refusal:
                 return PromotionResult(False, refusal, current)
     problem, digest = _check_artifact(artifact_path)
@@ -124,7 +129,7 @@ def promote(
         "sha256": digest,
         "lineage": lineage,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "previous_version": current["version"] if current and not unusable else None,
+        "previous_version": current["version"] if current and not broken else None,
     }
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     (models_dir / CHAMPIONS).mkdir(parents=True, exist_ok=True)
@@ -144,11 +149,11 @@ def promote(
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already unless we bailed out
     atomic_write(models_dir / CHAMPION, text)
-    why = f" (champion {current['version']} could not serve: {unusable})" if unusable and current else ""
+    why = f" (champion {current['version']} could not serve: {broken})" if broken and current else ""
     return PromotionResult(True, f"promoted {candidate_name} as {version}{why}", record)
 
 
-def _unusable(models_dir: Path, champion: dict[str, Any]) -> str:
+def unusable(models_dir: Path, champion: dict[str, Any]) -> str:
     """Why the champion's own artifact cannot be served ('' when it can).
 
     The record (models/champion.json) is in git, the artifact in DVC's cache: a clone
@@ -181,16 +186,26 @@ def rollback(models_dir: Path) -> dict[str, Any]:
     return record
 
 
-def _compare(current: dict[str, Any], metric: str, value: float, margin: float, higher: bool) -> str:
+def _compare(
+    current: dict[str, Any],
+    metric: str,
+    value: float,
+    margin: float,
+    higher: bool,
+    rescored: dict[str, Any] | None = None,
+) -> str:
     """Why the challenger does not beat the champion, or '' when it does."""
-    old = current.get("metrics", {}).get(metric)
+    same_split = rescored is not None and rescored.get("version") == current["version"]
+    scored = same_split and "metrics" in rescored  # type: ignore[operator]
+    old = (rescored["metrics"] if scored else current.get("metrics", {})).get(metric)  # type: ignore[index]
+    where = "on the same test split" if scored else "as promoted"
     if old is None:
         return f"champion {current['version']} has no {metric!r} to compare with"
     gain = value - old if higher else old - value
     if gain > margin:
         return ""
     return (
-        f"{metric} {value:.6g} does not beat champion {current['version']} ({old:.6g}) "
+        f"{metric} {value:.6g} does not beat champion {current['version']} ({old:.6g} {where}) "
         f"by more than {margin:g}"
     )
 
@@ -256,4 +271,5 @@ def run_select(params: Any, params_file: Path, evaluation: Path) -> PromotionRes
         s.margin,
         s.higher_is_better,
         verify=load_scorer,
+        rescored=report.get("champion"),
     )

@@ -44,6 +44,10 @@ class Truth:
     p_click: np.ndarray  # true click probability of each test impression
     candidates: pd.DataFrame  # request_id, item_id, attractiveness, legacy_score per candidate row
     examination: np.ndarray  # by position, 1-based positions at index 0..
+    covered: np.ndarray | None = None  # per test row: the simulator's (not the service's feedback)
+
+    def rows(self, n: int) -> np.ndarray:
+        return np.ones(n, bool) if self.covered is None else self.covered
 
 
 def _rows(mask: np.ndarray, y: np.ndarray, p: np.ndarray) -> float:
@@ -89,10 +93,11 @@ def evaluate_scorer(
         "share_unseen_queries": float(unseen.mean()),
     }
     if truth is not None:
-        out["bayes_auc"] = M.auc(y, truth.p_click)
-        out["auc_over_oracle"] = out["auc"] / out["bayes_auc"]
+        sim = truth.rows(len(df))
+        out["bayes_auc"] = M.auc(y[sim], truth.p_click[sim])
+        out["auc_over_oracle"] = M.auc(y[sim], p[sim]) / out["bayes_auc"]
     if candidate_scores is not None and truth is not None:
-        out.update(rerank_metrics(candidate_scores, df, truth))
+        out.update(rerank_metrics(candidate_scores, df[truth.rows(len(df))], truth))
     elif has_propensities(df):  # re-rank the logged items only (exact when the log holds every candidate)
         target = rank_within_requests(groups, rel)
         est = snips_ctr(df["position"], y, df["propensity"], target)

@@ -1,7 +1,9 @@
 """`shoprank evaluate`: every trained candidate on the test split, written for DVC.
 
-Outputs: ``metrics/evaluate.json`` (one entry per candidate, and the winner by
-``select.metric``) and ``metrics/reliability/<candidate>.csv`` (calibration curves, DVC plots).
+Outputs: ``metrics/evaluate.json`` (one entry per candidate, the winner by
+``select.metric``, and the current champion re-scored on the same split, which is what
+``select`` compares the winner with) and ``metrics/reliability/<candidate>.csv``
+(calibration curves, DVC plots).
 Simulated batches carry ground truth (``paths.truth``); with it the report adds the
 ratio to the Bayes-optimal AUC and the re-ranking of every retrieved candidate.
 """
@@ -27,24 +29,34 @@ from shoprank.training.train import training_set_path
 
 logger = logging.getLogger(__name__)
 CANDIDATE_CHUNK = 200_000  # candidate rows whose features are held at once
+CHAMPION = "champion"  # the champion's key among the scorers of the candidate pool
 
 
 def load_truth(truth_dir: Path, test: pd.DataFrame) -> Truth | None:
-    """Ground truth aligned with the test rows, or None for real (non-simulated) logs."""
+    """Ground truth aligned with the test rows, or None for real (non-simulated) logs.
+
+    The service's own feedback in a simulated batch has no truth: those rows (no logging
+    propensity, not in the simulator's impressions) are left out of the truth metrics.
+    """
     truth_dir = Path(truth_dir)
     if not (truth_dir / "candidates.parquet").is_file():
         return None
     keys = test[["request_id", "item_id"]]
     p = pd.read_parquet(truth_dir / "impressions.parquet")
     p_click = keys.merge(p, on=["request_id", "item_id"], how="left")["p_click"].to_numpy()
+    covered = ~np.isnan(p_click)
+    logged = test["propensity"].notna().to_numpy() if "propensity" in test else np.ones(len(test), bool)
+    if (logged & ~covered).any():
+        raise ValueError(f"{truth_dir}: ground truth does not cover the test impressions (another batch?)")
+    if not covered.any():
+        log(logger, "no simulated row in the test split: no truth metrics", rows=len(test))
+        return None
     cand = pd.read_parquet(truth_dir / "candidates.parquet")
     cand = cand[cand["request_id"].isin(set(test["request_id"]))].reset_index(drop=True)
     exam = (
         pd.read_parquet(truth_dir / "examination.parquet").sort_values("position")["examination"].to_numpy()
     )
-    if np.isnan(p_click).any():
-        raise ValueError(f"{truth_dir}: ground truth does not cover the test impressions (another batch?)")
-    return Truth(p_click, cand, exam)
+    return Truth(p_click, cand, exam, covered)
 
 
 def candidate_frame(params: Params, test: pd.DataFrame, candidates: pd.DataFrame, store=None) -> Frame:
@@ -104,6 +116,29 @@ def candidate_scores(
     return out
 
 
+def champion_scorer(models_dir: Path) -> tuple[dict | None, Scorer | None, str]:
+    """(record, scorer, why not): the champion in service, loaded to be scored beside the candidates.
+
+    A champion whose artifact is missing or altered has no scorer, and the reason says why.
+    """
+    from shoprank.selection import load_champion, unusable
+
+    record = load_champion(models_dir)
+    if record is None:
+        return None, None, "no champion yet"
+    problem = unusable(models_dir, record)
+    if problem:
+        return record, None, problem
+    return record, load(Path(models_dir) / record["artifact"])[1], ""
+
+
+def _champion_entry(record: dict, metrics: dict[str, float] | None, why: str) -> dict:
+    entry: dict = {"version": record["version"], "candidate": record["candidate"]}
+    if metrics is None:
+        return {**entry, "not_scored": why}
+    return {**entry, "metrics": {k: round(v, 6) for k, v in metrics.items()}}
+
+
 def run_evaluate(params: Params) -> dict:
     from shoprank.selection import select_winner
 
@@ -122,10 +157,12 @@ def run_evaluate(params: Params) -> dict:
         if not model.is_file():
             raise FileNotFoundError(f"{model}: candidate {name!r} is not trained (run `shoprank train`)")
         scorers[name] = load(model)[1]
+    record, champion, why = champion_scorer(Path(params.paths.models))
+    everyone = {**scorers, CHAMPION: champion} if champion is not None else scorers
     pool = None
     if truth is not None:
         with timed(logger, "candidate features and scores", rows=len(truth.candidates)):
-            pool = candidate_scores(params, test.df, truth, scorers)
+            pool = candidate_scores(params, test.df, truth, everyone)
     report: dict = {
         "test_rows": len(test),
         "test_requests": int(test.df["request_id"].nunique()),
@@ -143,6 +180,17 @@ def run_evaluate(params: Params) -> dict:
     report["winner"] = select_winner(
         report["candidates"], params.select.metric, params.select.higher_is_better
     )
+    if record is not None:
+        scored = None
+        if champion is not None:
+            try:  # a champion trained on other inputs may not score today's rows: then it is not compared
+                with timed(logger, "evaluated", candidate=f"champion {record['version']}"):
+                    scored, _ = evaluate_scorer(
+                        champion, test, train_queries, truth, None if pool is None else pool[CHAMPION], cold
+                    )
+            except (KeyError, ValueError) as exc:
+                why = f"cannot score this split: {exc!r}"[:300]
+        report["champion"] = _champion_entry(record, scored, why)
     out = Path(params.paths.metrics)
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluate.json").write_text(json.dumps(report, indent=2, sort_keys=True, allow_nan=False))
