@@ -4,8 +4,10 @@ The whole append-only log is read on every run and turned into one table, so ing
 idempotent: running it twice on the same log writes the same bytes, and a record is never
 counted twice. Steps:
 
-1. read every record (:meth:`FeedbackLog.read`; a log with a line that cannot be typed is
-   read line by line so that only that line is set aside),
+1. read every record (:func:`~shoprank.feedback.records.read_files`): a line that cannot be
+   read or typed (bytes that are not UTF-8, not JSON, not an object, a field of the wrong
+   type, a number no column can hold) is set aside with its reason and ``file:line``, and
+   the rest is read; a torn line from a crash is counted and skipped,
 2. check the records against the ``feedback`` contract (:func:`check_table`) and the rules
    below; a record that fails goes to ``<quarantine>/feedback-<hash>/records.jsonl`` with
    a readable ``reason`` (never dropped silently),
@@ -39,7 +41,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from shoprank.data.schema import FEEDBACK, IMPRESSIONS, ContractError, check_table, conform, empty
-from shoprank.feedback.log import FIELDS, FeedbackLog
+from shoprank.feedback.log import FeedbackLog
 from shoprank.logs import log
 
 logger = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ ORDER = ["ts", "request_id", "position", "item_id"]  # the impressions file's ro
 class IngestReport:
     """What one ingestion run found and wrote."""
 
-    events: int  # records read from the log (torn lines excluded)
+    events: int  # records in the log: read, or set aside as unreadable (torn lines excluded)
     impressions: int  # rows in impressions.parquet
     clicks: int
     purchases: int
@@ -67,6 +69,7 @@ class IngestReport:
     quarantine: str | None  # folder of the quarantined records, if any
     reasons: dict[str, int] = field(default_factory=dict)  # reason -> records
     path: str = ""
+    torn: int = 0  # lines cut short by a crash mid-write: never acknowledged, skipped
 
     def summary(self) -> str:
         lines = [
@@ -78,55 +81,12 @@ class IngestReport:
         ]
         if self.duplicates:
             lines.append(f"duplicates skipped: {self.duplicates:,}")
+        if self.torn:
+            lines.append(f"torn lines skipped (never acknowledged): {self.torn:,}")
         if self.quarantined:
             lines.append(f"quarantined: {self.quarantined:,} record(s) -> {self.quarantine}")
             lines += [f"  {n:>6,}  {reason}" for reason, n in sorted(self.reasons.items())]
         return "\n".join(lines)
-
-
-# --- reading ---------------------------------------------------------------------------------
-
-
-def _read_lenient(feedback_log: FeedbackLog) -> tuple[pd.DataFrame, list[dict]]:
-    """Records line by line: the typed frame of the good ones and the raw lines that cannot be typed."""
-    good: list[pd.DataFrame] = []
-    bad: list[dict] = []
-    for path in feedback_log.files():
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    raw = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn line was never acknowledged (as FeedbackLog.read)
-                try:
-                    if not isinstance(raw, dict):
-                        raise TypeError("not a JSON object")
-                    frame = pd.DataFrame([raw], columns=list(FIELDS))
-                    frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601")
-                    good.append(conform(frame, FEEDBACK))
-                except Exception as exc:  # noqa: BLE001 - any typing error sets this record aside
-                    where = f"{path.name}:{number}"
-                    bad.append(
-                        {
-                            "record": raw,
-                            "reason": f"cannot be typed ({type(exc).__name__}: {exc})",
-                            "at": where,
-                        }
-                    )
-    frame = pd.concat(good, ignore_index=True) if good else empty(FEEDBACK)
-    return conform(frame, FEEDBACK), bad
-
-
-def read_log(feedback_log: FeedbackLog) -> tuple[pd.DataFrame, list[dict]]:
-    """All records as a FEEDBACK frame, plus the records that could not be typed at all."""
-    try:
-        return feedback_log.read().reset_index(drop=True), []
-    except (ValueError, TypeError) as exc:
-        log(logger, "feedback log: reading record by record", error=str(exc)[:200], level=logging.WARNING)
-        return _read_lenient(feedback_log)
 
 
 # --- checking --------------------------------------------------------------------------------
@@ -309,17 +269,15 @@ def ingest_feedback(
     """Rebuild ``<feedback_root>/impressions.parquet`` from the whole log; see the module docstring."""
     feedback_root, raw_dir = Path(feedback_root), Path(raw_dir)
     feedback_log = FeedbackLog(feedback_root)
-    df, untyped = read_log(feedback_log)
+    got = feedback_log.read_all()
+    df, untyped = got.frame, got.set_aside
     reason, dup = _check(df, raw_dir)
     good = df[reason.isna() & ~dup]
     bad = [
         {**_jsonable(rec), "reason": why}
         for rec, why in zip(df[reason.notna()].to_dict("records"), reason.dropna(), strict=True)
     ]
-    bad += [
-        {**r["record"], "reason": r["reason"], "at": r["at"]} if isinstance(r["record"], dict) else r
-        for r in untyped
-    ]
+    bad += [{**r.pop("record"), **r} if "record" in r else r for r in untyped]
 
     table = impressions_from(good)
     out = feedback_root / IMPRESSIONS_FILE
@@ -353,6 +311,7 @@ def ingest_feedback(
         quarantine=str(where) if where else None,
         reasons=counts,
         path=str(out),
+        torn=got.torn,
     )
     # the next run counts pending impressions from here once the threshold was reached
     state = {**asdict(report), "baseline": len(table) if ready else baseline}
@@ -366,5 +325,6 @@ def ingest_feedback(
         pending=pending,
         ready=ready,
         quarantined=report.quarantined,
+        torn=got.torn,
     )
     return report

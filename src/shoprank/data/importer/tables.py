@@ -17,7 +17,7 @@ import pandas as pd
 from shoprank.config_data import Import
 from shoprank.data.importer.plan import FIRST_SEEN, TablePlan
 from shoprank.data.importer.problems import ImportFailed, Problem, RowLedger
-from shoprank.data.importer.read import ROW_NOTE, file_format, read_source
+from shoprank.data.importer.read import ROW_NOTE, file_format, read_source, undecodable
 from shoprank.data.importer.report import TableReport
 from shoprank.data.importer.sessions import request_ids
 from shoprank.data.importer.steps import (
@@ -61,13 +61,16 @@ def build_table(
     """Read ``plan``'s file and run every step; ``first_seen``: earliest impression per entity id."""
     path = Path(settings.dir) / plan.spec.file
     fmt = file_format(path, settings.format)
-    raw = read_source(path, fmt)
+    raw, unreadable = read_source(path, fmt)
     where = f"{path} ({plan.name}; {ROW_NOTE[fmt]})"
     ledger = RowLedger(plan.name, where, plan.spec.invalid_rows)
-    report = TableReport(str(path), len(raw), ledger)
+    ledger.unreadable(unreadable)
+    report = TableReport(str(path), len(raw) + len(unreadable), ledger)
     df, report.source_columns_dropped = select(raw, plan, where)
     if report.source_columns_dropped:
         log(logger, "import_columns_dropped", table=plan.name, columns=report.source_columns_dropped)
+    used = [c for c in raw.columns if c not in report.source_columns_dropped]
+    df = ledger.settle(df, undecodable(raw.loc[df.index], used), "column(s) with bytes that are not text")
     df, found = labels(df, raw, plan)
     df, parsed = parse_columns(df, plan)
     df = ledger.settle(df, found + parsed, "column(s) cannot be parsed")
