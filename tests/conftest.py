@@ -11,11 +11,14 @@ import pytest
 import yaml
 
 from shoprank.config import Params, load_params
+from shoprank.privacy import Shoppers
 
 if TYPE_CHECKING:
     from tests.serving_fixtures import Server, ServingEnv
 
 ROOT = Path(__file__).resolve().parents[1]
+# the pseudonym key of tests that call a step's function directly (the CLI reads paths.secrets)
+SHOPPERS = Shoppers(b"a pseudonym key for the tests, 32+ chars")
 os.environ.setdefault("SHOPRANK_NO_PROGRESS", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 

@@ -15,7 +15,7 @@ from shoprank.config import Data
 from shoprank.data.importer import import_tables
 from shoprank.data.importer.coerce import parse
 from shoprank.data.io import read_table
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SHOPPERS
 from tests.test_importer import FILES, MAPPING, failure, settings, write_all
 
 FEED = FILES["impressions"]
@@ -46,7 +46,7 @@ def test_unreadable_rows_are_dropped_and_counted_per_reason(tmp_path):
     _write_feed_with_bad_lines(tmp_path)
     out = tmp_path / "out"
     imp = settings(tmp_path, impressions={"invalid_rows": "drop"})
-    result = import_tables(imp, Data(), out)
+    result = import_tables(imp, Data(), out, SHOPPERS)
     table = read_table(out, "impressions")
     assert sorted(table["request_id"]) == ["r1", "r1", "r2"]  # every readable row, nothing else
     report = result.report["tables"]["impressions"]
@@ -82,7 +82,7 @@ def test_epoch_times_beyond_any_date_are_invalid_not_a_crash(tmp_path):
     feed["served_at"] = ["1706778000", "1e30", "1706864100"]
     feed.to_csv(tmp_path / FEED, index=False)
     imp = settings(tmp_path, impressions={"timestamps": {"ts": {"unit": "s"}}, "invalid_rows": "drop"})
-    result = import_tables(imp, Data(), tmp_path / "out")
+    result = import_tables(imp, Data(), tmp_path / "out", SHOPPERS)
     report = result.report["tables"]["impressions"]
     assert report["rows_dropped"] == 1
     assert list(report["dropped"]) == ["column 'served_at': not a valid timestamp (epoch s)"]

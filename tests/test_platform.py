@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 from bench.bench_features import redis_server
 
-from tests.serving_fixtures import Server, ServingEnv, free_port
+from tests.serving_fixtures import Server, ServingEnv, free_port, simulated_user
 from tests.test_dag_runs import _tail, airflow, airflow_env, dags_test, make_project
 from tests.test_dags import stage_list
 
@@ -267,7 +267,8 @@ def test_service_reads_redis_then_falls_back_when_it_goes_away(pipeline, redis_u
         ready = server.get("/ready").json()
         assert ready["online_store"] == "ok", f"{ready}\n{server.log()}"
         items = pd.read_parquet(home / "data/raw/catalog.parquet")["item_id"].astype(str).tolist()[:5]
-        user = pd.read_parquet(home / "data/raw/users.parquet")["user_id"].astype(str).iloc[0]
+        pseudonym = pd.read_parquet(home / "data/raw/users.parquet")["user_id"].astype(str).iloc[0]
+        user = simulated_user(pseudonym, home / ".secrets")  # what a request sends: the shopper's own id
         store = redis_client(redis_url)
         hits = store.info("stats")["keyspace_hits"]
         r = server.post("/rank", {"query": "running shoes", "user_id": user, "item_ids": items})

@@ -21,7 +21,8 @@ Rules, besides the contract: a served record needs a user and a position; a clic
 follow a served ``(request_id, item_id)`` and a purchase a click; items and users must exist
 in the raw catalog and users; a served impression must not already be in the raw
 impressions. Exact repeats (same ``event_id``, or the same event twice for one impression)
-are duplicates: the first is kept, the others are counted, not quarantined.
+are duplicates: the first is kept, the others are counted, not quarantined. Records of
+erased shoppers (``shoprank forget``), and every record of their requests, are left out.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class IngestReport:
     reasons: dict[str, int] = field(default_factory=dict)  # reason -> records
     path: str = ""
     torn: int = 0  # lines cut short by a crash mid-write: never acknowledged, skipped
+    erased: int = 0  # records of erased shoppers (`shoprank forget`), left out
 
     def summary(self) -> str:
         lines = [
@@ -81,6 +83,8 @@ class IngestReport:
         ]
         if self.duplicates:
             lines.append(f"duplicates skipped: {self.duplicates:,}")
+        if self.erased:
+            lines.append(f"records of erased shoppers left out: {self.erased:,}")
         if self.torn:
             lines.append(f"torn lines skipped (never acknowledged): {self.torn:,}")
         if self.quarantined:
@@ -263,14 +267,33 @@ def previous_state(feedback_root: Path) -> dict:
         return {}
 
 
+def _without_erased(df: pd.DataFrame, erased: frozenset[str]) -> pd.DataFrame:
+    """The records of no erased shopper: theirs, and every record of their requests (clicks carry no user)."""
+    if not erased or df.empty:
+        return df
+    theirs = df["user_id"].astype("string").isin(erased).fillna(False).to_numpy(dtype=bool)
+    requests = df.loc[theirs, "request_id"].unique()
+    gone = theirs | df["request_id"].isin(requests).to_numpy(dtype=bool)
+    return df[~gone].reset_index(drop=True)
+
+
 def ingest_feedback(
-    feedback_root: Path, raw_dir: Path, quarantine_root: Path, min_new_impressions: int = 1000
+    feedback_root: Path,
+    raw_dir: Path,
+    quarantine_root: Path,
+    min_new_impressions: int = 1000,
+    erased: frozenset[str] = frozenset(),
 ) -> IngestReport:
-    """Rebuild ``<feedback_root>/impressions.parquet`` from the whole log; see the module docstring."""
+    """Rebuild ``<feedback_root>/impressions.parquet`` from the whole log; see the module docstring.
+
+    ``erased``: pseudonyms of erased shoppers (``shoprank forget``), whose records are left out.
+    """
     feedback_root, raw_dir = Path(feedback_root), Path(raw_dir)
     feedback_log = FeedbackLog(feedback_root)
     got = feedback_log.read_all()
-    df, untyped = got.frame, got.set_aside
+    untyped = got.set_aside
+    df = _without_erased(got.frame, erased)
+    erased_records = len(got.frame) - len(df)
     reason, dup = _check(df, raw_dir)
     good = df[reason.isna() & ~dup]
     bad = [
@@ -312,6 +335,7 @@ def ingest_feedback(
         reasons=counts,
         path=str(out),
         torn=got.torn,
+        erased=erased_records,
     )
     # the next run counts pending impressions from here once the threshold was reached
     state = {**asdict(report), "baseline": len(table) if ready else baseline}

@@ -9,6 +9,9 @@ newline; the writer starts a fresh line before its next record, and the reader s
 (and counts) such torn lines, which were never acknowledged. Any other line that cannot be
 read or typed is set aside by the reader (:mod:`shoprank.feedback.records`), never fatal.
 
+Queries are written scrubbed of e-mail addresses and phone numbers
+(:func:`shoprank.privacy.scrub`); user ids arrive as pseudonyms (the service maps them).
+
 Records follow the ``feedback`` table of the data contract (:data:`shoprank.data.schema.FEEDBACK`).
 """
 
@@ -29,6 +32,7 @@ import pandas as pd
 
 from shoprank.feedback.records import _FIELD_SET, FIELDS, INT64, LogRead, read_files
 from shoprank.logs import log
+from shoprank.privacy.scrub import scrub
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +64,8 @@ def _record(raw: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     _check(raw)
     rec: dict[str, Any] = {name: raw.get(name) for name in FIELDS}
     rec["event_id"] = rec["event_id"] or uuid.uuid4().hex
+    if isinstance(rec["query"], str):  # contact details typed into the search box are never kept
+        rec["query"] = scrub(rec["query"])
     ts = rec["ts"]
     rec["ts"] = (pd.Timestamp(ts) if ts is not None else pd.Timestamp(now)).isoformat()
     return rec

@@ -40,6 +40,7 @@ from shoprank.data.schema import (
     key_violations,
 )
 from shoprank.logs import log
+from shoprank.privacy import Shoppers, scrub_series
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +57,17 @@ class Built:
 
 
 def build_table(
-    plan: TablePlan, settings: Import, now: pd.Timestamp, first_seen: pd.Series | None = None
+    plan: TablePlan,
+    settings: Import,
+    now: pd.Timestamp,
+    shoppers: Shoppers,
+    first_seen: pd.Series | None = None,
 ) -> Built:
-    """Read ``plan``'s file and run every step; ``first_seen``: earliest impression per entity id."""
+    """Read ``plan``'s file and run every step; ``first_seen``: earliest impression per entity id.
+
+    Right after parsing, user ids become pseudonyms and queries are scrubbed (``shoppers``),
+    so no later step, message about a key or request id sees the shop's own ids.
+    """
     path = Path(settings.dir) / plan.spec.file
     fmt = file_format(path, settings.format)
     raw, unreadable = read_source(path, fmt)
@@ -74,6 +83,7 @@ def build_table(
     df, found = labels(df, raw, plan)
     df, parsed = parse_columns(df, plan)
     df = ledger.settle(df, found + parsed, "column(s) cannot be parsed")
+    df = shielded(df, shoppers)
     df, found = click(df, raw, plan)
     df = ledger.settle(df, found, "click rule problem(s)")
     df = constants(df, plan)
@@ -90,6 +100,16 @@ def build_table(
     declared = [c for c in plan.schema.names if c not in TABLES[plan.name].names]
     report.declared_nulls = {c: n for c in declared if (n := int(df[c].isna().sum()))}
     return Built(plan.name, plan.schema, df, report, where)
+
+
+def shielded(df: pd.DataFrame, shoppers: Shoppers) -> pd.DataFrame:
+    """User ids as pseudonyms, queries scrubbed, erased shoppers' rows left out."""
+    if "user_id" in df:
+        df["user_id"] = shoppers.pseudonymise(df["user_id"])
+        df = df[shoppers.kept(df["user_id"])].copy()
+    if "query" in df:
+        df["query"] = scrub_series(df["query"])
+    return df
 
 
 def _nulls(df: pd.DataFrame, schema: TableSchema, names: list[str]) -> list[Problem]:
