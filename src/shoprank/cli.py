@@ -217,6 +217,23 @@ def ingest_feedback(params: ParamsOpt = None) -> None:
     typer.echo(report.summary())
 
 
+@app.command()
+def forget(
+    user: Annotated[str, typer.Argument(help="The shopper's own user id, as the shop knows it.")],
+    params: ParamsOpt = None,
+) -> None:
+    """Erase one shopper from the feedback log, tables, features and online store, and keep them out."""
+    from shoprank.privacy import PseudonymKeyError
+    from shoprank.privacy.forget import forget as run_forget
+
+    p = _params(params)
+    try:
+        done = run_forget(user, p)
+    except PseudonymKeyError as exc:
+        _fail(str(exc), 2)
+    typer.echo(done.summary())
+
+
 def _validated(p) -> Path:
     from shoprank.quality import current_batch
 
