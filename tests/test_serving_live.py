@@ -17,6 +17,7 @@ import yaml
 
 from shoprank.artifacts import FEATURE_SERVICE
 from shoprank.feedback import FeedbackLog
+from tests.conftest import missing_server
 from tests.serving_fixtures import Server, free_port, logged_queries
 
 
@@ -243,7 +244,7 @@ def test_search_page_in_headless_chromium_records_a_click(live_server, serving_e
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = shutil.which("chromedriver")
     if not (chromium and driver_path):
-        pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+        missing_server("chromium and chromedriver are not installed")
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):

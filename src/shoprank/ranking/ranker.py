@@ -259,9 +259,10 @@ class Ranker:
     ) -> dict:
         """A feed of ``k`` for the shopper: no query (see :mod:`~shoprank.ranking.recommend`)."""
         request_id, shopper = new_request_id(), pseudonym(user_id, self.pseudonym_key)
-        return recommend.recommend(
+        body = recommend.recommend(
             self, shopper, k, exclude_seen, filters, explain_results, request_id, context
         )
+        return {**body, "user_id": user_id}  # the caller's own id back, as it was sent
 
     def shopper(self, user_id: str | None) -> str | None:
         """The pseudonym of a request's user id: the only id features, scores and the log see."""
