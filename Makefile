@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 PROFILE ?= default
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo pipeline up test lint bench clean serve airflow
+.PHONY: help setup demo pipeline up test lint bench clean serve airflow servers
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,8 +29,12 @@ pipeline: $(STAMP) ## `dvc repro`: the whole pipeline of dvc.yaml on params.yaml
 
 up: pipeline serve ## the main command: the pipeline, then the champion served on :3000 (search page at /ui)
 
-test: lint ## lint, then the test suite (what CI runs)
+test: lint ## lint, then the test suite (what CI runs); fails if a server the tests need is missing
+	@[ "$${SHOPRANK_SKIP_SERVERS:-}" = 1 ] || scripts/servers.sh check
 	$(BIN)/python -m pytest
+
+servers: ## install what the integration tests start: redis-server, PostgreSQL, chromium + chromedriver (apt)
+	scripts/servers.sh install
 
 LINTED := src dags serving features bench tests
 

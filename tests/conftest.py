@@ -5,19 +5,40 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 import yaml
 
 from shoprank.config import Params, load_params
+from shoprank.privacy import Shoppers
 
 if TYPE_CHECKING:
     from tests.serving_fixtures import Server, ServingEnv
 
 ROOT = Path(__file__).resolve().parents[1]
+# the pseudonym key of tests that call a step's function directly (the CLI reads paths.secrets)
+SHOPPERS = Shoppers(b"a pseudonym key for the tests, 32+ chars")
 os.environ.setdefault("SHOPRANK_NO_PROGRESS", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+SKIP_SERVERS_ENV = "SHOPRANK_SKIP_SERVERS"
+
+
+def missing_server(what: str) -> NoReturn:
+    """A test's server or browser is not installed: a failure that says how to install it.
+
+    With ``SHOPRANK_SKIP_SERVERS=1`` the test is skipped instead (a machine where the
+    servers cannot be installed); CI and `make test` never set it, so nothing is skipped there.
+    """
+    if os.environ.get(SKIP_SERVERS_ENV) == "1":
+        pytest.skip(f"{what} ({SKIP_SERVERS_ENV}=1)")
+    pytest.fail(
+        f"{what}: run `make servers` (Debian/Ubuntu: apt-get install redis-server postgresql chromium "
+        f"chromium-driver), or set {SKIP_SERVERS_ENV}=1 to skip the tests that need them",
+        pytrace=False,
+    )
 
 
 @pytest.fixture(autouse=True)

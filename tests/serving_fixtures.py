@@ -30,6 +30,17 @@ from tests.conftest import ROOT, tiny_raw_params
 VENV_BIN = Path(sys.executable).parent
 
 
+def simulated_user(pseudonym_: str, secrets_dir: Path | str, n_users: int = 10_000) -> str:
+    """The simulator's own id (``user_000042``, what a front end sends) of a pseudonym in the tables."""
+    from shoprank.privacy import load_key, pseudonym
+
+    key = load_key(secrets_dir)
+    for i in range(n_users):
+        if pseudonym(f"user_{i:06d}", key) == pseudonym_:
+            return f"user_{i:06d}"
+    raise LookupError(f"{pseudonym_} is no simulated shopper's pseudonym under the key in {secrets_dir}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -63,6 +74,16 @@ class ServingEnv:
         )
         env.update(extra)
         return env
+
+    def pseudonym(self, user_id: str) -> str:
+        """What the tables, the online store and the log call the shopper ``user_id``."""
+        from shoprank.privacy import load_key, pseudonym
+
+        return pseudonym(user_id, load_key(self.raw["paths"]["secrets"]))
+
+    def user_id(self, pseudonym_: str) -> str:
+        """The simulated shopper's own id of a pseudonym the tables hold."""
+        return simulated_user(pseudonym_, self.raw["paths"]["secrets"])
 
     @property
     def feedback_dir(self) -> Path:

@@ -29,6 +29,7 @@ from shoprank.features import (
     training_set,
 )
 from shoprank.features.store import FeatureRepoError, check_tables, copy_repo, store_config
+from tests.conftest import missing_server
 from tests.feature_helpers import REPO, SERVICE, same
 
 
@@ -211,7 +212,7 @@ def _free_port() -> int:
 def redis_server():
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server); CI installs it")
+        missing_server("redis-server is not installed")
     port = _free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],

@@ -13,6 +13,8 @@ from shoprank.config_data import Import
 from shoprank.data.importer import REPORT_FILE, ImportFailed, import_tables
 from shoprank.data.io import read_table
 from shoprank.data.schema import CATALOG, IMPRESSIONS, USERS, dtype_of
+from shoprank.privacy import pseudonym
+from tests.conftest import SHOPPERS
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPING = {
@@ -77,15 +79,22 @@ EXPECTED_CATALOG = {
     "attributes": ['{"color": "red"}', "{}", '{"color": "green"}'],
     "created_at": pd.to_datetime(["2024-01-01 00:00", "2024-01-02 12:30", "2024-01-03 08:00"], utc=True),
 }
+
+
+def ps(user_id: str) -> str:
+    """The pseudonym an import gives a shop's user id (tables never hold the id itself)."""
+    return pseudonym(user_id, SHOPPERS.key)
+
+
 EXPECTED_USERS = {
-    "user_id": ["7", "8"],
+    "user_id": [ps("7"), ps("8")],
     "created_at": pd.to_datetime(["2023-12-01", "2023-12-02"], utc=True),
     "device": ["app", "mobile"],
 }
 EXPECTED_FEED = {
     "request_id": ["r1", "r1", "r2"],
     "ts": pd.to_datetime(["2024-02-01 09:00", "2024-02-01 09:00", "2024-02-02 18:15"], utc=True),
-    "user_id": ["7", "7", "8"],
+    "user_id": [ps("7"), ps("7"), ps("8")],
     "query": ["", "", ""],
     "item_id": ["101", "102", "103"],
     "position": [1, 2, 1],
@@ -120,7 +129,7 @@ def failure(folder: Path, imp: Import, data: Data | None = None) -> str:
     """Import that must fail; returns the message after checking nothing was written."""
     out = folder / "out"
     with pytest.raises(ImportFailed) as info:
-        import_tables(imp, data or Data(), out)
+        import_tables(imp, data or Data(), out, SHOPPERS)
     assert not out.exists() or not list(out.iterdir())
     return str(info.value)
 
@@ -128,7 +137,7 @@ def failure(folder: Path, imp: Import, data: Data | None = None) -> str:
 def test_csv_import_maps_columns_and_coerces_types(tmp_path):
     write_all(tmp_path)
     out = tmp_path / "out"
-    result = import_tables(settings(tmp_path), Data(), out)
+    result = import_tables(settings(tmp_path), Data(), out, SHOPPERS)
     assert sorted(p.name for p in result.paths) == ["catalog.parquet", "impressions.parquet", "users.parquet"]
     pd.testing.assert_frame_equal(read_table(out, "catalog"), expected(CATALOG, EXPECTED_CATALOG))
     pd.testing.assert_frame_equal(read_table(out, "users"), expected(USERS, EXPECTED_USERS))
@@ -165,7 +174,7 @@ def test_parquet_import_keeps_query_and_converts_time_zones(tmp_path):
         },
     )
     out = tmp_path / "out"
-    result = import_tables(imp, Data(), out)
+    result = import_tables(imp, Data(), out, SHOPPERS)
     pd.testing.assert_frame_equal(read_table(out, "catalog"), expected(CATALOG, EXPECTED_CATALOG))
     want = {**EXPECTED_FEED, "query": ["red shoe", "red shoe", ""]}
     pd.testing.assert_frame_equal(read_table(out, "impressions"), expected(IMPRESSIONS, want))
@@ -178,8 +187,8 @@ def test_format_setting_overrides_the_suffix(tmp_path):
     tables = {name: {"file": file, "columns": MAPPING.get(name, {})} for name, file in FILES.items()}
     tables["users"]["file"] = "users.export"
     assert "users.export: cannot tell the format" in failure(tmp_path, settings(tmp_path, tables))
-    import_tables(settings(tmp_path, tables, fmt="csv"), Data(), tmp_path / "out")
-    assert read_table(tmp_path / "out", "users")["user_id"].tolist() == ["7", "8"]
+    import_tables(settings(tmp_path, tables, fmt="csv"), Data(), tmp_path / "out", SHOPPERS)
+    assert read_table(tmp_path / "out", "users")["user_id"].tolist() == [ps("7"), ps("8")]
 
 
 def test_missing_column_lists_what_the_file_has(tmp_path):
@@ -312,7 +321,7 @@ def test_a_bad_second_table_writes_nothing(tmp_path):
     feed.loc[1, "position"] = 0  # breaks the contract: positions are 1-based
     write_all(tmp_path, impressions=feed)
     with pytest.raises(ImportFailed, match="column 'position'"):
-        import_tables(settings(tmp_path), Data(), out)
+        import_tables(settings(tmp_path), Data(), out, SHOPPERS)
     assert sorted(p.name for p in out.iterdir()) == ["catalog.parquet"]
     assert (out / "catalog.parquet").read_bytes() == b"previous batch"
 

@@ -18,6 +18,8 @@ from shoprank.config_data import Import, Sessions
 from shoprank.data.importer import REPORT_FILE, ImportFailed, import_tables
 from shoprank.data.importer.sessions import by_gap, request_ids
 from shoprank.data.io import read_table
+from tests.conftest import SHOPPERS
+from tests.test_importer import ps
 
 T0 = 1_000_000_000  # 2001-09-09T01:46:40Z
 MIN = 60
@@ -112,7 +114,7 @@ def failure(folder: Path, imp: Import, data: Data = DATA) -> str:
     """Import that must fail; returns the message after checking nothing was written."""
     out = folder / "refused"
     with pytest.raises(ImportFailed) as info:
-        import_tables(imp, data, out)
+        import_tables(imp, data, out, SHOPPERS)
     assert not out.exists() or not list(out.iterdir())
     return str(info.value)
 
@@ -123,9 +125,9 @@ def at(*seconds: int) -> pd.DatetimeIndex:
 
 def test_a_ratings_log_imports_into_contract_tables(tmp_path):
     write(tmp_path)
-    result = import_tables(settings(tmp_path), DATA, tmp_path / "out")
+    result = import_tables(settings(tmp_path), DATA, tmp_path / "out", SHOPPERS)
     imp = read_table(tmp_path / "out", "impressions")
-    assert imp["request_id"].tolist() == ["1-1", "1-1", "1-2", "1-2", "2-1", "2-2"]
+    assert imp["request_id"].tolist() == [f"{ps(u)}-{n}" for u, n in ("11", "11", "12", "12", "21", "22")]
     assert imp["clicked"].tolist() == [1, 0, 1, 0, 0, 1]
     assert imp["item_id"].tolist() == ["10", "20", "30", "10", "20", "30"]
     assert set(imp["query"]) == {""} and set(imp["position"]) == {1}
@@ -172,7 +174,9 @@ def test_invalid_rows_are_dropped_and_reported_by_reason(tmp_path):
         (None, 10, 5, T0),  # line 13: no user
     )
     write(tmp_path, log)
-    result = import_tables(settings(tmp_path, impressions={"invalid_rows": "drop"}), DATA, tmp_path / "out")
+    result = import_tables(
+        settings(tmp_path, impressions={"invalid_rows": "drop"}), DATA, tmp_path / "out", SHOPPERS
+    )
     dropped = result.report["tables"]["impressions"]["dropped"]
     assert dropped == {
         "column 'rating': not a number, cannot tell a click": {"rows": 1, "first_rows": [8]},
@@ -207,7 +211,7 @@ def test_a_catalog_row_dropped_takes_its_impressions_along_only_when_they_may_dr
     msg = failure(tmp_path, settings(tmp_path, catalog={"invalid_rows": "drop"}))
     assert "column 'item_id': not in catalog: 2 value(s); first rows: 3='20', 6='20'" in msg
     both = settings(tmp_path, catalog={"invalid_rows": "drop"}, impressions={"invalid_rows": "drop"})
-    result = import_tables(both, DATA, tmp_path / "out")
+    result = import_tables(both, DATA, tmp_path / "out", SHOPPERS)
     assert result.report["tables"]["catalog"]["rows_dropped"] == 1
     assert result.report["tables"]["impressions"]["dropped"] == {
         "column 'item_id': not in catalog": {"rows": 2, "first_rows": [3, 6]}
@@ -248,7 +252,7 @@ def test_templates_use_columns_that_exist(tmp_path):
     msg = failure(tmp_path, imp, data)
     assert "import.tables.users.template.device: ['region'] neither in the source nor built" in msg
     imp = settings(tmp_path, users={"template": {"region": "{region_name} region"}})
-    import_tables(imp, data, tmp_path / "out")
+    import_tables(imp, data, tmp_path / "out", SHOPPERS)
     region = read_table(tmp_path / "out", "users")["region"]
     assert region[0] == "north region" and pd.isna(region[1])
 
@@ -268,9 +272,11 @@ def test_without_a_users_file_users_come_from_the_log(tmp_path):
         settings(tmp_path, users={"file": None}),
         Data(columns={"catalog": {"year": "numeric"}}),
         tmp_path / "out",
+        SHOPPERS,
     )
     usr = read_table(tmp_path / "out", "users")
-    assert usr["user_id"].tolist() == ["1", "2"] and list(usr["created_at"]) == list(at(T0, T0 + 300))
+    first = dict(zip([ps("1"), ps("2")], at(T0, T0 + 300), strict=True))
+    assert dict(zip(usr["user_id"], usr["created_at"], strict=True)) == first
     assert result.report["tables"]["users"]["repaired"] == {"created_at <- first_seen": 2}
 
 
@@ -286,10 +292,10 @@ def test_click_values_and_a_session_column(tmp_path):
             "request_id": {"column": "visit"},
         },
     )
-    import_tables(imp, DATA, tmp_path / "out")
+    import_tables(imp, DATA, tmp_path / "out", SHOPPERS)
     got = read_table(tmp_path / "out", "impressions")
     assert got["clicked"].tolist() == [1, 0, 0, 1, 0, 1]
-    assert got["request_id"].tolist() == ["1-1", "1-1", "1-1", "1-2", "2-1", "2-2"]
+    assert got["request_id"].tolist() == [f"{ps(u)}-{n}" for u, n in ("11", "11", "11", "12", "21", "22")]
     bad = log.assign(visit=[1, 1, 1, None, 1, 2])
     write(tmp_path, bad)
     assert "column 'visit': null, cannot tell the request, 1 row(s): 5" in failure(tmp_path, imp)
@@ -314,7 +320,7 @@ def test_an_item_listed_after_it_was_first_shown_is_listed_when_first_shown(tmp_
     late = items()
     late.loc[1, "release_date"] = "01-Jan-2002"  # movie 20 was first rated in 2001
     late.to_csv(tmp_path / "items.csv", index=False)
-    result = import_tables(settings(tmp_path), DATA, tmp_path / "out")
+    result = import_tables(settings(tmp_path), DATA, tmp_path / "out", SHOPPERS)
     cat = read_table(tmp_path / "out", "catalog").set_index("item_id")
     assert cat.loc["20", "created_at"] == at(T0 + 300)[0]  # user 2's rating, five minutes in
     assert cat.loc["10", "created_at"] == pd.Timestamp("1995-01-01", tz="UTC")  # earlier dates stay

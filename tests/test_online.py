@@ -20,6 +20,7 @@ from shoprank.data.io import write_tables
 from shoprank.features import OnlineReader, build_features, materialize, online_features, open_store, query_id
 from shoprank.features.online import OnlineStoreMissing, _Column, _Decoder
 from shoprank.features.store import copy_repo
+from tests.conftest import missing_server
 from tests.feature_helpers import REPO, SERVICE, _hand_batch, same, text_length_embed
 
 DIM = 384
@@ -326,7 +327,7 @@ def test_decoder_vectorised_paths_equal_feast_exactly(monkeypatch):
 def test_reader_equals_feast_on_redis(tiny_online, tmp_path):
     with throwaway_redis() as url:
         if url is None:
-            pytest.skip("redis-server is not installed (apt-get install redis-server); CI installs it")
+            missing_server("redis-server is not installed")
         root = tiny_online["root"]
         shutil.copytree(root / "data", tmp_path / "data")
         settings = tiny_online["settings"].model_copy(

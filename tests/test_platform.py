@@ -25,7 +25,8 @@ import pandas as pd
 import pytest
 from bench.bench_features import redis_server
 
-from tests.serving_fixtures import Server, ServingEnv, free_port
+from tests.conftest import missing_server
+from tests.serving_fixtures import Server, ServingEnv, free_port, simulated_user
 from tests.test_dag_runs import _tail, airflow, airflow_env, dags_test, make_project
 from tests.test_dags import stage_list
 
@@ -58,7 +59,7 @@ def db_user() -> str | None:
             return name
         except KeyError:
             continue
-    pytest.skip("running as root and neither a postgres nor a nobody user exists to run PostgreSQL as")
+    missing_server("running as root and neither a postgres nor a nobody user exists to run PostgreSQL as")
 
 
 @dataclass
@@ -95,10 +96,10 @@ def postgres() -> Iterator[Postgres]:
     """A throwaway PostgreSQL cluster on 127.0.0.1 with an ``airflow`` role and database."""
     bindir = postgres_bin()
     if bindir is None:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql); CI installs it")
+        missing_server("PostgreSQL is not installed")
     user = db_user()
     if user is not None and shutil.which("runuser") is None:
-        pytest.skip("running as root without runuser (util-linux) to start PostgreSQL as another user")
+        missing_server("running as root without runuser (util-linux) to start PostgreSQL as another user")
     as_user = ["runuser", "-u", user, "--"] if user else []
 
     # not under pytest's tmp: its root folder is private to us, and the server runs as `user`
@@ -146,7 +147,7 @@ def postgres() -> Iterator[Postgres]:
 def redis_url() -> Iterator[str]:
     with redis_server() as url:
         if url is None:
-            pytest.skip("redis-server is not installed (apt-get install redis-server); CI installs it")
+            missing_server("redis-server is not installed")
         yield url
 
 
@@ -267,7 +268,8 @@ def test_service_reads_redis_then_falls_back_when_it_goes_away(pipeline, redis_u
         ready = server.get("/ready").json()
         assert ready["online_store"] == "ok", f"{ready}\n{server.log()}"
         items = pd.read_parquet(home / "data/raw/catalog.parquet")["item_id"].astype(str).tolist()[:5]
-        user = pd.read_parquet(home / "data/raw/users.parquet")["user_id"].astype(str).iloc[0]
+        pseudonym = pd.read_parquet(home / "data/raw/users.parquet")["user_id"].astype(str).iloc[0]
+        user = simulated_user(pseudonym, home / ".secrets")  # what a request sends: the shopper's own id
         store = redis_client(redis_url)
         hits = store.info("stats")["keyspace_hits"]
         r = server.post("/rank", {"query": "running shoes", "user_id": user, "item_ids": items})

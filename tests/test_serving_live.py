@@ -17,6 +17,7 @@ import yaml
 
 from shoprank.artifacts import FEATURE_SERVICE
 from shoprank.feedback import FeedbackLog
+from tests.conftest import missing_server
 from tests.serving_fixtures import Server, free_port, logged_queries
 
 
@@ -93,7 +94,9 @@ def test_search_returns_scored_explained_results_and_logs_what_it_served(live_se
     served = _served(serving_env, body["request_id"]).sort_values("position")
     assert served["item_id"].tolist() == [x["item_id"] for x in results]
     assert (served["event"] == "served").all() and (served["query"] == "waterproof tent").all()
-    assert (served["user_id"] == "user_000003").all() and served["model_version"].notna().all()
+    assert (served["user_id"] == serving_env.pseudonym("user_000003")).all() and served[
+        "model_version"
+    ].notna().all()
 
 
 @pytest.mark.slow
@@ -159,7 +162,7 @@ def _clicker(env) -> str:
 @pytest.mark.integration
 def test_recommend_serves_a_feed_from_the_shoppers_clicks_and_takes_clicks_on_it(live_server, serving_env):
     clicker = _clicker(serving_env)
-    r = live_server.post("/recommend", {"user_id": clicker, "k": 8})
+    r = live_server.post("/recommend", {"user_id": serving_env.user_id(clicker), "k": 8})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["user_known"] is True and body["history"] > 0 and body["query_vector"] is None
@@ -209,7 +212,11 @@ def test_feedback_is_joined_to_what_was_served(live_server, serving_env):
     assert buy.status_code == 200
     events = _served(serving_env, search["request_id"])
     click = events[events["event"] == "click"].iloc[0]
-    assert click["item_id"] == item and click["position"] == 3 and click["user_id"] == "user_000010"
+    assert (
+        click["item_id"] == item
+        and click["position"] == 3
+        and click["user_id"] == serving_env.pseudonym("user_000010")
+    )
     assert set(events["event"]) == {"served", "click", "purchase"}
     not_shown = next(
         i
@@ -237,7 +244,7 @@ def test_search_page_in_headless_chromium_records_a_click(live_server, serving_e
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = shutil.which("chromedriver")
     if not (chromium and driver_path):
-        pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+        missing_server("chromium and chromedriver are not installed")
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
@@ -294,7 +301,9 @@ def test_api_key_and_online_store_down_fallback(serving_env):
         logged = logged_queries(serving_env)[0]  # the store has its vector, but is down: BERT
         r = server.post("/search", {"query": logged, "k": 5}, headers=key)
         assert r.status_code == 200 and r.json()["query_vector"] == "encoder", r.text
-        feed = server.post("/recommend", {"user_id": _clicker(serving_env), "k": 5}, headers=key).json()
+        feed = server.post(
+            "/recommend", {"user_id": serving_env.user_id(_clicker(serving_env)), "k": 5}, headers=key
+        ).json()
         assert feed["degraded"] is True and feed["fallback"] == "online_store_unreachable"
         assert feed["history"] > 0 and len(feed["results"]) == 5  # the packaged user table's clicks
         items = [x["item_id"] for x in body["results"]]

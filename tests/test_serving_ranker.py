@@ -29,7 +29,7 @@ def test_fast_path_inputs_and_scores_equal_the_evaluation_path(serving_env, monk
     ranker = Ranker(serving_env.bundle, load_params(serving_env.params_file))
     assert ranker.fast is not None, "the start-up check rejected the fast path"
     rows = np.arange(min(60, len(ranker.items)))
-    for user in ("user_000003", "user_unknown", None):
+    for user in (ranker.shopper("user_000003"), "user_unknown", None):  # score takes pseudonyms
         for query in ("waterproof hiking boots", "", "hiking boots under 80"):
             s = ranker.score(rows, query, user, "r_" + "0" * 32, {})
             frame = ranker.frame_of(s)
@@ -112,10 +112,10 @@ def test_query_vectors_come_from_the_cache_the_store_then_the_encoder(serving_en
     assert first["degraded"] is False and "encode" not in first["timings_ms"]
     # the same vector (and so the same scores) as a BERT pass would have given
     ranker.query_vectors.clear()
-    by_store = ranker.score(rows, logged[1], "user_000003", "r_" + "0" * 32, {})
+    by_store = ranker.score(rows, logged[1], ranker.shopper("user_000003"), "r_" + "0" * 32, {})
     ranker.query_vectors.clear()
     monkeypatch.setattr(ranker.features, "query_vector", lambda qid: None)
-    by_encoder = ranker.score(rows, logged[1], "user_000003", "r_" + "0" * 32, {})
+    by_encoder = ranker.score(rows, logged[1], ranker.shopper("user_000003"), "r_" + "0" * 32, {})
     monkeypatch.undo()
     assert (by_store.query_vector, by_encoder.query_vector) == ("store", "encoder")
     np.testing.assert_allclose(by_store.scores, by_encoder.scores, atol=1e-5)

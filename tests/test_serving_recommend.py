@@ -33,9 +33,22 @@ def ranker(serving_env):
 
 @pytest.fixture(scope="module")
 def clicker(ranker) -> str:
-    """The packaged user with the most recent clicks (the online store holds the same history)."""
+    """The packaged user with the most recent clicks (the online store has the same history), by pseudonym."""
     users = ranker.features.users
     return str(users["recent_items"].map(lambda v: 0 if v is None else len(v)).idxmax())
+
+
+@pytest.fixture(scope="module")
+def clicker_id(clicker, serving_env) -> str:
+    """The clicker's own id, what a request sends."""
+    return serving_env.user_id(clicker)
+
+
+def test_a_request_names_the_shopper_the_training_data_named(ranker, clicker, clicker_id):
+    assert clicker.startswith("ps_") and clicker_id.startswith("user_")
+    assert ranker.shopper(clicker_id) == clicker
+    assert ranker.recommend(clicker_id, k=5)["user_known"] is True  # personalised: the same shopper
+    assert ranker.recommend(clicker, k=5)["user_known"] is False  # a pseudonym is not an id: hashed again
 
 
 def test_a_shoppers_candidates_are_the_co_clicked_and_similar_items_of_their_clicks(ranker, clicker):
@@ -62,11 +75,11 @@ def test_a_shoppers_candidates_are_the_co_clicked_and_similar_items_of_their_cli
 
 
 def test_a_feed_is_scored_explained_logged_and_clicked_like_a_search(
-    ranker, clicker, serving_env, monkeypatch
+    ranker, clicker, clicker_id, serving_env, monkeypatch
 ):
     # the shopper's day so far moves every next score (test_serving_session.py): held still here
     monkeypatch.setattr(ranker.scoring, "day", None)
-    body = ranker.recommend(clicker, k=12)
+    body = ranker.recommend(clicker_id, k=12)
     results = body["results"]
     assert body["user_known"] is True and body["history"] > 0 and body["degraded"] is False
     assert body["query_vector"] is None and body["candidates"] >= 12
@@ -77,7 +90,7 @@ def test_a_feed_is_scored_explained_logged_and_clicked_like_a_search(
     shown = [x["item_id"] for x in results]
     assert not set(shown) & set(ranker.features.users.loc[clicker, "recent_items"])
     # the champion's scores of a feed: those of `rank` with no query, item by item
-    ranked = ranker.rank("", clicker, shown)
+    ranked = ranker.rank("", clicker_id, shown)
     by_rank = {x["item_id"]: x["score"] for x in ranked["results"]}
     # equal up to float32 sums over a different batch and the responses' 6-digit rounding
     assert all(x["score"] == pytest.approx(by_rank[x["item_id"]], abs=2e-6) for x in results)
@@ -96,7 +109,9 @@ def test_a_feed_is_scored_explained_logged_and_clicked_like_a_search(
     assert (row["item_id"], row["position"], row["query"], row["user_id"]) == (shown[3], 4, "", clicker)
 
 
-def test_a_feed_has_the_inputs_of_the_training_sets_feed_impressions(ranker, clicker, serving_env):
+def test_a_feed_has_the_inputs_of_the_training_sets_feed_impressions(
+    ranker, clicker, clicker_id, serving_env
+):
     """Training holds a feed as query "", query id "", is_search 0 and no query embedding."""
     from shoprank.ranking.recommend import FEED_QUERY
 
@@ -105,7 +120,7 @@ def test_a_feed_has_the_inputs_of_the_training_sets_feed_impressions(ranker, cli
     assert feeds.num_rows > 0
     assert set(feeds["query"].to_pylist()) == {""} and set(feeds["query_id"].to_pylist()) == {""}
     assert feeds["query_embedding"].null_count == feeds.num_rows
-    rows = ranker.rows_of([x["item_id"] for x in ranker.recommend(clicker, k=5)["results"]])
+    rows = ranker.rows_of([x["item_id"] for x in ranker.recommend(clicker_id, k=5)["results"]])
     s = ranker.score(rows, FEED_QUERY, clicker, "r_" + "0" * 32, {})
     frame = ranker.frame_of(s)
     assert set(frame.df["query"]) == {""} and set(frame.df["query_id"]) == {""}

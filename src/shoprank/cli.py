@@ -71,11 +71,12 @@ def raw(params: ParamsOpt = None) -> None:
     """The pipeline's first step: the raw batch from data.source (simulate, or import your logs)."""
     from shoprank.data.importer import ImportFailed
     from shoprank.data.raw import produce_raw
+    from shoprank.privacy import PseudonymKeyError
 
     p = _params(params)
     try:
         result = produce_raw(p)
-    except (ImportFailed, KeyError) as exc:
+    except (ImportFailed, KeyError, PseudonymKeyError) as exc:
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc), 2)
     if result["source"] == "simulate":
         typer.echo(f"simulated profile {result['profile']} into {p.paths.raw}")
@@ -94,14 +95,17 @@ def simulate(
     params: ParamsOpt = None,
 ) -> None:
     """Simulate a marketplace: contract tables in OUT, ground truth in OUT/truth."""
-    from shoprank.data.raw import simulate_batch
+    from shoprank.data.raw import shoppers_of, simulate_batch
+    from shoprank.privacy import PseudonymKeyError
 
     p = _params(params)
     out = out or p.paths.raw
     try:
-        summary = simulate_batch(p.simulate, out, profile, seed)
+        summary = simulate_batch(p.simulate, out, shoppers_of(p), profile, seed)
     except KeyError as exc:
         _fail(str(exc.args[0]), 2)
+    except PseudonymKeyError as exc:
+        _fail(str(exc), 2)
     typer.echo(f"wrote {out} (profile {profile or p.simulate.profile}); every table conforms to the contract")
     _print_summary(summary)
 
@@ -114,12 +118,13 @@ def import_(
     """Build the contract tables from a shop's CSV or Parquet files (see `import` in params.yaml)."""
     from shoprank.data.importer import ImportFailed
     from shoprank.data.raw import import_batch
+    from shoprank.privacy import PseudonymKeyError
 
     p = _params(params)
     out = out or p.paths.raw
     try:
         result = import_batch(p, out)
-    except ImportFailed as exc:
+    except (ImportFailed, PseudonymKeyError) as exc:
         _fail(str(exc))
     _print_import(result, out)
 
@@ -196,13 +201,37 @@ def validate(
 def ingest_feedback(params: ParamsOpt = None) -> None:
     """Turn the service's feedback log into impressions (bad records to quarantine) for `validate`."""
     from shoprank.feedback.ingest import ingest_feedback as run_ingest
+    from shoprank.privacy import read_erased
 
     p = _params(params)
     try:
-        report = run_ingest(p.paths.feedback, p.paths.raw, p.paths.quarantine, p.feedback.min_new_impressions)
+        report = run_ingest(
+            p.paths.feedback,
+            p.paths.raw,
+            p.paths.quarantine,
+            p.feedback.min_new_impressions,
+            read_erased(p.paths.erasure),
+        )
     except FileNotFoundError as exc:
         _fail(str(exc), 2)
     typer.echo(report.summary())
+
+
+@app.command()
+def forget(
+    user: Annotated[str, typer.Argument(help="The shopper's own user id, as the shop knows it.")],
+    params: ParamsOpt = None,
+) -> None:
+    """Erase one shopper from the feedback log, tables, features and online store, and keep them out."""
+    from shoprank.privacy import PseudonymKeyError
+    from shoprank.privacy.forget import forget as run_forget
+
+    p = _params(params)
+    try:
+        done = run_forget(user, p)
+    except PseudonymKeyError as exc:
+        _fail(str(exc), 2)
+    typer.echo(done.summary())
 
 
 def _validated(p) -> Path:
@@ -240,10 +269,13 @@ def materialize(params: ParamsOpt = None) -> None:
 def training_set(params: ParamsOpt = None) -> None:
     """Build the training table by Feast's point-in-time join of features onto impressions."""
     from shoprank.features import training_set as run_training_set
+    from shoprank.privacy import read_erased
     from shoprank.training.train import training_set_path
 
     p = _params(params)
-    report = run_training_set(p.features, _validated(p), p.paths.features, training_set_path(p))
+    report = run_training_set(
+        p.features, _validated(p), p.paths.features, training_set_path(p), erased=read_erased(p.paths.erasure)
+    )
     typer.echo(f"training set: {report['rows']:,} rows, {len(report['columns'])} columns -> {report['path']}")
 
 

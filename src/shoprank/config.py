@@ -47,6 +47,8 @@ class Paths(Strict):
     feedback: Path = Path("data/feedback")
     models: Path = Path("models")
     metrics: Path = Path("metrics")
+    secrets: Path = Path(".secrets")  # the pseudonym key file when $SHOPRANK_PSEUDONYM_KEY is unset
+    erasure: Path = Path("data/erasure")  # the erased shoppers' pseudonyms (`shoprank forget`)
 
 
 class Profile(Strict):

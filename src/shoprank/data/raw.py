@@ -3,7 +3,8 @@
 ``simulate`` writes a seeded marketplace with its ground truth; ``import`` maps the shop's
 own files (``import:`` in params.yaml) onto the contract. Every later step reads
 ``paths.raw`` the same way whichever produced it, so `dvc repro` and the Airflow DAGs
-run unchanged on imported logs.
+run unchanged on imported logs. Both name shoppers by pseudonym and leave out erased
+shoppers (:mod:`shoprank.privacy`).
 """
 
 from __future__ import annotations
@@ -14,24 +15,36 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from shoprank.config import Params, Simulate
 from shoprank.data.schema import TABLES, check_table
 from shoprank.logs import log
+from shoprank.privacy import Shoppers
 
 if TYPE_CHECKING:
     from shoprank.data.importer import Imported
+    from shoprank.data.simulator import Simulation
 
 logger = logging.getLogger(__name__)
 
 
 def simulate_batch(
-    settings: Simulate, out: Path, profile: str | None = None, seed: int | None = None
+    settings: Simulate, out: Path, shoppers: Shoppers, profile: str | None = None, seed: int | None = None
 ) -> dict:
-    """Simulate and write contract tables to ``out``, ground truth to ``out/truth``; the summary."""
+    """Simulate and write contract tables to ``out``, ground truth to ``out/truth``; the summary.
+
+    The simulated shoppers are named as the service will name them: their ids
+    (``user_000042``) become pseudonyms under ``shoppers``' key in every table, truth
+    included, so a request for ``user_000042`` finds its features; erased ones are left out.
+    """
     from shoprank.data.simulator import simulate, write_simulation
-    from shoprank.data.simulator.run import TRUTH_DIR
+    from shoprank.data.simulator.run import TRUTH_DIR, summarize
 
     sim = simulate(settings, profile, seed)
+    shield(sim, shoppers)
+    if shoppers.erased:  # the figures of what is written
+        sim.summary = summarize(sim)
     for name, df in sim.tables.items():  # the contract holds before anything is written
         check_table(df, TABLES[name])
     write_simulation(sim, out)
@@ -39,12 +52,35 @@ def simulate_batch(
     return sim.summary
 
 
+def shield(sim: Simulation, shoppers: Shoppers) -> None:
+    """Pseudonyms for the simulation's user ids (tables and truth); erased shoppers' rows removed."""
+    named = {**sim.tables, **{f"truth/{k}": v for k, v in sim.truth.items()}}
+    gone: set[str] = set()
+    for df in named.values():
+        if "user_id" in df:
+            df["user_id"] = shoppers.pseudonymise(df["user_id"]).astype(object)
+            if "request_id" in df:
+                gone |= set(df.loc[~shoppers.kept(df["user_id"]), "request_id"])
+    for group in (sim.tables, sim.truth):
+        for name, df in group.items():
+            keep = shoppers.kept(df["user_id"]) if "user_id" in df else np.ones(len(df), dtype=bool)
+            if "request_id" in df and gone:
+                keep &= ~df["request_id"].isin(gone).to_numpy(dtype=bool)
+            if not keep.all():
+                group[name] = df[keep].reset_index(drop=True)
+
+
+def shoppers_of(params: Params) -> Shoppers:
+    """The deployment's pseudonym key and erasure list, as params.yaml's paths say."""
+    return Shoppers.load(params.paths.secrets, params.paths.erasure)
+
+
 def import_batch(params: Params, out: Path) -> Imported:
     """Import the shop's files into ``out``; an imported log has no ground truth, so none is left."""
     from shoprank.data.importer import import_tables
     from shoprank.data.simulator.run import TRUTH_DIR
 
-    imported = import_tables(params.import_, params.data, out)
+    imported = import_tables(params.import_, params.data, out, shoppers_of(params))
     stale = Path(out) / TRUTH_DIR  # a simulated batch's truth would be taken for this log's
     if stale.exists():
         shutil.rmtree(stale)
@@ -56,7 +92,7 @@ def produce_raw(params: Params) -> dict:
     out = Path(params.paths.raw)
     result: dict[str, object]
     if params.data.source == "simulate":
-        summary = simulate_batch(params.simulate, out)
+        summary = simulate_batch(params.simulate, out, shoppers_of(params))
         result = {"source": "simulate", "profile": params.simulate.profile, "summary": summary}
     else:
         result = {"source": "import", "imported": import_batch(params, out)}

@@ -103,7 +103,9 @@ USERS = TableSchema(
     key=("user_id",),
     optional=frozenset({"region", "device"}),
     columns=(
-        Column("user_id", "string", "Stable shopper identifier (pseudonymous)."),
+        Column(
+            "user_id", "string", "Stable shopper identifier: a keyed pseudonym of the shop's id (ps_...)."
+        ),
         Column("created_at", "timestamp", "Sign-up time (UTC)."),
         Column("region", "string", "Coarse region of the shopper.", nullable=True),
         Column("device", "string", "Main device.", nullable=True, values=("mobile", "desktop", "app")),

@@ -85,12 +85,14 @@ def training_set(
     out: Path | str,
     service: str = FEATURE_SERVICE,
     chunk_rows: int = CHUNK_ROWS,
+    erased: frozenset[str] = frozenset(),
 ) -> dict:
     """Write the training table of ``service`` for the impressions of ``batch_dir`` to ``out``.
 
     Columns: the labels and keys of each impression (LABEL_COLUMNS; ``is_search`` is 0
     for feeds, whose query features are null), then every feature of the service.
-    Rows are in time order. Returns ``{"path", "rows", "columns", "service", "seconds"}``.
+    Rows are in time order; impressions of ``erased`` shoppers (pseudonyms, ``shoprank
+    forget``) are left out. Returns ``{"path", "rows", "columns", "service", "seconds"}``.
     """
     start = time.perf_counter()
     store = open_store(settings)
@@ -99,6 +101,8 @@ def training_set(
     views = service_views(store, service)
     types = {name: t for view in views for name, t in view.features.items()}
     imp = read_impressions(batch_dir)
+    if erased:
+        imp = imp[~imp["user_id"].astype("string").isin(erased).to_numpy(dtype=bool)].reset_index(drop=True)
     # two-step views: Feast's per-call cost is the whole table, so pick their rows in big batches
     picked = {
         v.name: pd.concat(

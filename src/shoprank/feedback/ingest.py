@@ -4,8 +4,10 @@ The whole append-only log is read on every run and turned into one table, so ing
 idempotent: running it twice on the same log writes the same bytes, and a record is never
 counted twice. Steps:
 
-1. read every record (:meth:`FeedbackLog.read`; a log with a line that cannot be typed is
-   read line by line so that only that line is set aside),
+1. read every record (:func:`~shoprank.feedback.records.read_files`): a line that cannot be
+   read or typed (bytes that are not UTF-8, not JSON, not an object, a field of the wrong
+   type, a number no column can hold) is set aside with its reason and ``file:line``, and
+   the rest is read; a torn line from a crash is counted and skipped,
 2. check the records against the ``feedback`` contract (:func:`check_table`) and the rules
    below; a record that fails goes to ``<quarantine>/feedback-<hash>/records.jsonl`` with
    a readable ``reason`` (never dropped silently),
@@ -19,7 +21,8 @@ Rules, besides the contract: a served record needs a user and a position; a clic
 follow a served ``(request_id, item_id)`` and a purchase a click; items and users must exist
 in the raw catalog and users; a served impression must not already be in the raw
 impressions. Exact repeats (same ``event_id``, or the same event twice for one impression)
-are duplicates: the first is kept, the others are counted, not quarantined.
+are duplicates: the first is kept, the others are counted, not quarantined. Records of
+erased shoppers (``shoprank forget``), and every record of their requests, are left out.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from shoprank.data.schema import (
     empty,
     with_declared,
 )
-from shoprank.feedback.log import FIELDS, FeedbackLog
+from shoprank.feedback.log import FeedbackLog
 from shoprank.inputs.declare import shop_columns
 from shoprank.logs import log
 
@@ -64,7 +67,7 @@ ORDER = ["ts", "request_id", "position", "item_id"]  # the impressions file's ro
 class IngestReport:
     """What one ingestion run found and wrote."""
 
-    events: int  # records read from the log (torn lines excluded)
+    events: int  # records in the log: read, or set aside as unreadable (torn lines excluded)
     impressions: int  # rows in impressions.parquet
     clicks: int
     purchases: int
@@ -77,6 +80,8 @@ class IngestReport:
     quarantine: str | None  # folder of the quarantined records, if any
     reasons: dict[str, int] = field(default_factory=dict)  # reason -> records
     path: str = ""
+    torn: int = 0  # lines cut short by a crash mid-write: never acknowledged, skipped
+    erased: int = 0  # records of erased shoppers (`shoprank forget`), left out
 
     def summary(self) -> str:
         lines = [
@@ -88,55 +93,14 @@ class IngestReport:
         ]
         if self.duplicates:
             lines.append(f"duplicates skipped: {self.duplicates:,}")
+        if self.erased:
+            lines.append(f"records of erased shoppers left out: {self.erased:,}")
+        if self.torn:
+            lines.append(f"torn lines skipped (never acknowledged): {self.torn:,}")
         if self.quarantined:
             lines.append(f"quarantined: {self.quarantined:,} record(s) -> {self.quarantine}")
             lines += [f"  {n:>6,}  {reason}" for reason, n in sorted(self.reasons.items())]
         return "\n".join(lines)
-
-
-# --- reading ---------------------------------------------------------------------------------
-
-
-def _read_lenient(feedback_log: FeedbackLog) -> tuple[pd.DataFrame, list[dict]]:
-    """Records line by line: the typed frame of the good ones and the raw lines that cannot be typed."""
-    good: list[pd.DataFrame] = []
-    bad: list[dict] = []
-    for path in feedback_log.files():
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    raw = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn line was never acknowledged (as FeedbackLog.read)
-                try:
-                    if not isinstance(raw, dict):
-                        raise TypeError("not a JSON object")
-                    frame = pd.DataFrame([raw], columns=list(FIELDS))
-                    frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601")
-                    good.append(conform(frame, FEEDBACK))
-                except Exception as exc:  # noqa: BLE001 - any typing error sets this record aside
-                    where = f"{path.name}:{number}"
-                    bad.append(
-                        {
-                            "record": raw,
-                            "reason": f"cannot be typed ({type(exc).__name__}: {exc})",
-                            "at": where,
-                        }
-                    )
-    frame = pd.concat(good, ignore_index=True) if good else empty(FEEDBACK)
-    return conform(frame, FEEDBACK), bad
-
-
-def read_log(feedback_log: FeedbackLog) -> tuple[pd.DataFrame, list[dict]]:
-    """All records as a FEEDBACK frame, plus the records that could not be typed at all."""
-    try:
-        return feedback_log.read().reset_index(drop=True), []
-    except (ValueError, TypeError) as exc:
-        log(logger, "feedback log: reading record by record", error=str(exc)[:200], level=logging.WARNING)
-        return _read_lenient(feedback_log)
 
 
 # --- checking --------------------------------------------------------------------------------
@@ -355,23 +319,40 @@ def previous_state(feedback_root: Path) -> dict:
         return {}
 
 
+def _without_erased(df: pd.DataFrame, erased: frozenset[str]) -> pd.DataFrame:
+    """The records of no erased shopper: theirs, and every record of their requests (clicks carry no user)."""
+    if not erased or df.empty:
+        return df
+    theirs = df["user_id"].astype("string").isin(erased).fillna(False).to_numpy(dtype=bool)
+    requests = df.loc[theirs, "request_id"].unique()
+    gone = theirs | df["request_id"].isin(requests).to_numpy(dtype=bool)
+    return df[~gone].reset_index(drop=True)
+
+
 def ingest_feedback(
-    feedback_root: Path, raw_dir: Path, quarantine_root: Path, min_new_impressions: int = 1000
+    feedback_root: Path,
+    raw_dir: Path,
+    quarantine_root: Path,
+    min_new_impressions: int = 1000,
+    erased: frozenset[str] = frozenset(),
 ) -> IngestReport:
-    """Rebuild ``<feedback_root>/impressions.parquet`` from the whole log; see the module docstring."""
+    """Rebuild ``<feedback_root>/impressions.parquet`` from the whole log; see the module docstring.
+
+    ``erased``: pseudonyms of erased shoppers (``shoprank forget``), whose records are left out.
+    """
     feedback_root, raw_dir = Path(feedback_root), Path(raw_dir)
     feedback_log = FeedbackLog(feedback_root)
-    df, untyped = read_log(feedback_log)
+    got = feedback_log.read_all()
+    untyped = got.set_aside
+    df = _without_erased(got.frame, erased)
+    erased_records = len(got.frame) - len(df)
     reason, dup = _check(df, raw_dir)
     good = df[reason.isna() & ~dup]
     bad = [
         {**_jsonable(rec), "reason": why}
         for rec, why in zip(df[reason.notna()].to_dict("records"), reason.dropna(), strict=True)
     ]
-    bad += [
-        {**r["record"], "reason": r["reason"], "at": r["at"]} if isinstance(r["record"], dict) else r
-        for r in untyped
-    ]
+    bad += [{**r.pop("record"), **r} if "record" in r else r for r in untyped]
 
     table = impressions_from(good)
     out = feedback_root / IMPRESSIONS_FILE
@@ -405,6 +386,8 @@ def ingest_feedback(
         quarantine=str(where) if where else None,
         reasons=counts,
         path=str(out),
+        torn=got.torn,
+        erased=erased_records,
     )
     # the next run counts pending impressions from here once the threshold was reached
     state = {**asdict(report), "baseline": len(table) if ready else baseline}
@@ -418,5 +401,6 @@ def ingest_feedback(
         pending=pending,
         ready=ready,
         quarantined=report.quarantined,
+        torn=got.torn,
     )
     return report

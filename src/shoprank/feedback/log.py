@@ -6,7 +6,11 @@ service acknowledged survives a crash or restart. Several worker processes may a
 the same file at once: each append is one ``write`` of whole lines, which Linux keeps
 together on a local file system. A crash mid-write can leave a torn last line with no
 newline; the writer starts a fresh line before its next record, and the reader skips
-(and counts) lines that are not JSON, which were never acknowledged.
+(and counts) such torn lines, which were never acknowledged. Any other line that cannot be
+read or typed is set aside by the reader (:mod:`shoprank.feedback.records`), never fatal.
+
+Queries are written scrubbed of e-mail addresses and phone numbers
+(:func:`shoprank.privacy.scrub`); user ids arrive as pseudonyms (the service maps them).
 
 Records follow the ``feedback`` table of the data contract (:data:`shoprank.data.schema.FEEDBACK`).
 """
@@ -26,14 +30,13 @@ from typing import Any
 
 import pandas as pd
 
-from shoprank.data.schema import FEEDBACK, conform
+from shoprank.feedback.records import _FIELD_SET, FIELDS, INT64, LogRead, read_files
 from shoprank.logs import log
+from shoprank.privacy.scrub import scrub
 
 logger = logging.getLogger(__name__)
 
 EVENTS = ("served", "click", "purchase")
-FIELDS = tuple(c.name for c in FEEDBACK.columns)
-_FIELD_SET = frozenset(FIELDS)
 
 
 class FeedbackRecordError(ValueError):
@@ -52,8 +55,8 @@ def _check(raw: Mapping[str, Any]) -> None:
         if not isinstance(value, str) or not value:
             raise FeedbackRecordError(f"{name} must be a non-empty string, got {value!r}")
     pos = raw.get("position")
-    if pos is not None and (isinstance(pos, bool) or not isinstance(pos, int) or pos < 1):
-        raise FeedbackRecordError(f"position must be an integer >= 1, got {pos!r}")
+    if pos is not None and (isinstance(pos, bool) or not isinstance(pos, int) or not 1 <= pos <= INT64[1]):
+        raise FeedbackRecordError(f"position must be an integer >= 1 (64 bits), got {pos!r}")
 
 
 def _record(raw: Mapping[str, Any], now: datetime) -> dict[str, Any]:
@@ -61,6 +64,8 @@ def _record(raw: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     _check(raw)
     rec: dict[str, Any] = {name: raw.get(name) for name in FIELDS}
     rec["event_id"] = rec["event_id"] or uuid.uuid4().hex
+    if isinstance(rec["query"], str):  # contact details typed into the search box are never kept
+        rec["query"] = scrub(rec["query"])
     ts = rec["ts"]
     rec["ts"] = (pd.Timestamp(ts) if ts is not None else pd.Timestamp(now)).isoformat()
     return rec
@@ -108,23 +113,17 @@ class FeedbackLog:
         return sorted(self.dir.glob("events-*.jsonl")) if self.dir.is_dir() else []
 
     def read(self) -> pd.DataFrame:
-        """Every record as a frame with the contract's columns and types (torn lines skipped and logged)."""
-        rows, torn = [], 0
-        for path in self.files():
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    line = line.strip()
-                    if not line:
-                        continue
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        torn += 1
-        if torn:
-            log(logger, "feedback log: skipped torn lines", lines=torn, level=logging.WARNING)
-        frame = pd.DataFrame(rows, columns=list(FIELDS))
-        frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601")
-        return conform(frame, FEEDBACK)
+        """Every record as a frame with the contract's columns and types (what cannot be read is logged)."""
+        return self.read_all().frame
+
+    def read_all(self) -> LogRead:
+        """The typed records, and the lines set aside or torn (:func:`.records.read_files`)."""
+        got = read_files(self.files())
+        if got.torn:
+            log(logger, "feedback log: skipped torn lines", lines=got.torn, level=logging.WARNING)
+        if got.set_aside:
+            log(logger, "feedback log: unreadable records", records=len(got.set_aside), level=logging.WARNING)
+        return got
 
 
 class BackgroundAppender:

@@ -11,6 +11,10 @@
 - :mod:`~shoprank.ranking.refresh`: the background refresh of the item features
 - :mod:`~shoprank.ranking.responses`: the answers' JSON
 
+A request's user id is the shop's own: each endpoint first maps it to its pseudonym
+(:func:`shoprank.privacy.pseudonym`, the key of the batch's import), so features, scores,
+the day so far and the feedback log only ever see pseudonyms.
+
 Requests reach it checked (:mod:`~shoprank.ranking.requests`): it assumes a stripped,
 short enough query, a valid user id, known and distinct item ids, a ``k`` within limits
 and a consistent price range.
@@ -30,6 +34,7 @@ from shoprank.config import Params, Serve
 from shoprank.feedback import FeedbackLog
 from shoprank.inputs.frame import Frame
 from shoprank.logs import log
+from shoprank.privacy import load_key, pseudonym
 from shoprank.ranking import metrics, recommend, responses, understand
 from shoprank.ranking.explanations import Explainer
 from shoprank.ranking.loader import load, runtime_of
@@ -73,6 +78,7 @@ class Ranker:
         )
         self.explainer = Explainer(self.scoring)
         self.scoring.day = day_so_far(self.features.users, params.features.ctr_prior_strength)
+        self.pseudonym_key = load_key(params.paths.secrets)  # the key the batch's shoppers were named with
         feedback = FeedbackLog(params.paths.feedback)
         self.served = ServedResponses(feedback, self.version, self.catalog.item_ids, day=self.scoring.day)
         self.refresher = Refresher(self.features, self.scoring.prepare, self.settings.feature_ttl_s)
@@ -177,6 +183,7 @@ class Ranker:
 
         ``context``: the request's values of the shop's impression columns (data.columns).
         """
+        user_id = self.shopper(user_id)
         rows = self.catalog.rows_of(item_ids)
         request_id = new_request_id()
         timings: dict[str, float] = {}
@@ -205,6 +212,7 @@ class Ranker:
         context: Context | None = None,
     ) -> dict:
         """Retrieve, score, re-rank (diversity, exploration slots) and explain a page of ``k``."""
+        user_id = self.shopper(user_id)
         mask = self.catalog.mask(filters)
         request_id = new_request_id()
         timings: dict[str, float] = {}
@@ -250,10 +258,15 @@ class Ranker:
         context: Context | None = None,
     ) -> dict:
         """A feed of ``k`` for the shopper: no query (see :mod:`~shoprank.ranking.recommend`)."""
-        request_id = new_request_id()
-        return recommend.recommend(
-            self, user_id, k, exclude_seen, filters, explain_results, request_id, context
+        request_id, shopper = new_request_id(), pseudonym(user_id, self.pseudonym_key)
+        body = recommend.recommend(
+            self, shopper, k, exclude_seen, filters, explain_results, request_id, context
         )
+        return {**body, "user_id": user_id}  # the caller's own id back, as it was sent
+
+    def shopper(self, user_id: str | None) -> str | None:
+        """The pseudonym of a request's user id: the only id features, scores and the log see."""
+        return None if user_id is None else pseudonym(user_id, self.pseudonym_key)
 
     def page(self, s: Scored, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The page: diversity and exploration slots, random draws seeded by the request id."""

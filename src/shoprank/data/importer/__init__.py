@@ -7,6 +7,10 @@ and what to do with invalid rows. :func:`import_tables` is the one entry point (
 and the pipeline's first stage call it). The steps are in :mod:`.tables`, their order
 and the rules in docs/data-contract.md.
 
+User ids become keyed pseudonyms (:mod:`shoprank.privacy`) as soon as they are parsed,
+queries lose e-mail addresses and phone numbers, and erased shoppers are left out: the
+written tables hold no raw user id.
+
 Impressions are built first: catalog and users fill ``created_at`` from the earliest
 impression of each item or user (``first_seen``), and the impressions' user and item
 ids are then checked against the built tables. Every table is built in memory before
@@ -31,6 +35,7 @@ from shoprank.data.importer.report import REPORT_FILE, log_summary, write_report
 from shoprank.data.importer.tables import Built, build_table, check_references, users_from_impressions
 from shoprank.data.io import write_tables
 from shoprank.logs import log
+from shoprank.privacy import Shoppers
 
 __all__ = ["REPORT_FILE", "ImportFailed", "Imported", "import_tables"]
 
@@ -46,22 +51,23 @@ class Imported:
     report: dict[str, Any]
 
 
-def import_tables(settings: Import, data: Data, out: Path) -> Imported:
+def import_tables(settings: Import, data: Data, out: Path, shoppers: Shoppers) -> Imported:
     """Build every configured table from the shop's files and write them, with the report, to ``out``.
 
     ``data``: the columns a shop declares beside the contract's (``data.columns``), kept
-    in the written tables. Raises :class:`ImportFailed` before writing anything if a
-    setting, a file or a row (with ``invalid_rows: fail``) is wrong.
+    in the written tables. ``shoppers``: the key that turns user ids into pseudonyms and
+    the erased shoppers left out. Raises :class:`ImportFailed` before writing anything if
+    a setting, a file or a row (with ``invalid_rows: fail``) is wrong.
     """
     plans = plan_tables(settings, data)
     now = pd.Timestamp.now(tz="UTC")
-    impressions = build_table(plans["impressions"], settings, now)
+    impressions = build_table(plans["impressions"], settings, now, shoppers)
     first_seen = {
         key: impressions.df.groupby(key, observed=True)["ts"].min() for key in ("item_id", "user_id")
     }
-    catalog = build_table(plans["catalog"], settings, now, first_seen["item_id"])
+    catalog = build_table(plans["catalog"], settings, now, shoppers, first_seen["item_id"])
     if "users" in plans:
-        users = build_table(plans["users"], settings, now, first_seen["user_id"])
+        users = build_table(plans["users"], settings, now, shoppers, first_seen["user_id"])
     else:
         users = users_from_impressions(impressions)
     impressions = check_references(impressions, catalog, users)

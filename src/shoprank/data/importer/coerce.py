@@ -19,12 +19,13 @@ from shoprank.config_data import TimeFormat
 from shoprank.data.importer.problems import Problem
 
 NULL_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none"})  # read as null in non-text columns
+INT64_MAX = 2**63 - 1
 FLAGS = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "false": 0, "true": 1}
 EXPECTED = {
     "string": "text",
     "timestamp": "ISO 8601 text such as 2024-01-31T12:00:00Z, no zone means UTC, or a Parquet timestamp",
     "float": "a number",
-    "int": "a whole number",
+    "int": "a whole number of at most 2^53 in size",
     "flag": "0, 1, true or false",
 }
 
@@ -74,7 +75,9 @@ def _to_timestamp_as(s: pd.Series, time: TimeFormat) -> tuple[pd.Series, pd.Seri
         return pd.to_datetime(s, utc=True), pd.Series(False, index=s.index)
     if time.unit:
         num = to_number(s)
-        out = pd.to_datetime(num, unit=time.unit, utc=True, errors="coerce")
+        # beyond the datetime64[ns] range to_datetime overflows instead of coercing: such times are invalid
+        ns = pd.Timedelta(1, unit=time.unit).value
+        out = pd.to_datetime(num.mask(num.abs() >= INT64_MAX / ns), unit=time.unit, utc=True, errors="coerce")
     else:
         out = pd.to_datetime(s.astype(object), format=time.format, utc=True, errors="coerce")
     return out, out.isna()
@@ -84,8 +87,24 @@ def _to_string(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     if pd.api.types.is_float_dtype(s.dtype) and (s.dropna() % 1 == 0).all():
         s = s.astype("Int64")  # integer ids that went through a float column: 7.0 -> "7"
     elif pd.api.types.is_object_dtype(s.dtype):
-        s = s.map(lambda v: json.dumps(v) if isinstance(v, dict | list) else v)  # nested attributes
+        s = s.map(_nested_as_json)  # nested attributes (Parquet structs and lists) as JSON text
+        bad = s.map(lambda v: v is _UNWRITABLE).astype(bool)
+        return s.mask(bad).astype("string"), bad
     return s.astype("string"), pd.Series(False, index=s.index)
+
+
+_UNWRITABLE = object()  # a nested value JSON cannot hold (too deep, not a JSON type)
+
+
+def _nested_as_json(value: object) -> object:
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, dict | list):
+        return value
+    try:
+        return json.dumps(value, default=str)
+    except (RecursionError, ValueError, TypeError):
+        return _UNWRITABLE
 
 
 def _to_timestamp(s: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -109,7 +128,8 @@ def _to_float(s: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def _to_int(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     num = to_number(s)
-    bad = num.isna() | ~np.isfinite(num) | (num % 1 != 0)
+    # whole numbers a float holds exactly; larger ones would not fit the column or not be the value read
+    bad = num.isna() | ~np.isfinite(num) | (num % 1 != 0) | (num.abs() > 2**53)
     return num.mask(bad).astype("Int64"), bad
 
 

@@ -73,6 +73,30 @@ class RowLedger:
     mode: str
     dropped: dict[str, list[Any]] = field(default_factory=dict)  # reason -> row labels
 
+    def unreadable(self, rows: dict[Any, str]) -> None:
+        """Rows of the file that could not be read at all (row label -> reason): fatal or counted."""
+        if not rows:
+            return
+        if self.mode == "fail":
+            shown = "\n  ".join(f"row {r}: {why}" for r, why in list(rows.items())[:MAX_ROWS_IN_MESSAGE])
+            more = (
+                f"\n  and {len(rows) - MAX_ROWS_IN_MESSAGE} more" if len(rows) > MAX_ROWS_IN_MESSAGE else ""
+            )
+            raise ImportFailed(
+                f"{self.where}: {len(rows)} row(s) cannot be read\n  {shown}{more}\n"
+                f"(import.tables.{self.table}.invalid_rows: drop drops such rows and reports them)"
+            )
+        for row, why in rows.items():
+            self.dropped.setdefault(why, []).append(row)
+        log(
+            logger,
+            "import_rows_dropped",
+            logging.WARNING,
+            table=self.table,
+            reason="unreadable",
+            rows=len(rows),
+        )
+
     def settle(self, df: pd.DataFrame, problems: list[Problem], heading: str) -> pd.DataFrame:
         """``df`` without the rows of ``problems`` (drop), or :class:`ImportFailed` (fail)."""
         problems = [p for p in problems if p.mask.any()]

@@ -17,7 +17,7 @@ import pandas as pd
 from shoprank.config_data import Import
 from shoprank.data.importer.plan import FIRST_SEEN, TablePlan
 from shoprank.data.importer.problems import ImportFailed, Problem, RowLedger
-from shoprank.data.importer.read import ROW_NOTE, file_format, read_source
+from shoprank.data.importer.read import ROW_NOTE, file_format, read_source, undecodable
 from shoprank.data.importer.report import TableReport
 from shoprank.data.importer.sessions import request_ids
 from shoprank.data.importer.steps import (
@@ -40,6 +40,7 @@ from shoprank.data.schema import (
     key_violations,
 )
 from shoprank.logs import log
+from shoprank.privacy import Shoppers, scrub_series
 
 logger = logging.getLogger(__name__)
 
@@ -56,21 +57,33 @@ class Built:
 
 
 def build_table(
-    plan: TablePlan, settings: Import, now: pd.Timestamp, first_seen: pd.Series | None = None
+    plan: TablePlan,
+    settings: Import,
+    now: pd.Timestamp,
+    shoppers: Shoppers,
+    first_seen: pd.Series | None = None,
 ) -> Built:
-    """Read ``plan``'s file and run every step; ``first_seen``: earliest impression per entity id."""
+    """Read ``plan``'s file and run every step; ``first_seen``: earliest impression per entity id.
+
+    Right after parsing, user ids become pseudonyms and queries are scrubbed (``shoppers``),
+    so no later step, message about a key or request id sees the shop's own ids.
+    """
     path = Path(settings.dir) / plan.spec.file
     fmt = file_format(path, settings.format)
-    raw = read_source(path, fmt)
+    raw, unreadable = read_source(path, fmt)
     where = f"{path} ({plan.name}; {ROW_NOTE[fmt]})"
     ledger = RowLedger(plan.name, where, plan.spec.invalid_rows)
-    report = TableReport(str(path), len(raw), ledger)
+    ledger.unreadable(unreadable)
+    report = TableReport(str(path), len(raw) + len(unreadable), ledger)
     df, report.source_columns_dropped = select(raw, plan, where)
     if report.source_columns_dropped:
         log(logger, "import_columns_dropped", table=plan.name, columns=report.source_columns_dropped)
+    used = [c for c in raw.columns if c not in report.source_columns_dropped]
+    df = ledger.settle(df, undecodable(raw.loc[df.index], used), "column(s) with bytes that are not text")
     df, found = labels(df, raw, plan)
     df, parsed = parse_columns(df, plan)
     df = ledger.settle(df, found + parsed, "column(s) cannot be parsed")
+    df = shielded(df, shoppers)
     df, found = click(df, raw, plan)
     df = ledger.settle(df, found, "click rule problem(s)")
     df = constants(df, plan)
@@ -87,6 +100,16 @@ def build_table(
     declared = [c for c in plan.schema.names if c not in TABLES[plan.name].names]
     report.declared_nulls = {c: n for c in declared if (n := int(df[c].isna().sum()))}
     return Built(plan.name, plan.schema, df, report, where)
+
+
+def shielded(df: pd.DataFrame, shoppers: Shoppers) -> pd.DataFrame:
+    """User ids as pseudonyms, queries scrubbed, erased shoppers' rows left out."""
+    if "user_id" in df:
+        df["user_id"] = shoppers.pseudonymise(df["user_id"])
+        df = df[shoppers.kept(df["user_id"])].copy()
+    if "query" in df:
+        df["query"] = scrub_series(df["query"])
+    return df
 
 
 def _nulls(df: pd.DataFrame, schema: TableSchema, names: list[str]) -> list[Problem]:
