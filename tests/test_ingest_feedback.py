@@ -219,3 +219,20 @@ def test_the_request_context_becomes_the_shops_impression_columns(tmp_path, tiny
     assert table.loc[items[2], "platform"] == "ios" and table.loc[items[2], "basket"] == 3
     assert pd.isna(table.loc[items[3], "platform"]) and pd.isna(table.loc[items[3], "basket"])
     assert table.loc[items[:2], "platform"].isna().all() and "retired" not in table.columns
+
+
+def test_a_served_item_past_the_page_is_set_aside_alone(tmp_path, tiny_batch, ids):
+    items, users = ids
+    log = FeedbackLog(tmp_path / "feedback")
+    deep = served("r1", users[0], items[:6])  # positions 1..6 of a page of 4
+    log.append(deep + [event("click", "r1", items[1]), event("click", "r1", items[5])], now=NOW)
+    report = ingest_feedback(tmp_path / "feedback", tiny_batch, tmp_path / "quarantine", max_position=4)
+    table = pd.read_parquet(tmp_path / "feedback" / IMPRESSIONS_FILE)
+    assert sorted(table["position"]) == [1, 2, 3, 4] and table["clicked"].sum() == 1
+    reasons = sorted(r["reason"] for r in quarantined(tmp_path))
+    assert reasons == [
+        "no served impression for this request and item",  # the click on the unseen slot
+        "position beyond validate.max_position (4)",
+        "position beyond validate.max_position (4)",
+    ]
+    assert report.impressions == 4 and report.quarantined == 3

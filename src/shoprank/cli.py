@@ -211,6 +211,7 @@ def ingest_feedback(params: ParamsOpt = None) -> None:
             p.paths.quarantine,
             p.feedback.min_new_impressions,
             read_erased(p.paths.erasure),
+            p.validate_.max_position,
         )
     except FileNotFoundError as exc:
         _fail(str(exc), 2)

@@ -20,8 +20,9 @@ counted twice. Steps:
 Rules, besides the contract: a served record needs a user and a position; a click must
 follow a served ``(request_id, item_id)`` and a purchase a click; items and users must exist
 in the raw catalog and users; a served impression must not already be in the raw
-impressions. Exact repeats (same ``event_id``, or the same event twice for one impression)
-are duplicates: the first is kept, the others are counted, not quarantined. Records of
+impressions, nor lie past the page (``validate.max_position``). Exact repeats (same
+``event_id``, or the same event twice for one impression) are duplicates: the first is
+kept, the others are counted, not quarantined. Records of
 erased shoppers (``shoprank forget``), and every record of their requests, are left out.
 """
 
@@ -140,7 +141,7 @@ def _pairs(frame: pd.DataFrame) -> pd.MultiIndex:
     return pd.MultiIndex.from_frame(frame[KEY].astype("string"))
 
 
-def _check(df: pd.DataFrame, raw_dir: Path) -> tuple[pd.Series, pd.Series]:
+def _check(df: pd.DataFrame, raw_dir: Path, max_position: int | None = None) -> tuple[pd.Series, pd.Series]:
     """(reason per record, duplicate mask): a null reason and no duplicate means the record is used."""
     if df.empty:  # nothing to check (and no raw tables needed)
         return pd.Series(pd.NA, index=df.index, dtype="string"), pd.Series(False, index=df.index)
@@ -171,6 +172,9 @@ def _check(df: pd.DataFrame, raw_dir: Path) -> tuple[pd.Series, pd.Series]:
     flag(served & ~_context_readable(df["context"]), "context is not a JSON object")
     flag(served & df["user_id"].isna(), "served without a user_id")
     flag(served & df["position"].isna(), "served without a position")
+    if max_position is not None:  # a slot past the page the logs are validated for was never seen
+        past = pd.to_numeric(df["position"], errors="coerce").fillna(0) > max_position
+        flag(served & past, f"position beyond validate.max_position ({max_position})")
     raw_imp = pd.read_parquet(raw_dir / "impressions.parquet", columns=KEY)
     flag(served & _pairs(df).isin(_pairs(raw_imp)), "impression already in the raw impressions")
     # one impression per (request_id, item_id): a repeated served record is a duplicate
@@ -335,10 +339,13 @@ def ingest_feedback(
     quarantine_root: Path,
     min_new_impressions: int = 1000,
     erased: frozenset[str] = frozenset(),
+    max_position: int | None = None,
 ) -> IngestReport:
     """Rebuild ``<feedback_root>/impressions.parquet`` from the whole log; see the module docstring.
 
     ``erased``: pseudonyms of erased shoppers (``shoprank forget``), whose records are left out.
+    ``max_position``: the last position of a page (``validate.max_position``); a served item
+    below it is set aside, so one deep page never fails the whole batch's validation.
     """
     feedback_root, raw_dir = Path(feedback_root), Path(raw_dir)
     feedback_log = FeedbackLog(feedback_root)
@@ -346,7 +353,7 @@ def ingest_feedback(
     untyped = got.set_aside
     df = _without_erased(got.frame, erased)
     erased_records = len(got.frame) - len(df)
-    reason, dup = _check(df, raw_dir)
+    reason, dup = _check(df, raw_dir, max_position)
     good = df[reason.isna() & ~dup]
     bad = [
         {**_jsonable(rec), "reason": why}
