@@ -370,10 +370,27 @@ def package(
     params: ParamsOpt = None,
 ) -> None:
     """Package the champion (model, query encoder, indexes, item tables) into the BentoML model store."""
+    _package(_params(params), force)
+
+
+@app.command()
+def rollback(params: ParamsOpt = None) -> None:
+    """Restore the previous champion and package it: a running service switches to it on its next check."""
+    from shoprank.selection import rollback as run_rollback
+
+    p = _params(params)
+    try:
+        record = run_rollback(Path(p.paths.models))
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    typer.echo(f"champion is {record['candidate']} {record['version']} again")
+    _package(p, force=True)
+
+
+def _package(p, force: bool) -> None:
     from shoprank.ranking.bundle import PackageError
     from shoprank.ranking.bundle import package as run_package
 
-    p = _params(params)
     try:
         from shoprank.text import load_encoder
 
