@@ -109,8 +109,7 @@ def categorical_drift(ref: pd.Series, cur: pd.Series, max_categories: int) -> di
 def daily_outcomes(df: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
     """Impressions, CTR and purchase rate per UTC day; ``day`` counts days since ``start``.
 
-    A log without a ``purchased`` column (an import that does not record purchases) has no
-    purchase rate: the column is left out rather than reported as zero.
+    A frame without a ``purchased`` column has no purchase rate (the column is left out).
     """
     date = df["event_timestamp"].dt.floor("D")
     grouped = df.assign(date=date).groupby("date", sort=True)
