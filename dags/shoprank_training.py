@@ -4,7 +4,8 @@
 `raw` (simulate or import, by `data.source`) → `ingest-feedback` → `validate` → `features`
 → `materialize` → `training-set` → `train.<candidate>` for each of params.yaml's `train.candidates`
 (in parallel) → `evaluate`
-→ `select` → `package` → `record`; `understand` runs once `features` is done and feeds `package`.
+→ `select` → `package` → `record`; `understand` runs once `features` is done and feeds `package`;
+`drift` (the latest requests against the training data) runs after `evaluate` and before `record`.
 
 * **Built from DVC.** The tasks, their order and their docs are `dvc.yaml` as DVC renders it
   (its `foreach` over `train.candidates`, its dependency graph), read with DVC's Python API

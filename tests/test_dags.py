@@ -127,7 +127,8 @@ def test_training_tasks_are_the_dvc_stages_one_to_one(dagbag):
     candidates = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["candidates"]
     assert {t for t in dag.task_dict if t.startswith("train.")} == {f"train.{c}" for c in candidates}
     assert {"understand", "package"} <= set(dag.task_dict)
-    assert set(dag.get_task("record").upstream_task_ids) == {"package"}  # after the last stage
+    assert set(dag.get_task("record").upstream_task_ids) == {"package", "drift"}  # after the last stages
+    assert set(dag.get_task("drift").upstream_task_ids) == {"evaluate"}
 
 
 def test_training_edges_follow_the_dvc_graph(dagbag):

@@ -326,6 +326,27 @@ def evaluate(params: ParamsOpt = None) -> None:
 
 
 @app.command()
+def drift(params: ParamsOpt = None) -> None:
+    """Compare the test split with the training split: inputs, the winner's scores, outcomes per day."""
+    from shoprank.monitoring.step import run_drift
+
+    p = _params(params)
+    try:
+        report = run_drift(p)
+    except FileNotFoundError as exc:
+        _fail(str(exc), 2)
+    for name, d in {**report["inputs"], "score": report["scores"]}.items():
+        psi = "-" if d["psi"] is None else f"{d['psi']:.4f}"
+        typer.echo(f"{name:28s} psi {psi:>8s}  {d['status']}")
+    for side in ("reference", "current"):
+        r = report[side]
+        rates = "  ".join(f"{k} {r[k]:.4f}" for k in ("ctr", "purchase_rate") if k in r)
+        typer.echo(f"{side:9s} ({r['split']}, {r['rows']:,} rows)  {rates}")
+    n = report["summary"]
+    typer.echo(f"drift: {n['alerts']} alert(s), {n['warnings']} warning(s) over {n['checked']} checked")
+
+
+@app.command()
 def select(params: ParamsOpt = None) -> None:
     """Promote the evaluation's winner to champion if it beats the current one by the margin."""
     from shoprank.config import params_path

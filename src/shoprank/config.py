@@ -302,6 +302,23 @@ class Understand(Strict):
     seed: int = 0
 
 
+class Drift(Strict):
+    """`shoprank drift`: the test split (the latest requests) against the training split."""
+
+    sample_rows: int = Field(20_000, gt=0)  # rows drawn from each split for the inputs and the scores
+    bins: int = Field(10, gt=1)  # reference quantile bins of a numeric input
+    max_categories: int = Field(20, gt=0)  # commonest reference values of a categorical kept; the rest: other
+    psi_warn: float = Field(0.1, gt=0)  # population stability index that warns ...
+    psi_alert: float = Field(0.25, gt=0)  # ... and that alerts
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _order(self) -> Drift:
+        if self.psi_alert < self.psi_warn:
+            raise ValueError("psi_alert must not be below psi_warn")
+        return self
+
+
 class Params(Strict):
     paths: Paths = Paths()
     data: Data = Data()
@@ -318,6 +335,7 @@ class Params(Strict):
     serve: Serve = Serve()
     feedback: Feedback = Feedback()
     understand: Understand = Understand()
+    drift: Drift = Drift()
 
 
 def params_path() -> Path:
