@@ -17,11 +17,12 @@ import pandas as pd
 
 from shoprank.artifacts import FEATURE_SERVICE
 from shoprank.config import Params
-from shoprank.evaluation.evaluate import Truth, evaluate_scorer, not_computed
+from shoprank.evaluation.evaluate import Pool, Truth, evaluate_scorer, not_computed
 from shoprank.inputs.apply import derive
 from shoprank.inputs.frame import VECTOR_COLUMNS, Frame, Vectors, dense, read_frame
 from shoprank.logs import log, timed
-from shoprank.models.scorers import Scorer, load
+from shoprank.models.objective import needs_purchase
+from shoprank.models.scorers import Scorer, load, purchase_given_click
 from shoprank.training.data import cold_items, read_split
 from shoprank.training.train import training_set_path
 
@@ -30,7 +31,10 @@ CANDIDATE_CHUNK = 200_000  # candidate rows whose features are held at once
 
 
 def load_truth(truth_dir: Path, test: pd.DataFrame) -> Truth | None:
-    """Ground truth aligned with the test rows, or None for real (non-simulated) logs."""
+    """Ground truth aligned with the test rows, or None for real (non-simulated) logs.
+
+    The candidates get their price from the catalog the simulator wrote beside its truth.
+    """
     truth_dir = Path(truth_dir)
     if not (truth_dir / "candidates.parquet").is_file():
         return None
@@ -39,6 +43,10 @@ def load_truth(truth_dir: Path, test: pd.DataFrame) -> Truth | None:
     p_click = keys.merge(p, on=["request_id", "item_id"], how="left")["p_click"].to_numpy()
     cand = pd.read_parquet(truth_dir / "candidates.parquet")
     cand = cand[cand["request_id"].isin(set(test["request_id"]))].reset_index(drop=True)
+    catalog = truth_dir.parent / "catalog.parquet"
+    if "p_purchase" in cand and catalog.is_file():
+        price = pd.read_parquet(catalog, columns=["item_id", "price"]).set_index("item_id")["price"]
+        cand["price"] = cand["item_id"].map(price).to_numpy(np.float64)
     exam = (
         pd.read_parquet(truth_dir / "examination.parquet").sort_values("position")["examination"].to_numpy()
     )
@@ -74,8 +82,11 @@ def candidate_scores(
     truth: Truth,
     scorers: dict[str, Scorer],
     chunk_rows: int = CANDIDATE_CHUNK,
-) -> dict[str, np.ndarray]:
-    """Every scorer's position-free score of every retrieved candidate, aligned with ``truth.candidates``.
+    purchase: bool = True,
+) -> dict[str, Pool]:
+    """Every scorer's position-free P(click) of every retrieved candidate, aligned with
+    ``truth.candidates``, and its P(purchase | click) where it has a purchase head (and
+    ``purchase``).
 
     The features of the full candidate pool (50 per request) would not fit in memory at
     scale, so they are built and scored a chunk of whole requests at a time; only the
@@ -84,9 +95,10 @@ def candidate_scores(
     from shoprank.features import open_store
 
     cand = truth.candidates
-    out = {name: np.empty(len(cand), dtype=np.float64) for name in scorers}
+    click = {name: np.empty(len(cand), dtype=np.float64) for name in scorers}
+    buy: dict[str, np.ndarray | None] = {name: None for name in scorers}
     if not len(cand):
-        return out
+        return {name: Pool(click[name]) for name in scorers}
     store = open_store(params.features)
     request = cand["request_id"].to_numpy()
     # chunk boundaries fall between requests: candidates of one request stay together
@@ -100,8 +112,13 @@ def candidate_scores(
         with timed(logger, "candidate chunk scored", rows=hi - lo, done=hi, of=len(cand)):
             frame = candidate_frame(params, test, cand.iloc[lo:hi], store)
             for name, scorer in scorers.items():
-                out[name][lo:hi] = scorer.predict(frame, with_position=False)
-    return out
+                click[name][lo:hi] = scorer.predict(frame, with_position=False)
+                got = purchase_given_click(scorer, frame) if purchase else None
+                if got is not None:
+                    if buy[name] is None:
+                        buy[name] = np.empty(len(cand), dtype=np.float64)
+                    buy[name][lo:hi] = got  # type: ignore[index]
+    return {name: Pool(click[name], buy[name]) for name in scorers}
 
 
 def run_evaluate(params: Params) -> dict:
@@ -125,8 +142,11 @@ def run_evaluate(params: Params) -> dict:
     pool = None
     if truth is not None:
         with timed(logger, "candidate features and scores", rows=len(truth.candidates)):
-            pool = candidate_scores(params, test.df, truth, scorers)
+            pool = candidate_scores(
+                params, test.df, truth, scorers, purchase=needs_purchase(params.serve.objective)
+            )
     report: dict = {
+        "objective": params.serve.objective,
         "test_rows": len(test),
         "test_requests": int(test.df["request_id"].nunique()),
         "candidates": {},
@@ -135,7 +155,13 @@ def run_evaluate(params: Params) -> dict:
     for name, scorer in scorers.items():
         with timed(logger, "evaluated", candidate=name):
             metrics, curve = evaluate_scorer(
-                scorer, test, train_queries, truth, None if pool is None else pool[name], cold
+                scorer,
+                test,
+                train_queries,
+                truth,
+                None if pool is None else pool[name],
+                cold,
+                params.serve.objective,
             )
         report["candidates"][name] = {k: round(v, 6) for k, v in metrics.items()}
         report["not_computed"] = not_computed(metrics, test.df, truth)
