@@ -55,6 +55,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "Ranking quality the features allow",
         "python -m bench.bench_attainable",
     ),
+    "revenue": (
+        "bench.bench_revenue",
+        "Ranking for sales (default profile, simulator truth)",
+        "python -m bench.bench_revenue",
+    ),
 }
 
 

@@ -220,3 +220,28 @@ def test_each_benchmark_turns_its_figures_into_rows():
         entry = results.entry(name, {"rows": rows, "figures": {}})
         page = report.page({"hardware": "h", "benchmarks": {name: entry}})
         assert rows[0]["measure"] in page
+
+
+def test_revenue_benchmark_compares_each_objective_with_the_click_objective():
+    from bench import bench_revenue
+
+    def objectives(clicks: float, revenue: float) -> dict:
+        return {"expected_clicks@10": clicks, "expected_revenue@10": revenue}
+
+    model = {
+        "purchase_head": True,
+        "clicks": objectives(2.0, 10.0),
+        "purchases": objectives(1.9, 12.0),
+        "revenue": objectives(1.5, 20.0),
+    }
+    figures = {
+        "profile": "default",
+        "test_requests": 10,
+        "models": {"bert_ctr": model},
+        "legacy": objectives(1.0, 5.0),
+        "oracle": {"expected_clicks@10 (click oracle)": 3.0, "expected_revenue@10 (revenue oracle)": 40.0},
+    }
+    rows = bench_revenue.report(figures)["rows"]
+    assert rows[0]["measure"] == "bert_ctr, revenue objective: expected revenue@10"
+    assert rows[0]["ratio"] == 2.0 and rows[1]["ratio"] == 0.75  # sales up, clicks down, same model
+    assert rows[-1]["value"] == 0.5

@@ -253,3 +253,69 @@ def test_snips_recovers_the_ctr_of_a_better_policy():
     poor_truth = float(np.mean(exam * np.take_along_axis(attr, poor, axis=1)))
     poor_scores = -shown_poor_pos.ravel()  # earlier in the poor order scores higher
     assert estimate_ctr(log, poor_scores).ctr == pytest.approx(poor_truth, rel=0.03)
+
+
+def revenue_truth_of(attractiveness, p_purchase, price, legacy):
+    """One request's ground truth: candidates with their true click, purchase and price."""
+    from shoprank.evaluation.evaluate import Truth
+
+    n = len(attractiveness)
+    cand = pd.DataFrame(
+        {
+            "request_id": "r1",
+            "item_id": [f"i{j}" for j in range(n)],
+            "attractiveness": attractiveness,
+            "p_purchase": p_purchase,
+            "price": price,
+            "legacy_score": legacy,
+        }
+    )
+    return Truth(np.zeros(0), cand, np.array([1.0, 0.5]))
+
+
+def test_expected_revenue_by_hand():
+    from shoprank.evaluation.oracle import expected_revenue, revenue_truth
+
+    truth = revenue_truth_of([0.5, 0.2, 0.4], [0.1, 0.5, 0.2], [10.0, 100.0, 50.0], [3, 2, 1])
+    cand, exam = truth.candidates, truth.examination
+    # top 2 by these scores: item 0 at 1 (0.5 * 0.1 * 10 = 0.5), item 2 at 2 (0.5 * 0.4 * 0.2 * 50 = 2.0)
+    assert expected_revenue(cand, np.array([3, 1, 2]), exam, k=2) == pytest.approx(2.5)
+    # the oracle orders by true expected sales: item 1 (10.0), item 2 (4.0 * 0.5)
+    assert expected_revenue(cand, revenue_truth(cand), exam, k=2) == pytest.approx(12.0)
+
+
+def test_ranking_by_revenue_earns_more_sales_and_fewer_clicks_than_by_clicks():
+    from shoprank.evaluation.evaluate import Pool, rerank_metrics
+
+    rng = np.random.default_rng(0)
+    n = 30
+    attr, buy, price = rng.uniform(0.05, 0.6, n), rng.uniform(0.05, 0.5, n), rng.lognormal(3, 1, n)
+    truth = revenue_truth_of(attr, buy, price, rng.random(n))
+    logged = pd.DataFrame(
+        {"request_id": ["r1"], "item_id": ["i0"], "position": [1], "clicked": [1], "propensity": [0.5]}
+    )
+    pool = Pool(attr, buy)  # a model that knows the truth
+    by_clicks = rerank_metrics(pool, logged, truth, "clicks")
+    by_revenue = rerank_metrics(pool, logged, truth, "revenue")
+    assert by_revenue["expected_revenue@10"] > by_clicks["expected_revenue@10"]
+    assert by_revenue["expected_clicks@10"] < by_clicks["expected_clicks@10"]
+    assert by_revenue["expected_revenue@10"] == pytest.approx(by_revenue["expected_revenue@10_oracle"])
+    assert by_revenue["revenue_uplift_share"] == pytest.approx(1.0)
+
+
+def test_purchase_metrics_and_why_they_are_missing():
+    from shoprank.evaluation.evaluate import not_computed, purchase_metrics
+
+    df = pd.DataFrame({"clicked": [1, 1, 1, 0, 0], "purchased": [1, 0, 0, 0, 0]})
+    p_click = np.array([0.5, 0.5, 0.4, 0.1, 0.2])
+    got = purchase_metrics(df, p_click, np.array([0.9, 0.2, 0.1, 0.5, 0.5]))
+    assert got["purchase_auc"] == pytest.approx(1.0) and got["purchase_auc_clicked"] == pytest.approx(1.0)
+    assert got["purchase_logloss"] > 0
+    assert purchase_metrics(df, p_click, None) == {}  # no purchase head
+    no_purchases = df.assign(purchased=0)
+    assert purchase_metrics(no_purchases, p_click, np.full(5, 0.5)) == {}
+    for log in (no_purchases, df.drop(columns=["purchased"])):
+        reasons = not_computed({}, log, None)
+        assert "no purchases" in reasons["purchase_auc"]
+        assert "ground truth" in reasons["expected_revenue@10"]
+    assert "purchase_auc" not in not_computed(got, df, None)

@@ -16,7 +16,7 @@ from shoprank.models.bert_ctr import BertCTR
 from shoprank.models.lightning import with_lora
 from shoprank.models.scorers import NeuralScorer, load, save
 from shoprank.training.data import time_split
-from shoprank.training.train import feature_spec, fit_neural
+from shoprank.training.train import feature_spec, fit_neural, purchase_head, train_candidate
 
 pytestmark = pytest.mark.slow
 
@@ -177,3 +177,72 @@ def test_lightgbm_learns_from_the_shared_features(frames):
     test = split["test"]
     moved = Frame(test.df.assign(position=20), test.vectors)
     np.testing.assert_array_equal(model.predict(test), model.predict(moved))
+
+
+def with_cheap_buyers(split: dict[str, Frame]) -> dict[str, Frame]:
+    """The frames with a purchase signal of their own: a click buys when the item is cheap.
+
+    Whether the item is cheap says little about the click, so a head that ranks clicked
+    rows by it has learnt the purchase part, not the click part.
+    """
+    cut = float(np.median(split["train"].df["log_price"]))
+    return {
+        k: Frame(
+            f.df.assign(purchased=((f.df["clicked"] == 1) & (f.df["log_price"] < cut)).astype("int8")),
+            f.vectors,
+        )
+        for k, f in split.items()
+    }
+
+
+def clicked_purchase_auc(scorer, test: Frame) -> float:
+    clicked = test.df["clicked"].to_numpy() == 1
+    return auc(test.df["purchased"].to_numpy()[clicked], scorer.predict_purchase(test)[clicked])
+
+
+def test_purchase_head_learns_which_clicks_buy(params, frames):
+    split, item_ids, item_vec = frames
+    split = with_cheap_buyers(split)
+    assert purchase_head("no_text", split["train"]) == "on"
+    spec = feature_spec(list(split["train"].df.columns))
+    scorer, _ = fit_neural(
+        split["train"],
+        split["val"],
+        spec,
+        item_ids,
+        item_vec,
+        quick(params),
+        8,
+        use_text=False,
+        purchase=True,
+    )
+    assert clicked_purchase_auc(scorer, split["test"]) > 0.75
+    # the click head still ranks clicks better than chance
+    y = split["test"].df["clicked"].to_numpy()
+    assert auc(y, scorer.predict(split["test"], with_position=True)) > 0.55
+
+
+def test_lightgbm_purchase_booster_learns_which_clicks_buy(frames):
+    split, _, _ = frames
+    split = with_cheap_buyers(split)
+    spec = feature_spec(list(split["train"].df.columns))
+    model = LightGBMModel(rounds=50).fit(split["train"], split["val"], spec, purchase=True)
+    assert clicked_purchase_auc(model, split["test"]) > 0.75
+    assert (
+        LightGBMModel(rounds=5).fit(split["train"], split["val"], spec).predict_purchase(split["test"])
+        is None
+    )
+
+
+def test_purchase_head_is_off_without_purchases(params, frames, tmp_path):
+    split, item_ids, item_vec = frames
+    bare = {k: Frame(f.df.drop(columns=["purchased"]), f.vectors) for k, f in split.items()}
+    zeros = Frame(split["train"].df.assign(purchased=0), split["train"].vectors)
+    for frame in (bare["train"], zeros):
+        assert "no purchases" in purchase_head("no_text", frame)
+    assert "clicks only" in purchase_head("popularity", split["train"])
+    result = train_candidate(
+        "no_text", bare["train"], bare["val"], item_ids, item_vec, quick(params, max_epochs=1), 8, tmp_path
+    )
+    assert "no purchases" in result.purchase_head
+    assert load(result.artifact)[1].predict_purchase(bare["test"]) is None

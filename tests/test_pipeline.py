@@ -49,9 +49,15 @@ def test_tiny_pipeline_end_to_end(params_file):
             "auc_over_oracle",
             "oracle_uplift_share",
             "snips_ctr",
+            "expected_revenue@10",
+            "expected_revenue@10_oracle",
         ):
             assert key in metrics
         assert 0.5 < metrics["auc"] <= metrics["bayes_auc"] + 0.05
+        assert metrics["expected_revenue@10"] <= metrics["expected_revenue@10_oracle"] + 1e-9
+    for name in ("bert_ctr", "no_text", "lightgbm"):  # the candidates with a purchase head
+        assert {"purchase_auc", "purchase_logloss"} <= set(report["candidates"][name])
+    assert "purchase_auc" not in report["not_computed"]
     assert report["winner"] in report["candidates"]
 
     first = step("select", path)
@@ -100,5 +106,6 @@ def test_candidate_pool_scored_in_chunks_equals_one_pass(params_file):
     n_requests = truth.candidates["request_id"].nunique()
     assert n_requests > 3 and len(truth.candidates) > 3 * 97
     for name in scorers:
-        assert np.isfinite(whole[name]).all()
-        np.testing.assert_allclose(chunked[name], whole[name], rtol=1e-5, atol=1e-6)
+        assert np.isfinite(whole[name].click).all()
+        np.testing.assert_allclose(chunked[name].click, whole[name].click, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(chunked[name].purchase, whole[name].purchase, rtol=1e-5, atol=1e-6)

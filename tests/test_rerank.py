@@ -73,3 +73,28 @@ def test_explanations_name_the_features_that_drove_the_score():
     why = reasons(frame, drops, np.array([0.5, 0.5]))
     assert why[0][0]["feature"] == "popularity" and "20.0% click rate" in why[0][0]["text"]
     assert why[1] == []  # nothing drove the second item's score
+
+
+def test_objective_orders_an_expensive_likely_bought_item_above_a_cheap_one():
+    from shoprank.models.objective import objective_scores
+
+    # item 0: cheap, clicked more often; item 1: expensive, bought more often once clicked
+    p_click, p_buy, price = np.array([0.3, 0.2]), np.array([0.2, 0.4]), np.array([10.0, 200.0])
+    assert np.argmax(objective_scores("clicks", p_click, p_buy, price)) == 0
+    assert np.argmax(objective_scores("purchases", p_click, p_buy, price)) == 1  # 0.06 < 0.08
+    assert np.argmax(objective_scores("revenue", p_click, p_buy, price)) == 1
+    # without a purchase head every click is as likely to buy: purchases order as clicks
+    assert np.argmax(objective_scores("purchases", p_click, None, price)) == 0
+    with pytest.raises(ValueError, match="unknown objective"):
+        objective_scores("margin", p_click, p_buy, price)
+    # the re-ranking policy sits on top of the objective's scores
+    order, _ = rerank(
+        objective_scores("revenue", p_click, p_buy, price),
+        np.array(["a", "b"]),
+        np.zeros(2),
+        2,
+        0.15,
+        0.0,
+        np.random.default_rng(0),
+    )
+    assert order.tolist() == [1, 0]

@@ -222,3 +222,16 @@ def test_expected_clicks_by_hand():
     exam = np.array([1.0, 0.5])
     # request a ranked by score: 0.5, 0.3 -> 0.5 + 0.15; request b: 0.4, 0.2 -> 0.4 + 0.1
     assert expected_clicks(cand, np.array([0, 3, 2, 1, 2]), exam, k=2) == pytest.approx((0.65 + 0.5) / 2)
+
+
+def test_truth_holds_every_candidates_purchase_probability(tiny_sim):
+    """P(purchase | click) of each retrieved candidate: the logged purchases follow it."""
+    cand = tiny_sim.truth["candidates"]
+    assert cand["p_purchase"].between(0, 1).all()
+    imp = tiny_sim.tables["impressions"]
+    shown = imp.merge(cand, on=["request_id", "item_id", "position"])
+    clicked = shown[shown["clicked"] == 1]
+    assert len(shown) == len(imp) and len(clicked) > 100
+    # the purchase rate of the clicks is their mean true probability, up to sampling noise
+    se = np.sqrt((clicked["p_purchase"] * (1 - clicked["p_purchase"])).sum()) / len(clicked)
+    assert abs(clicked["purchased"].mean() - clicked["p_purchase"].mean()) < 4 * se

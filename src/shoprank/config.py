@@ -271,6 +271,8 @@ class Serve(Strict):
     max_body_bytes: int = Field(65536, gt=0)  # larger request bodies are rejected (413)
     retrieve_n: int = Field(200, gt=0)  # candidates per retriever (search: 2, a feed: 4) before fusion
     feed_history: int = Field(10, gt=0)  # a shopper's latest clicks whose neighbours a feed retrieves
+    # what a page is ordered by (models/objective.py): P(click), expected purchases or expected sales
+    objective: Literal["clicks", "purchases", "revenue"] = "clicks"
     diversity: float = Field(0.15, ge=0, le=1)  # score discount per shown item of the same category
     explore_share: float = Field(0.1, ge=0, le=1)  # share of a page reserved for new items (exploration)
     feature_ttl_s: float = Field(60.0, ge=0)  # online values are reused this long in-process (0: never)

@@ -19,11 +19,12 @@ import pandas as pd
 
 from shoprank.artifacts import FEATURE_SERVICE
 from shoprank.config import Params
-from shoprank.evaluation.evaluate import Truth, evaluate_scorer, not_computed
+from shoprank.evaluation.evaluate import Pool, Truth, evaluate_scorer, not_computed
 from shoprank.inputs.apply import derive
 from shoprank.inputs.frame import VECTOR_COLUMNS, Frame, Vectors, dense, read_frame
 from shoprank.logs import log, timed
-from shoprank.models.scorers import Scorer, load
+from shoprank.models.objective import needs_purchase
+from shoprank.models.scorers import Scorer, load, purchase_given_click
 from shoprank.training.data import cold_items, read_split
 from shoprank.training.train import training_set_path
 
@@ -37,6 +38,7 @@ def load_truth(truth_dir: Path, test: pd.DataFrame) -> Truth | None:
 
     The service's own feedback in a simulated batch has no truth: those rows (no logging
     propensity, not in the simulator's impressions) are left out of the truth metrics.
+    The candidates get their price from the catalog the simulator wrote beside its truth.
     """
     truth_dir = Path(truth_dir)
     if not (truth_dir / "candidates.parquet").is_file():
@@ -53,6 +55,10 @@ def load_truth(truth_dir: Path, test: pd.DataFrame) -> Truth | None:
         return None
     cand = pd.read_parquet(truth_dir / "candidates.parquet")
     cand = cand[cand["request_id"].isin(set(test["request_id"]))].reset_index(drop=True)
+    catalog = truth_dir.parent / "catalog.parquet"
+    if "p_purchase" in cand and catalog.is_file():
+        price = pd.read_parquet(catalog, columns=["item_id", "price"]).set_index("item_id")["price"]
+        cand["price"] = cand["item_id"].map(price).to_numpy(np.float64)
     exam = (
         pd.read_parquet(truth_dir / "examination.parquet").sort_values("position")["examination"].to_numpy()
     )
@@ -86,8 +92,11 @@ def candidate_scores(
     truth: Truth,
     scorers: dict[str, Scorer],
     chunk_rows: int = CANDIDATE_CHUNK,
-) -> dict[str, np.ndarray]:
-    """Every scorer's position-free score of every retrieved candidate, aligned with ``truth.candidates``.
+    purchase: bool = True,
+) -> dict[str, Pool]:
+    """Every scorer's position-free P(click) of every retrieved candidate, aligned with
+    ``truth.candidates``, and its P(purchase | click) where it has a purchase head (and
+    ``purchase``).
 
     The features of the full candidate pool (50 per request) would not fit in memory at
     scale, so they are built and scored a chunk of whole requests at a time; only the
@@ -96,9 +105,10 @@ def candidate_scores(
     from shoprank.features import open_store
 
     cand = truth.candidates
-    out = {name: np.empty(len(cand), dtype=np.float64) for name in scorers}
+    click = {name: np.empty(len(cand), dtype=np.float64) for name in scorers}
+    buy: dict[str, np.ndarray | None] = {name: None for name in scorers}
     if not len(cand):
-        return out
+        return {name: Pool(click[name]) for name in scorers}
     store = open_store(params.features)
     request = cand["request_id"].to_numpy()
     # chunk boundaries fall between requests: candidates of one request stay together
@@ -112,8 +122,13 @@ def candidate_scores(
         with timed(logger, "candidate chunk scored", rows=hi - lo, done=hi, of=len(cand)):
             frame = candidate_frame(params, test, cand.iloc[lo:hi], store)
             for name, scorer in scorers.items():
-                out[name][lo:hi] = scorer.predict(frame, with_position=False)
-    return out
+                click[name][lo:hi] = scorer.predict(frame, with_position=False)
+                got = purchase_given_click(scorer, frame) if purchase else None
+                if got is not None:
+                    if buy[name] is None:
+                        buy[name] = np.empty(len(cand), dtype=np.float64)
+                    buy[name][lo:hi] = got  # type: ignore[index]
+    return {name: Pool(click[name], buy[name]) for name in scorers}
 
 
 def champion_scorer(models_dir: Path) -> tuple[dict | None, Scorer | None, str]:
@@ -158,12 +173,20 @@ def run_evaluate(params: Params) -> dict:
             raise FileNotFoundError(f"{model}: candidate {name!r} is not trained (run `shoprank train`)")
         scorers[name] = load(model)[1]
     record, champion, why = champion_scorer(Path(params.paths.models))
+    if champion is not None:
+        try:  # a champion trained on other inputs may not read today's rows: then it is not compared
+            champion.predict(test.take(np.arange(min(len(test), 8))), with_position=False)
+        except (KeyError, ValueError) as exc:
+            champion, why = None, f"cannot score this split: {exc!r}"[:300]
     everyone = {**scorers, CHAMPION: champion} if champion is not None else scorers
     pool = None
     if truth is not None:
         with timed(logger, "candidate features and scores", rows=len(truth.candidates)):
-            pool = candidate_scores(params, test.df, truth, everyone)
+            pool = candidate_scores(
+                params, test.df, truth, everyone, purchase=needs_purchase(params.serve.objective)
+            )
     report: dict = {
+        "objective": params.serve.objective,
         "test_rows": len(test),
         "test_requests": int(test.df["request_id"].nunique()),
         "candidates": {},
@@ -172,7 +195,13 @@ def run_evaluate(params: Params) -> dict:
     for name, scorer in scorers.items():
         with timed(logger, "evaluated", candidate=name):
             metrics, curve = evaluate_scorer(
-                scorer, test, train_queries, truth, None if pool is None else pool[name], cold
+                scorer,
+                test,
+                train_queries,
+                truth,
+                None if pool is None else pool[name],
+                cold,
+                params.serve.objective,
             )
         report["candidates"][name] = {k: round(v, 6) for k, v in metrics.items()}
         report["not_computed"] = not_computed(metrics, test.df, truth)
@@ -183,13 +212,11 @@ def run_evaluate(params: Params) -> dict:
     if record is not None:
         scored = None
         if champion is not None:
-            try:  # a champion trained on other inputs may not score today's rows: then it is not compared
-                with timed(logger, "evaluated", candidate=f"champion {record['version']}"):
-                    scored, _ = evaluate_scorer(
-                        champion, test, train_queries, truth, None if pool is None else pool[CHAMPION], cold
-                    )
-            except (KeyError, ValueError) as exc:
-                why = f"cannot score this split: {exc!r}"[:300]
+            with timed(logger, "evaluated", candidate=f"champion {record['version']}"):
+                champion_pool = None if pool is None else pool[CHAMPION]
+                scored, _ = evaluate_scorer(
+                    champion, test, train_queries, truth, champion_pool, cold, params.serve.objective
+                )
         report["champion"] = _champion_entry(record, scored, why)
     out = Path(params.paths.metrics)
     out.mkdir(parents=True, exist_ok=True)

@@ -70,7 +70,13 @@ def tabular(frame: Frame, spec: FeatureSpec, position: int | None) -> pd.DataFra
 
 
 class LightGBMModel:
-    """Gradient-boosted trees on tabular features plus query-item text similarity."""
+    """Gradient-boosted trees on tabular features plus query-item text similarity.
+
+    With ``purchase=True`` a second booster learns P(purchase | click) from the clicked
+    training rows alone (trees have no shared layers to train ESMM-style, and the clicked
+    rows are the ones where a purchase can happen); the neural candidates' head learns
+    from every impression instead.
+    """
 
     def __init__(self, params: dict | None = None, rounds: int = 400, seed: int = 0):
         self.params = {
@@ -86,23 +92,36 @@ class LightGBMModel:
         }
         self.rounds = rounds
 
-    def fit(self, train: Frame, val: Frame, spec: FeatureSpec) -> LightGBMModel:
-        import lightgbm as lgb
-
+    def fit(self, train: Frame, val: Frame, spec: FeatureSpec, purchase: bool = False) -> LightGBMModel:
         self.spec = spec
         x_train = tabular(train, spec, None)
         self.categories = {c: x_train[c].cat.categories for c in spec.categorical}
         x_val = self._align(tabular(val, spec, None))
-        dtrain = lgb.Dataset(x_train, train.df[spec.label].astype(int))
-        dval = lgb.Dataset(x_val, val.df[spec.label].astype(int), reference=dtrain)
-        self.booster = lgb.train(
+        self.booster = self._boost(x_train, train.df[spec.label], x_val, val.df[spec.label])
+        self.purchase_booster = None
+        if purchase:  # position plays no part in buying once clicked: fixed as at serving
+            x_train["position"], x_val["position"] = float(SERVING_POSITION), float(SERVING_POSITION)
+            tr, va = train.df[spec.label] == 1, val.df[spec.label] == 1
+            self.purchase_booster = self._boost(
+                x_train[tr.to_numpy()],
+                train.df.loc[tr, spec.purchased],
+                x_val[va.to_numpy()],
+                val.df.loc[va, spec.purchased],
+            )
+        return self
+
+    def _boost(self, x_train: pd.DataFrame, y_train: pd.Series, x_val: pd.DataFrame, y_val: pd.Series):
+        import lightgbm as lgb
+
+        dtrain = lgb.Dataset(x_train, y_train.astype(int))
+        dval = lgb.Dataset(x_val, y_val.astype(int), reference=dtrain)
+        return lgb.train(
             self.params,
             dtrain,
             self.rounds,
-            valid_sets=[dval],
-            callbacks=[lgb.early_stopping(30, verbose=False)],
+            valid_sets=[dval] if len(x_val) else [],
+            callbacks=[lgb.early_stopping(30, verbose=False)] if len(x_val) else [],
         )
-        return self
 
     def _align(self, x: pd.DataFrame) -> pd.DataFrame:
         for c, cats in self.categories.items():
@@ -112,3 +131,11 @@ class LightGBMModel:
     def predict(self, frame: Frame, with_position: bool = False) -> np.ndarray:
         x = self._align(tabular(frame, self.spec, None if with_position else SERVING_POSITION))
         return np.asarray(self.booster.predict(x, num_iteration=self.booster.best_iteration))
+
+    def predict_purchase(self, frame: Frame) -> np.ndarray | None:
+        """P(purchase | click) per row; None when trained without purchases."""
+        booster = getattr(self, "purchase_booster", None)  # absent from models saved before it existed
+        if booster is None:
+            return None
+        x = self._align(tabular(frame, self.spec, SERVING_POSITION))
+        return np.asarray(booster.predict(x, num_iteration=booster.best_iteration or None))

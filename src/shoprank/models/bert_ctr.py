@@ -1,17 +1,22 @@
-"""The BERT-CTR model: (query, user, item, context) -> P(click).
+"""The BERT-CTR model: (query, user, item, context) -> P(click), and P(purchase | click).
 
     query text ─┐                               ┌─ cosine(q, i), q ⊙ i
     item text  ─┼─ BERT (frozen cache | fine-tune | LoRA) ─┤
                 │                               └─ projections q, i
     user history (clicked items' text) ── target attention against the item ─┐
-    categorical ids, numeric features ───────────────────────────────────────┼─ cross ─ MLP ─ relevance
-                                                                              ┘
+    categorical ids, numeric features ───────────────────────────────────────┼─ cross ─┬─ MLP ─ relevance
+                                                                              ┘         └─ MLP ─ purchase
     position (training only) ── shallow tower ── position logit
 
 P(click | shown at k) = sigmoid(relevance + position(k)) during training, the
 position-based factorisation of the simulator and of most click logs. At serving the
 position tower is dropped: scores are sigmoid(relevance), so where the legacy engine
 happened to show an item does not leak into its relevance.
+
+The purchase head (``purchase_head``) shares everything up to the cross network and has
+its own MLP: its logit is P(purchase | click). It is trained ESMM-style (entire space
+multi-task, Ma et al. 2018) in models/lightning.py: on every impression, on
+P(click and purchase) = P(click) * P(purchase | click), never on the clicked rows alone.
 
 Batches are dicts of tensors (B = batch, D = text dim, L = history length):
     q_emb (B, D), i_emb (B, D)        text embeddings (frozen mode; zeros for feeds)
@@ -21,6 +26,7 @@ Batches are dicts of tensors (B = batch, D = text dim, L = history length):
     cat (B, C) long, num (B, N)       categorical codes (0 = unknown), standardised numbers
     position (B,) long                1-based logged position (0 = unknown)
     label (B,)                        clicked
+    purchased (B,)                    bought after the click (training with the purchase head)
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ class CTRConfig:
     use_history: bool = True
     mode: str = "frozen"  # frozen | finetune | lora
     lora_rank: int = 8
+    purchase_head: bool = False  # a second tower: P(purchase | click), trained ESMM-style
     extra: dict = field(default_factory=dict)  # free-form metadata kept with checkpoints
 
     def __post_init__(self) -> None:
@@ -109,12 +116,8 @@ class BertCTR(nn.Module):
         width = text_width + hist_width + cfg.cat_dim * len(cfg.cat_cardinalities) + cfg.n_numeric
         self.input_norm = nn.LayerNorm(width)
         self.cross = CrossNetwork(width, cfg.cross_layers)
-        layers: list[nn.Module] = []
-        prev = width
-        for h in cfg.mlp:
-            layers += [nn.Linear(prev, h), nn.ReLU(), nn.Dropout(cfg.dropout)]
-            prev = h
-        self.mlp = nn.Sequential(*layers, nn.Linear(prev, 1))
+        self.mlp = tower(width, cfg.mlp, cfg.dropout)
+        self.purchase_mlp = tower(width, cfg.mlp, cfg.dropout) if cfg.purchase_head else None
         # shallow: one learned logit per position, 0 = unknown/serving contributes nothing
         self.position = nn.Embedding(cfg.page_size + 1, 1)
         nn.init.zeros_(self.position.weight)
@@ -127,8 +130,8 @@ class BertCTR(nn.Module):
         i = mean_pool(self.encoder(input_ids=batch["i_ids"], attention_mask=batch["i_mask"]), batch["i_mask"])
         return q * batch["has_query"][:, None], i
 
-    def relevance(self, batch: dict[str, Tensor]) -> Tensor:
-        """(B,) position-free logit: what serving and evaluation rank by."""
+    def shared(self, batch: dict[str, Tensor]) -> Tensor:
+        """(B, width) the inputs after the cross network: what both heads read."""
         parts: list[Tensor] = []
         if self.cfg.use_text:
             q, i = self.text(batch)
@@ -147,7 +150,18 @@ class BertCTR(nn.Module):
         if self.cfg.n_numeric:
             parts.append(batch["num"])
         x = self.input_norm(torch.cat(parts, dim=-1))
-        return self.mlp(self.cross(x)).squeeze(-1)
+        return self.cross(x)
+
+    def relevance(self, batch: dict[str, Tensor]) -> Tensor:
+        """(B,) position-free click logit: what serving and evaluation rank clicks by."""
+        return self.mlp(self.shared(batch)).squeeze(-1)
+
+    def heads(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(B,) click relevance logit and (B,) logit of P(purchase | click), one shared pass."""
+        if self.purchase_mlp is None:
+            raise ValueError("this model has no purchase head (trained on a log without purchases)")
+        x = self.shared(batch)
+        return self.mlp(x).squeeze(-1), self.purchase_mlp(x).squeeze(-1)
 
     def forward(self, batch: dict[str, Tensor], with_position: bool = False) -> Tensor:
         logit = self.relevance(batch)
@@ -157,6 +171,16 @@ class BertCTR(nn.Module):
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)
+
+
+def tower(width: int, hidden: tuple[int, ...], dropout: float) -> nn.Sequential:
+    """An MLP from ``width`` through ``hidden`` to one logit."""
+    layers: list[nn.Module] = []
+    prev = width
+    for h in hidden:
+        layers += [nn.Linear(prev, h), nn.ReLU(), nn.Dropout(dropout)]
+        prev = h
+    return nn.Sequential(*layers, nn.Linear(prev, 1))
 
 
 def mean_pool(output, mask: Tensor) -> Tensor:

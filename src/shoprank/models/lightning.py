@@ -1,4 +1,11 @@
-"""Lightning wrapper of BertCTR: loss, optimiser schedule, metrics, modes."""
+"""Lightning wrapper of BertCTR: loss, optimiser schedule, metrics, modes.
+
+With the purchase head the loss is ESMM's: log loss of P(click) and of
+P(click and purchase) = P(click) * P(purchase | click), both over every impression. The
+purchase head then learns from the whole space the service ranks, not only from the
+clicked rows (whose shoppers and items differ from the rest: a sample selection bias),
+and it learns from the many unclicked rows too, where purchases are rarest.
+"""
 
 from __future__ import annotations
 
@@ -50,8 +57,17 @@ class LitCTR(L.LightningModule):
         return torch.sigmoid(self.model.relevance(batch))
 
     def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        logits = self.model(batch, with_position=True)
-        loss = self.loss(logits, batch["label"].float())
+        if self.model.purchase_mlp is None:
+            logits = self.model(batch, with_position=True)
+            loss = self.loss(logits, batch["label"].float())
+        else:
+            logits, buy = self.model.heads(batch)
+            logits = logits + self.model.position(
+                batch["position"].clamp(0, self.model.cfg.page_size)
+            ).squeeze(-1)
+            click_loss = self.loss(logits, batch["label"].float())
+            loss = click_loss + esmm_purchase_loss(logits, buy, batch["purchased"].float())
+            self.log(f"{stage}_click_loss", click_loss, on_step=False, on_epoch=True, batch_size=len(logits))
         self.log(
             f"{stage}_loss",
             loss,
@@ -81,6 +97,17 @@ class LitCTR(L.LightningModule):
             opt, lambda s: warmup_cosine(s, self.optim.warmup_steps, self.optim.total_steps)
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def esmm_purchase_loss(click_logit: Tensor, purchase_logit: Tensor, purchased: Tensor) -> Tensor:
+    """Mean log loss of P(click and purchase) = sigmoid(click) * sigmoid(purchase) on ``purchased``.
+
+    In log space, so neither factor's underflow turns into an infinite loss:
+    log p = logsigmoid(a) + logsigmoid(b), log(1 - p) = log(-expm1(log p)).
+    """
+    log_p = nn.functional.logsigmoid(click_logit) + nn.functional.logsigmoid(purchase_logit)
+    log_not = torch.log(-torch.expm1(log_p.clamp(max=-1e-6)))
+    return -(purchased * log_p + (1 - purchased) * log_not).mean()
 
 
 def with_lora(encoder: nn.Module, rank: int) -> nn.Module:

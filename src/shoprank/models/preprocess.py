@@ -34,6 +34,7 @@ class FeatureSpec:
     query: str = "query"
     position: str = "position"
     label: str = "clicked"
+    purchased: str = "purchased"  # the purchase head's label (ESMM: over every impression)
 
 
 def feature_spec(columns: list[str], candidate: str = "bert_ctr", ids: bool = True) -> FeatureSpec:
@@ -138,6 +139,8 @@ class Preprocessor:
             df[s.position].fillna(0).to_numpy(np.int64) if s.position in df else np.zeros(n, np.int64)
         )
         out["label"] = df[s.label].to_numpy(np.float32) if s.label in df else np.zeros(n, np.float32)
+        if s.purchased in df:
+            out["purchased"] = df[s.purchased].fillna(0).to_numpy(np.float32)
         return out
 
     def history(self, column: pd.Series | None, n: int, length: int) -> np.ndarray:

@@ -1,5 +1,9 @@
 """One interface for every trained candidate: ``predict(frame, with_position)``.
 
+A candidate with a purchase head also answers ``predict_purchase(frame)``: P(purchase |
+click) per row, or None when it was trained on a log without purchases;
+:func:`purchase_given_click` asks any scorer.
+
 A scorer is saved as a single file (``torch.save`` of a plain dict), so selection can
 checksum it and serving can load it without the training code path.
 """
@@ -55,6 +59,25 @@ class NeuralScorer:
             for batch in loader(data, self.batch_size, shuffle=False)
         ]
         return np.concatenate(out) if out else np.zeros(0)
+
+    @torch.inference_mode()
+    def predict_purchase(self, frame: Frame) -> np.ndarray | None:
+        """P(purchase | click) per row; None without a purchase head."""
+        if not self.cfg.purchase_head:
+            return None
+        model = self.model()
+        data = TensorData(self.pre.transform(frame, self.history_length))
+        out = [
+            torch.sigmoid(model.heads(batch)[1]).float().numpy()
+            for batch in loader(data, self.batch_size, shuffle=False)
+        ]
+        return np.concatenate(out) if out else np.zeros(0)
+
+
+def purchase_given_click(scorer: object, frame: Frame) -> np.ndarray | None:
+    """``scorer``'s P(purchase | click) of the frame's rows; None when it has no purchase head."""
+    predict = getattr(scorer, "predict_purchase", None)
+    return None if predict is None else predict(frame)
 
 
 def save(scorer: object, path: Path | str, kind: str) -> Path:

@@ -205,3 +205,11 @@ class FastScorer:
     def predict(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
         return torch.sigmoid(self.model(batch, with_position=False)).float().numpy()
+
+    @torch.inference_mode()
+    def predict_purchase(self, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
+        """P(purchase | click) from the same inputs; None when the champion has no purchase head."""
+        if self.model.purchase_mlp is None:
+            return None
+        batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        return torch.sigmoid(self.model.heads(batch)[1]).float().numpy()

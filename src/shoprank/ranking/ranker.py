@@ -74,7 +74,12 @@ class Ranker:
             loaded.encoder, self.features, self.catalog.dim, self.settings.query_cache
         )
         self.scoring = Scoring(
-            self.catalog, self.scorer, self.features, self.query_vectors, self.settings.fast_path
+            self.catalog,
+            self.scorer,
+            self.features,
+            self.query_vectors,
+            self.settings.fast_path,
+            self.settings.objective,
         )
         self.explainer = Explainer(self.scoring)
         self.scoring.day = day_so_far(self.features.users, params.features.ctr_prior_strength)

@@ -7,13 +7,17 @@ the Feast feature service's values (the columns of the point-in-time training se
 A frozen-text neural champion skips the frame: :mod:`shoprank.ranking.fastpath` builds
 the same inputs from arrays, and :meth:`Scoring.check_fast_path` makes sure at start-up
 that they are the same (else the pandas path serves).
+
+``serve.objective`` turns the champion's P(click), and its P(purchase | click) where the
+objective reads it, into the score a page is ordered by (models/objective.py, the same
+function evaluation ranks with); reasons still explain the P(click) part.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +28,8 @@ from shoprank.inputs.apply import derive
 from shoprank.inputs.declare import request_columns
 from shoprank.inputs.frame import Frame
 from shoprank.logs import log
+from shoprank.models.objective import needs_purchase, objective_scores
+from shoprank.models.scorers import purchase_given_click
 from shoprank.ranking import fastpath
 from shoprank.ranking.catalog import Catalog
 from shoprank.ranking.features import Lookup, OnlineFeatures
@@ -51,6 +57,7 @@ class Scored:
     user_known: bool
     query_vector: str | None = None  # where q_vec came from: cache, store, encoder (None: no query)
     _frame: Frame | None = None
+    p_click: np.ndarray = field(default_factory=lambda: np.zeros(0))  # ``scores`` order by the objective
 
 
 class Scoring:
@@ -63,8 +70,10 @@ class Scoring:
         features: OnlineFeatures,
         query_vectors: QueryVectors,
         fast_path: bool = True,
+        objective: str = "clicks",
     ):
         self.catalog, self.scorer, self.features = catalog, scorer, features
+        self.objective = objective
         self.query_vectors = query_vectors
         self.day: DaySoFar | None = None  # the shoppers' day so far (see session.py)
         self.fast: fastpath.FastScorer | None = None
@@ -121,16 +130,22 @@ class Scoring:
             source,
         )
         with stage("score", timings):
+            buy = None
             try:
                 if self.fast is not None:
                     arrays = self.fast.inputs(rows, lookup, q_vec, query, item_vecs)
-                    s.scores = np.asarray(self.fast.predict(arrays), dtype=np.float64)
+                    s.p_click = np.asarray(self.fast.predict(arrays), dtype=np.float64)
+                    if needs_purchase(self.objective):
+                        buy = self.fast.predict_purchase(arrays)
                 else:
-                    s.scores = np.asarray(self.scorer.predict(self.frame_of(s)), dtype=np.float64)
+                    s.p_click = np.asarray(self.scorer.predict(self.frame_of(s)), dtype=np.float64)
+                    if needs_purchase(self.objective):
+                        buy = purchase_given_click(self.scorer, self.frame_of(s))
             except Exception as exc:  # a broken model must not take search down: popularity instead
                 log(logger, "scorer failed; popularity fallback", error=repr(exc)[:300], level=logging.ERROR)
-                s.scores = self.catalog.popularity[rows].astype(np.float64)
+                s.p_click, buy = self.catalog.popularity[rows].astype(np.float64), None
                 fallback.append("popularity_scores")
+            s.scores = objective_scores(self.objective, s.p_click, buy, self.catalog.price[rows])
         return s
 
     def frame(
@@ -206,7 +221,7 @@ class Scoring:
                     for key, value in want.items():
                         if key in got and not np.allclose(value, got[key], atol=1e-5):
                             raise ValueError(f"input {key!r} differs")
-                    if not np.allclose(s.scores, scorer.predict(frame), atol=1e-5):
+                    if not np.allclose(s.p_click, scorer.predict(frame), atol=1e-5):
                         raise ValueError("scores differ")
         except Exception as exc:
             log(

@@ -4,6 +4,10 @@ Candidates: ``bert_ctr`` (text + behaviour, params.train.mode), ``no_text`` (the
 network without language-model inputs: the ablation), ``lightgbm``, ``popularity`` and
 ``cf`` (collaborative filtering: shopper and item factors).
 All read the same point-in-time training set and the same time split.
+
+Where the training rows hold purchases, ``bert_ctr``, ``no_text`` and ``lightgbm`` also
+learn P(purchase | click) (:func:`purchase_head`); a log without them trains click models
+only, and each result says why.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class TrainResult:
     impressions_per_s: float
     epochs: int = 0
     best_val_loss: float = float("nan")
+    purchase_head: str = "on"  # or why it is off
 
     def as_dict(self) -> dict:
         return {
@@ -52,7 +57,25 @@ class TrainResult:
             "impressions_per_s": round(self.impressions_per_s),
             "epochs": self.epochs,
             "best_val_loss": self.best_val_loss,
+            "purchase_head": self.purchase_head,
         }
+
+
+PURCHASE_CANDIDATES = ("bert_ctr", "no_text", "lightgbm")
+
+
+def purchase_head(name: str, train: Frame, label: str = "purchased") -> str:
+    """ "on" when candidate ``name`` learns P(purchase | click) from ``train``, else why not.
+
+    The training set fills a log's missing purchased column with 0, so a log without
+    purchases and one without the column read the same: no purchase to learn from.
+    """
+    if name not in PURCHASE_CANDIDATES:
+        return f"{name} models clicks only"
+    df = train.df
+    if label not in df or not (df[label].fillna(0) > 0).any():
+        return "the log records no purchases (no purchased column, or no row with a purchase)"
+    return "on"
 
 
 def precision_for(setting: str) -> str:
@@ -75,11 +98,13 @@ def fit_neural(
     use_text: bool,
     log_dir: Path | None = None,
     encoder=None,
+    purchase: bool = False,
 ) -> tuple[NeuralScorer, dict]:
     """Train BertCTR with Lightning; returns the best checkpoint (validation loss) as a scorer.
 
     ``encoder`` (a :class:`~shoprank.text.TextEncoder`) is required in fine-tune and LoRA
     modes; the frames then need an ``item_text`` column (title + description).
+    ``purchase``: with the purchase head (the frames need a ``purchased`` column).
     """
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -106,6 +131,7 @@ def fit_neural(
         use_text=use_text,
         mode=settings.mode if use_text else "frozen",
         page_size=int(max(train.df["position"].max(), 1)),
+        purchase_head=purchase,
     )
     steps = settings.max_epochs * math.ceil(len(tr) / settings.batch_size)
     optim = OptimConfig(
@@ -179,6 +205,7 @@ def train_candidate(
         raise ValueError(f"unknown candidate {name!r}; known: {', '.join(CANDIDATES)}")
     spec = feature_spec(list(train.df.columns), name, ids=settings.id_min_count > 0)
     start = time.perf_counter()
+    head = purchase_head(name, train, spec.purchased)
     info: dict = {}
     scorer: NeuralScorer | LightGBMModel | PopularityModel | CollaborativeModel
     if name in ("bert_ctr", "no_text"):
@@ -193,9 +220,12 @@ def train_candidate(
             use_text=name == "bert_ctr",
             encoder=encoder,
             log_dir=log_dir,
+            purchase=head == "on",
         )
     elif name == "lightgbm":
-        scorer = LightGBMModel(rounds=lightgbm_rounds, seed=settings.seed).fit(train, val, spec)
+        scorer = LightGBMModel(rounds=lightgbm_rounds, seed=settings.seed).fit(
+            train, val, spec, purchase=head == "on"
+        )
     elif name == "cf":
         scorer = CollaborativeModel(cf, seed=settings.seed).fit(train, val, spec)
         info["best_val_loss"] = scorer.best_val_loss
@@ -214,6 +244,7 @@ def train_candidate(
         len(train) * epochs / seconds,
         info.get("epochs", 0),
         info.get("best_val_loss", float("nan")),
+        head,
     )
     log(logger, "trained", **result.as_dict())
     return result

@@ -116,7 +116,7 @@ def simulate(settings: Simulate, profile: str | None = None, seed: int | None = 
     draw_top = sample_groups(items.top, len(w.tops))
     pop_score = np.log1p(items.popularity) / np.log1p(items.popularity.max() + 1)
     out: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("cand", "attr", "legacy", "shown", "prop", "clicked", "purchased", "p_click")
+        k: [] for k in ("cand", "attr", "buy", "legacy", "shown", "prop", "clicked", "purchased", "p_click")
     }
     chunks = range(0, len(req), CHUNK)
     for lo in progress(chunks, "simulating sessions", total=len(chunks)):
@@ -131,12 +131,14 @@ def simulate(settings: Simulate, profile: str | None = None, seed: int | None = 
         attr = click_model.attractiveness(items, users, req, rows, cand, size.days, c, rng_sess)
         p_click = exam[None, :] * np.take_along_axis(attr, shown, axis=1)
         clicked = rng_sess.random(p_click.shape) < p_click
-        shown_items = np.take_along_axis(cand, shown, axis=1)
-        p_buy = click_model.purchase_probability(items, users, req, rows, shown_items, c)
+        # every candidate's, for the truth: what a ranking by expected sales is scored with
+        buy = click_model.purchase_probability(items, users, req, rows, cand, c)
+        p_buy = np.take_along_axis(buy, shown, axis=1)
         purchased = clicked & (rng_sess.random(p_click.shape) < p_buy)
         for k, v in (
             ("cand", cand),
             ("attr", attr),
+            ("buy", buy),
             ("legacy", score),
             ("shown", shown),
             ("prop", prop),
@@ -179,6 +181,7 @@ def _assemble(w, items, req, arr, catalog, user_table, item_truth, user_truth, e
             "request_id": np.repeat(request_ids, n_cand),
             "item_id": item_ids[arr["cand"].ravel()],
             "attractiveness": arr["attr"].ravel(),
+            "p_purchase": arr["buy"].ravel(),  # P(purchase | click)
             "legacy_score": arr["legacy"].ravel(),
             "position": position.ravel(),
         }
