@@ -17,6 +17,7 @@ cost in clicks.
 
     python -m bench.bench_revenue                    # the default profile
     python -m bench.bench_revenue --profile tiny --quick   # a smoke run
+    python -m bench.bench_revenue --project params.yaml    # the models `dvc repro` trained here
 """
 
 from __future__ import annotations
@@ -116,8 +117,21 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--profile", default="default", help="simulate.profiles entry (default: default)")
     ap.add_argument("--quick", action="store_true", help="small models and two epochs (a smoke run)")
     ap.add_argument("--keep", type=Path, default=None, help="run in this folder and keep it")
+    ap.add_argument(
+        "--project",
+        type=Path,
+        default=None,
+        help="a params.yaml whose pipeline has run (its simulated batch and trained candidates): no training",
+    )
     args = ap.parse_args(argv)
     print(f"hardware: {describe()}")
+    if args.project is not None:
+        from shoprank.config import load_params
+
+        figures = measure(args.project)
+        profile = load_params(args.project).simulate.profile
+        figures.update({"profile": profile, "quick": False, "step_seconds": {}, "project": str(args.project)})
+        return report(figures)
     with tempfile.TemporaryDirectory(prefix="bench-revenue-") as tmp:
         root = args.keep or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
