@@ -139,3 +139,22 @@ def test_feedback_tokens_prove_item_request_and_position_under_one_secret(tmp_pa
     assert deployment_secret(tmp_path) == b"a secret every replica shares"
     with pytest.raises(ValueError):
         FeedbackTokens(b"short")
+
+
+def test_the_key_guards_the_servers_own_routes_around_the_app():
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+
+    from shoprank.ranking.guard import RequireKey
+
+    async def ok(request):
+        return PlainTextResponse("counters")
+
+    inner = Starlette(routes=[Route("/metrics", ok), Route("/readyz", ok), Route("/health", ok)])
+    client = TestClient(RequireKey(inner, api_key="s3cret"))
+    r = client.get("/metrics")
+    assert r.status_code == 401 and r.json()["error"].startswith("missing API key")
+    assert client.get("/metrics", headers={"X-API-Key": "nope"}).status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer s3cret"}).text == "counters"
+    assert client.get("/readyz").status_code == 200 and client.get("/health").status_code == 200
+    assert TestClient(RequireKey(inner, api_key=None)).get("/metrics").status_code == 200

@@ -337,16 +337,19 @@ def test_bentoml_serve_and_build(serving_env):
     from tests.conftest import ROOT
     from tests.serving_fixtures import VENV_BIN
 
-    env = serving_env.env(SHOPRANK_MODEL=serving_env.tag)
+    env = serving_env.env(SHOPRANK_MODEL=serving_env.tag, SHOPRANK_API_KEY="s3cret")
     server = Server(env, ROOT, bentoml=True, log_dir=serving_env.root).start()
+    key = {"X-API-Key": "s3cret"}
     try:
-        assert server.get("/readyz").status_code == 200
-        r = server.post("/search", {"query": "tent", "k": 3})
+        assert server.get("/readyz").status_code == 200  # probes need no key
+        r = server.post("/search", {"query": "tent", "k": 3}, headers=key)
         assert r.status_code == 200 and len(r.json()["results"]) == 3
-        assert server.post("/search", {"query": ""}).status_code == 422
-        assert "shoprank_request_seconds" in server.get("/metrics").text
+        assert server.post("/search", {"query": ""}, headers=key).status_code == 422
+        for path in ("/metrics", "/service-metrics", "/openapi.json", "/docs.json"):  # BentoML's own too
+            assert server.get(path).status_code == 401, path
+        assert "shoprank_request_seconds" in server.get("/metrics", headers=key).text
         assert server.get("/ui").status_code == 200
-        assert server.get("/openapi.json").json()["paths"]["/search"]["post"]
+        assert server.get("/openapi.json", headers=key).json()["paths"]["/search"]["post"]
         processes = server.processes()
         assert len(processes) >= 3  # the supervisor, BentoML's arbiter, its workers
     finally:

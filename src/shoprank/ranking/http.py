@@ -16,7 +16,6 @@ Endpoints: POST /search /recommend /rank /intent /feedback; GET /health /ready /
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import threading
@@ -35,6 +34,7 @@ from shoprank.config import Serve, load_params
 from shoprank.logs import log
 from shoprank.ranking import body as bounded
 from shoprank.ranking import metrics
+from shoprank.ranking.guard import key_error
 from shoprank.ranking.loader import freeze_heap
 from shoprank.ranking.openapi import document
 from shoprank.ranking.page import PAGE, PAGE_HEADERS
@@ -95,16 +95,8 @@ def create_app(
     state.ranker = ranker
 
     def authorise(request: Request) -> None:
-        if not state.api_key:
-            return
-        given = request.headers.get("x-api-key") or ""
-        auth = request.headers.get("authorization") or ""
-        if not given and auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        if not given:
-            raise ApiError(401, "missing API key: send it in the X-API-Key header")
-        if not hmac.compare_digest(given.encode(), state.api_key.encode()):
-            raise ApiError(401, "wrong API key")
+        if (error := key_error(request.headers, state.api_key)) is not None:
+            raise ApiError(401, error)
 
     def not_ready() -> str:
         return "the model failed to load" if state.error else "the model is still loading"
