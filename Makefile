@@ -49,9 +49,9 @@ bench: $(STAMP) ## run the benchmarks: bench/results.json and the tables made fr
 clean: ## remove generated data (keeps .venv, the DVC cache and the champion history)
 	rm -rf data/raw data/quarantine data/validated data/features data/training models/candidates
 
-serve: $(STAMP) ## package the champion (if new) and serve it with BentoML on :3000 (search page at /ui)
+serve: $(STAMP) ## package the champion (if new) and serve it with BentoML on serve.host:3000 (search page at /ui)
 	$(BIN)/shoprank package
-	$(BIN)/bentoml serve serving.service:ShopRank --port $${PORT:-3000}
+	exec $(BIN)/python -m shoprank.ranking.launch --port $${PORT:-3000}
 
 AIRFLOW_PORT ?= 8080
 airflow: $(STAMP) ## Airflow 3 on localhost:$(AIRFLOW_PORT): UI, scheduler, dags/ (AIRFLOW_HOME=.airflow, SQLite)

@@ -3,8 +3,10 @@
 Thin by design: the model comes from the BentoML model store (``shoprank package``),
 the logic from :mod:`shoprank.ranking`. The Starlette app of
 :mod:`shoprank.ranking.http` is mounted at the root, so the endpoints are
-POST /search /recommend /rank /intent /feedback and GET /health /ready /ui, next to BentoML's own
-/healthz /readyz /metrics (the service's metrics are also at /service-metrics).
+POST /search /recommend /rank /intent /feedback and GET /health /ready /ui /openapi.json, next
+to BentoML's own /healthz /readyz /metrics (the service's metrics are also at
+/service-metrics). With ``$SHOPRANK_API_KEY`` set, every route of both but health,
+readiness and the search page needs the key.
 
     bentoml serve serving.service:ShopRank        # from the project root
     bentoml build -f serving/bentofile.yaml .     # a Bento of it
@@ -13,12 +15,14 @@ POST /search /recommend /rank /intent /feedback and GET /health /ready /ui, next
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
 import bentoml
 
 from shoprank.artifacts import MODEL_NAME
 from shoprank.config import load_params
-from shoprank.ranking.http import create_app
+from shoprank.ranking.guard import RequireKey
+from shoprank.ranking.http import API_KEY_ENV, create_app
 from shoprank.ranking.loader import freeze_heap
 from shoprank.ranking.ranker import Ranker
 
@@ -43,3 +47,7 @@ class ShopRank:
 
     def __is_ready__(self) -> bool:
         return self.ranker is not None
+
+
+# BentoML's own routes (its /metrics shows the app's counters too) need the key like the app's
+cast(Any, ShopRank).add_asgi_middleware(RequireKey, api_key=os.environ.get(API_KEY_ENV))

@@ -114,9 +114,8 @@ class Server:
 
     def start(self, timeout: float = 180.0) -> Server:
         self.port = free_port()
-        if self.bentoml:
-            cmd = [str(VENV_BIN / "bentoml"), "serve", "serving.service:ShopRank", "--port", str(self.port)]
-            cmd += ["--host", "127.0.0.1"]
+        if self.bentoml:  # as `make serve` runs it: the supervisor, on serve.host (127.0.0.1)
+            cmd = [sys.executable, "-m", "shoprank.ranking.launch", "--port", str(self.port)]
         else:
             cmd = [sys.executable, "-m", "uvicorn", "--factory", "shoprank.ranking.http:app_from_env"]
             cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
@@ -155,6 +154,13 @@ class Server:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def processes(self) -> list:
+        """The server's process and every process below it (BentoML's workers included)."""
+        import psutil
+
+        top = psutil.Process(self.proc.pid) if self.proc is not None else None
+        return [top, *top.children(recursive=True)] if top is not None else []
 
     def post(self, path: str, body=None, **kw) -> httpx.Response:
         return httpx.post(self.url + path, json=body, timeout=30, **kw)

@@ -38,9 +38,10 @@ def test_the_services_own_feedback_trains_the_next_champion(tmp_path, monkeypatc
         page = ranker.search(["running shoes", "wireless headphones", "coffee"][i % 3], shopper, k=8)
         served.append(page["request_id"])
         for r in page["results"][:2]:  # two clicks per page, and a purchase on the first
-            ranker.record_feedback(page["request_id"], r["item_id"], "click")
+            ranker.record_feedback(page["request_id"], r["item_id"], "click", r["feedback_token"])
             clicked += 1
-        ranker.record_feedback(page["request_id"], page["results"][0]["item_id"], "purchase")
+        top = page["results"][0]
+        ranker.record_feedback(page["request_id"], top["item_id"], "purchase", top["feedback_token"])
     ranker.served.appender.flush()
     ranker.stop_refresh()
 

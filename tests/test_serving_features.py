@@ -128,3 +128,33 @@ def test_a_failed_query_read_opens_the_circuit_and_degrades_nothing(monkeypatch)
     )
     np.testing.assert_array_equal(f.query_vector("q_known"), np.ones(4, np.float32))
     assert f.healthy()
+
+
+def test_a_probe_tells_at_once_that_the_store_is_back_and_closes_the_circuit(monkeypatch):
+    """Readiness probes the store: no wait for the circuit or the background refresh."""
+    up = [False]
+    reads = []
+
+    def read(store, service, rows):
+        reads.append(rows)
+        if not up[0]:
+            raise ConnectionError("store down")
+        return pd.DataFrame({"price": [5.0] * len(rows), "item_ctr_28d": [0.5] * len(rows)})
+
+    monkeypatch.setattr("shoprank.ranking.features.read_online", read)
+    opened = []
+
+    def open_store():  # a store missing at start: opening fails until it exists
+        if not up[0]:
+            raise FileNotFoundError("no online store")
+        opened.append(1)
+        return object()
+
+    now = [0.0]  # the clock stands still: a recovery may not wait for store_retry_s
+    f = _features(open_store, clock=lambda: now[0])
+    assert f.fetch(np.array([0, 1]), None, "").fallback == "online_store_unreachable"
+    assert f.probe() is False and f.probe() is False  # each probe tries, circuit open or not
+    up[0] = True
+    assert f.probe() is True and opened == [1] and f.healthy()
+    got = f.fetch(np.array([0, 1]), None, "")
+    assert got.fallback is None and got.items["price"].tolist() == [5.0, 5.0]

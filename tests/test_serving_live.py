@@ -174,7 +174,13 @@ def test_recommend_serves_a_feed_from_the_shoppers_clicks_and_takes_clicks_on_it
     assert (served["query"] == "").all() and (served["user_id"] == clicker).all()
     item = results[1]["item_id"]
     click = live_server.post(
-        "/feedback", {"request_id": body["request_id"], "item_id": item, "event": "click"}
+        "/feedback",
+        {
+            "request_id": body["request_id"],
+            "item_id": item,
+            "event": "click",
+            "feedback_token": results[1]["feedback_token"],
+        },
     )
     assert click.status_code == 200 and click.json()["verified"] is True, click.text
     events = _served(serving_env, body["request_id"])
@@ -202,13 +208,13 @@ def test_intent_gives_probabilities_and_attributes(live_server):
 @pytest.mark.integration
 def test_feedback_is_joined_to_what_was_served(live_server, serving_env):
     search = live_server.post("/search", {"query": "jacket", "user_id": "user_000010", "k": 5}).json()
-    item = search["results"][2]["item_id"]
-    r = live_server.post("/feedback", {"request_id": search["request_id"], "item_id": item, "event": "click"})
+    third = search["results"][2]
+    item, token = third["item_id"], third["feedback_token"]
+    sent = {"request_id": search["request_id"], "item_id": item, "feedback_token": token}
+    r = live_server.post("/feedback", {**sent, "event": "click"})
     assert r.status_code == 200, r.text
-    assert r.json()["stored"] and r.json()["verified"]
-    buy = live_server.post(
-        "/feedback", {"request_id": search["request_id"], "item_id": item, "event": "purchase"}
-    )
+    assert r.json()["stored"] and r.json()["verified"] and r.json()["position"] == 3
+    buy = live_server.post("/feedback", {**sent, "event": "purchase", "position": 3})
     assert buy.status_code == 200
     events = _served(serving_env, search["request_id"])
     click = events[events["event"] == "click"].iloc[0]
@@ -223,10 +229,16 @@ def test_feedback_is_joined_to_what_was_served(live_server, serving_env):
         for i in pd.read_parquet(serving_env.bundle / "items.parquet")["item_id"]
         if i not in {x["item_id"] for x in search["results"]}
     )
-    wrong = live_server.post(
-        "/feedback", {"request_id": search["request_id"], "item_id": not_shown, "event": "click"}
-    )
-    assert wrong.status_code == 422 and "not served" in wrong.json()["error"]
+    # another item, another request, another position: the token proves none of them
+    for forged in (
+        {**sent, "item_id": not_shown},
+        {**sent, "request_id": "r_" + "0" * 32},
+        {**sent, "position": 1},
+        {**sent, "feedback_token": "3." + token.split(".")[1][::-1]},
+    ):
+        wrong = live_server.post("/feedback", {**forged, "event": "click"})
+        assert wrong.status_code == 422, forged
+        assert "not served" in wrong.json()["error"] or "not where" in wrong.json()["error"]
 
 
 @pytest.mark.slow
@@ -282,6 +294,9 @@ def test_api_key_and_online_store_down_fallback(serving_env):
         assert server.get("/health").status_code == 200  # health and readiness need no key
         ready = server.get("/ready").json()
         assert ready["ready"] and ready["online_store"] == "unreachable"
+        assert "Error" not in json.dumps(ready) and "127.0.0.1" not in json.dumps(ready)  # the log has it
+        for path in ("/metrics", "/service-metrics", "/openapi.json"):  # the key guards them too
+            assert server.get(path).status_code == 401, path
         for path, body in (
             ("/search", {"query": "tent"}),
             ("/rank", {"item_ids": ["item_000001"]}),
@@ -331,17 +346,24 @@ def test_bentoml_serve_and_build(serving_env):
     from tests.conftest import ROOT
     from tests.serving_fixtures import VENV_BIN
 
-    env = serving_env.env(SHOPRANK_MODEL=serving_env.tag)
+    env = serving_env.env(SHOPRANK_MODEL=serving_env.tag, SHOPRANK_API_KEY="s3cret")
     server = Server(env, ROOT, bentoml=True, log_dir=serving_env.root).start()
+    key = {"X-API-Key": "s3cret"}
     try:
-        assert server.get("/readyz").status_code == 200
-        r = server.post("/search", {"query": "tent", "k": 3})
+        assert server.get("/readyz").status_code == 200  # probes need no key
+        r = server.post("/search", {"query": "tent", "k": 3}, headers=key)
         assert r.status_code == 200 and len(r.json()["results"]) == 3
-        assert server.post("/search", {"query": ""}).status_code == 422
-        assert "shoprank_request_seconds" in server.get("/metrics").text
+        assert server.post("/search", {"query": ""}, headers=key).status_code == 422
+        for path in ("/metrics", "/service-metrics", "/openapi.json", "/docs.json"):  # BentoML's own too
+            assert server.get(path).status_code == 401, path
+        assert "shoprank_request_seconds" in server.get("/metrics", headers=key).text
         assert server.get("/ui").status_code == 200
+        assert server.get("/openapi.json", headers=key).json()["paths"]["/search"]["post"]
+        processes = server.processes()
+        assert len(processes) >= 3  # the supervisor, BentoML's arbiter, its workers
     finally:
         server.stop()
+    assert not [p for p in processes if p.is_running() and p.status() != "zombie"]  # none left behind
     built = subprocess.run(
         [str(VENV_BIN / "bentoml"), "build", "-f", "serving/bentofile.yaml", ".", "-o", "tag"],
         cwd=ROOT,
@@ -361,10 +383,11 @@ def test_acknowledged_feedback_survives_a_crash_and_restart(live_server, serving
     search = live_server.post("/search", {"query": "backpack", "k": 5}).json()
     items = [x["item_id"] for x in search["results"]]
 
+    tokens = {x["item_id"]: x["feedback_token"] for x in search["results"]}
+
     def click(item):
-        r = live_server.post(
-            "/feedback", {"request_id": search["request_id"], "item_id": item, "event": "click"}
-        )
+        sent = {"request_id": search["request_id"], "item_id": item, "feedback_token": tokens[item]}
+        r = live_server.post("/feedback", {**sent, "event": "click"})
         return r.json()["event_id"] if r.status_code == 200 else None
 
     with ThreadPoolExecutor(5) as pool:
@@ -374,9 +397,9 @@ def test_acknowledged_feedback_survives_a_crash_and_restart(live_server, serving
     logged = set(FeedbackLog(serving_env.feedback_dir).read()["event_id"])
     assert set(acked) <= logged
     live_server.start()
-    r = live_server.post(
-        "/feedback", {"request_id": search["request_id"], "item_id": items[0], "event": "purchase"}
-    )
-    assert r.status_code == 200 and r.json()["verified"] is False  # the new process never served it
+    sent = {"request_id": search["request_id"], "item_id": items[0], "feedback_token": tokens[items[0]]}
+    r = live_server.post("/feedback", {**sent, "event": "purchase"})
+    # the new process never served it: the token (the deployment's secret survives) proves it
+    assert r.status_code == 200 and r.json()["verified"] is True and r.json()["position"] == 1
     log = FeedbackLog(serving_env.feedback_dir).read()
     assert set(acked) <= set(log["event_id"]) and r.json()["event_id"] in set(log["event_id"])

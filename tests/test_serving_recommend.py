@@ -102,7 +102,7 @@ def test_a_feed_is_scored_explained_logged_and_clicked_like_a_search(
     assert (served["query"] == "").all() and (served["user_id"] == clicker).all()
     assert served["score"].round(6).tolist() == [x["score"] for x in results]
     assert (served["model_version"] == ranker.version).all()
-    click = ranker.record_feedback(body["request_id"], shown[3], "click")
+    click = ranker.record_feedback(body["request_id"], shown[3], "click", results[3]["feedback_token"])
     assert click["verified"] is True
     log = FeedbackLog(serving_env.feedback_dir).read()
     row = log[(log["request_id"] == body["request_id"]) & (log["event"] == "click")].iloc[0]

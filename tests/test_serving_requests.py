@@ -48,6 +48,7 @@ def test_the_http_layer_takes_the_serve_section_of_the_params_file(monkeypatch):
         create_app()
 
 
+CLICK = {"request_id": "r_1", "item_id": "item_000001", "event": "click", "feedback_token": "1.x"}
 BAD = [
     ("/search", b"{not json", 400, "malformed JSON"),
     ("/search", b"[1, 2]", 400, "JSON object"),
@@ -78,16 +79,29 @@ BAD = [
     ("/rank", {"query": "tent", "item_ids": "item_000001"}, 422, "item_ids"),
     ("/rank", {"query": "tent", "item_ids": [f"item_{i:06d}" for i in range(1001)]}, 422, "at most 1000"),
     ("/intent", {"query": ""}, 422, "must not be empty"),
-    ("/feedback", {"request_id": "r_1", "item_id": "item_000001", "event": "view"}, 422, "event"),
-    ("/feedback", {"request_id": "r_1", "item_id": "nope", "event": "click"}, 404, "unknown item_id"),
-    ("/feedback", {"request_id": "r_1", "item_id": "item_000001"}, 422, "event"),
-    (
-        "/feedback",
-        {"request_id": "r_1", "item_id": "item_000001", "event": "click", "position": 0},
-        422,
-        "position",
-    ),
+    ("/feedback", {**CLICK, "event": "view"}, 422, "event"),
+    ("/feedback", {**CLICK, "item_id": "nope"}, 404, "unknown item_id"),
+    ("/feedback", {k: v for k, v in CLICK.items() if k != "event"}, 422, "event"),
+    ("/feedback", {**CLICK, "position": 0}, 422, "position"),
+    ("/feedback", {k: v for k, v in CLICK.items() if k != "feedback_token"}, 422, "feedback_token"),
+    ("/feedback", {**CLICK, "position": 10**20}, 422, "position must be between 1 and 1000"),
+    ("/feedback", {**CLICK, "request_id": "r_1\n"}, 422, "request_id must be 1-128 characters"),
+    ("/recommend", {"user_id": "u_1\n"}, 422, "user_id must be 1-128 characters"),
+    ("/search", {"query": "tent", "filters": {"category": "c" * 300}}, 422, "filters.category"),
+    ("/search", {"query": "tent", "context": {f"c{i}": 1 for i in range(65)}}, 422, "context"),
     ("/search", b"x" * 70000, 413, "at most 65536"),
+    # bodies built to break the parser or the text handling: 400, never a 500
+    ("/search", b"[" * 30000 + b"]" * 30000, 400, "nested deeper than 8"),
+    ("/search", b'{"query": "tent", "filters": ' + b'{"a": ' * 9 + b"1" + b"}" * 10, 400, "nested deeper"),
+    ("/search", b'{"query": "tent", "k": ' + b"9" * 5000 + b"}", 400, "digits"),
+    ("/feedback", b'{"request_id": "r_1", "position": -' + b"1" * 4400 + b"}", 400, "digits"),
+    ("/search", b'{"query": "\\ud800"}', 400, "lone surrogate"),
+    ("/search", b'{"query": "tent", "user_id": "\\udfff"}', 400, "lone surrogate"),
+    ("/search", b'{"\\ud800": 1}', 400, "lone surrogate"),
+    ("/search", b'{"query": "tent", "filters": {"price_max": NaN}}', 400, "NaN is not a JSON number"),
+    ("/search", b'{"query": "tent", "filters": {"price_max": 1e999}}', 400, "out of range"),
+    ("/search", b'{"query": "\xff\xfe"}', 400, "malformed JSON"),
+    ("/search", b"", 400, "malformed JSON"),
 ]
 
 
@@ -165,8 +179,7 @@ def test_valid_requests_reach_the_ranker_checked_and_stripped():
     assert client.post("/recommend", json={"user_id": "u_1"}).status_code == 200
     feed = {"user_id": "new_shopper", "k": 3, "exclude_seen": False, "filters": {"category": "shoes"}}
     assert client.post("/recommend", json=feed).status_code == 200
-    feedback = {"request_id": "r_1", "item_id": "item_000001", "event": "click"}
-    assert client.post("/feedback", json=feedback).status_code == 200
+    assert client.post("/feedback", json=CLICK).status_code == 200
     assert ranker.calls == [
         ("search", "tent", "u_1", 5, {"category": None, "price_min": None, "price_max": 80.0}, True, {}),
         ("rank", "", None, ["item_000001"], ranker.settings.explain_top, {}),
@@ -181,7 +194,7 @@ def test_valid_requests_reach_the_ranker_checked_and_stripped():
             True,
             {},
         ),
-        ("feedback", "r_1", "item_000001", "click", None),
+        ("feedback", "r_1", "item_000001", "click", "1.x", None),
     ]
 
 

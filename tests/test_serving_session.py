@@ -46,7 +46,8 @@ def test_a_session_in_progress_reaches_the_models_inputs(ranker, serving_env):
     s = ranker.score(ranker.rows_of(items), "", user, "r_probe", {})
     frame = ranker.frame_of(s).df
     assert (frame["user_impressions_today"] == 12).all()  # what the first page showed
-    ranker.record_feedback(first["request_id"], first["order"][0], "click")
+    top = first["results"][0]
+    ranker.record_feedback(first["request_id"], top["item_id"], "click", top["feedback_token"])
     s = ranker.score(ranker.rows_of(items), "", user, "r_probe", {})
     after = ranker.frame_of(s).df
     assert (after["user_ctr_today"] > frame["user_ctr_today"]).all()  # the click moved it

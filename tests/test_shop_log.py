@@ -166,7 +166,8 @@ def test_dvc_repro_runs_on_an_imported_log_and_the_service_answers_for_its_users
     assert {"co_clicked", "collaborative"} <= found_by  # from its own clicks, and the learned factors
     cold = ranker.recommend("a-shopper-never-seen", k=5)
     assert len(cold["results"]) == 5
-    ranker.record_feedback(feed["request_id"], feed["results"][0]["item_id"], "click")
+    top = feed["results"][0]
+    ranker.record_feedback(feed["request_id"], top["item_id"], "click", top["feedback_token"])
     ranker.stop_refresh()
 
     # the service's own log flows back: ingested beside the imported batch, validated, trained on

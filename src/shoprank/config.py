@@ -285,6 +285,8 @@ class Serve(Strict):
     # what encodes unseen queries: onnx (the bundle's exported graph, faster on CPU) or torch
     encoder_runtime: Literal["onnx", "torch"] = "onnx"
     workers: int = Field(2, gt=0)  # BentoML worker processes: one per core, each holds the whole model
+    # the address `make serve` binds: this machine only, unless a deployment opens it
+    host: str = Field("127.0.0.1", min_length=1)
 
 
 class Feedback(Strict):

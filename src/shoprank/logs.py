@@ -2,6 +2,10 @@
 
 Log records are one line each, ``ts level logger event key=value ...``, or JSON lines
 when ``SHOPRANK_LOG_FORMAT=json`` (what a log shipper wants from Airflow workers).
+
+A record's message is an :class:`Event`: its text is ``event key=value ...``, so a
+handler that is not ours (BentoML configures the service's logging, uvicorn and pytest
+their own) still prints the fields; our formatter takes the event and the fields apart.
 """
 
 from __future__ import annotations
@@ -18,27 +22,45 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+class Event:
+    """A log message with its structured fields: rendered lazily, only when a handler prints it."""
+
+    __slots__ = ("event", "fields")
+
+    def __init__(self, event: str, fields: dict[str, Any]):
+        self.event, self.fields = event, fields
+
+    def __str__(self) -> str:
+        kv = " ".join(f"{k}={v}" for k, v in self.fields.items())
+        return f"{self.event} {kv}".rstrip()
+
+
 class _Formatter(logging.Formatter):
     def __init__(self, as_json: bool):
         super().__init__()
         self.as_json = as_json
 
     def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = getattr(record, "fields", {})
+        msg = record.msg
+        event, fields = (msg.event, msg.fields) if isinstance(msg, Event) else (record.getMessage(), {})
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        trace = self.formatException(record.exc_info) if record.exc_info else None
         if self.as_json:
+            extra = {"traceback": trace} if trace else {}
             return json.dumps(
                 {
                     "ts": ts,
                     "level": record.levelname.lower(),
                     "logger": record.name,
-                    "event": record.getMessage(),
+                    "event": event,
                     **fields,
+                    **extra,
                 },
                 default=str,
             )
         kv = " ".join(f"{k}={v}" for k, v in fields.items())
-        return f"{ts} {record.levelname.lower():7s} {record.name} {record.getMessage()} {kv}".rstrip()
+        line = f"{ts} {record.levelname.lower():7s} {record.name} {event} {kv}".rstrip()
+        return f"{line}\n{trace}" if trace else line
 
 
 def setup_logging(level: str | None = None) -> None:
@@ -51,9 +73,11 @@ def setup_logging(level: str | None = None) -> None:
     root.propagate = False
 
 
-def log(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Log ``event`` with structured ``fields``."""
-    logger.log(level, event, extra={"fields": fields})
+def log(
+    logger: logging.Logger, event: str, level: int = logging.INFO, exc_info: bool = False, **fields: Any
+) -> None:
+    """Log ``event`` with structured ``fields`` (and the traceback being handled, with ``exc_info``)."""
+    logger.log(level, Event(event, fields), exc_info=exc_info)
 
 
 @contextmanager

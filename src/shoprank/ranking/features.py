@@ -167,6 +167,27 @@ class OnlineFeatures:
         """Did the last read of the online store succeed?"""
         return self.last_error is None
 
+    def probe(self) -> bool:
+        """Does the store answer now? One single-item read with the request deadline.
+
+        Readiness asks this rather than :meth:`healthy`: the last read may be a minute old
+        (the background refresh) and each worker has its own. A success closes the circuit,
+        so requests use the store again at once; a failure opens it and is logged.
+        """
+        rows = [{"item_id": self.item_ids[0], "user_id": "", "query_id": ""}] if self.item_ids else []
+        try:
+            if rows:
+                self._read(rows, self.timeout)
+            else:
+                self.store()
+        except Exception as exc:  # any failure is "not ok"; its text is for the log only
+            self._failed(exc)
+            log(logger, "online store probe failed", error=self.last_error, level=logging.WARNING)
+            return False
+        self._down_until = -np.inf
+        self.last_error = None
+        return True
+
     def _read(self, entity_rows: list[dict[str, str]], timeout: float) -> pd.DataFrame:
         """:func:`read_online` with a deadline: a hung or slowly failing store must not hold a request."""
         future = self._pool.submit(lambda: read_online(self.store(), self.service, entity_rows))

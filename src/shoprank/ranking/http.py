@@ -3,17 +3,19 @@
 serving/service.py mounts this app on the BentoML service; it also runs alone under
 uvicorn (``uvicorn --factory shoprank.ranking.http:app_from_env``). It owns what
 BentoML's typed APIs would hide: every bad input is a 4xx with a message naming the
-field (the rules are :mod:`shoprank.ranking.requests`', checked before any work), an
-API key (``$SHOPRANK_API_KEY``) guards everything but health and readiness, and each
-request is timed into Prometheus histograms.
+field (the body is read and decoded within bounds by :mod:`shoprank.ranking.body`, then
+checked by the rules of :mod:`shoprank.ranking.requests`, before any work), an API key
+(``$SHOPRANK_API_KEY``) guards every route but health, readiness and the static search
+page (metrics and the OpenAPI document included), and each request is timed into
+Prometheus histograms. A failure that is not the request's is a 500 whose log line names
+the endpoint, the exception type and its traceback.
 
-Endpoints: POST /search /recommend /rank /intent /feedback; GET /health /ready /metrics /ui.
+Endpoints: POST /search /recommend /rank /intent /feedback; GET /health /ready /metrics
+/openapi.json /ui.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 import os
 import threading
@@ -30,8 +32,12 @@ from starlette.routing import Route
 
 from shoprank.config import Serve, load_params
 from shoprank.logs import log
+from shoprank.ranking import body as bounded
 from shoprank.ranking import metrics
+from shoprank.ranking.guard import key_error
 from shoprank.ranking.loader import freeze_heap
+from shoprank.ranking.openapi import document
+from shoprank.ranking.page import PAGE, PAGE_HEADERS
 from shoprank.ranking.ranker import Ranker
 from shoprank.ranking.requests import (
     BadRequest,
@@ -69,9 +75,9 @@ class ServiceState:
         try:
             self.ranker = self.loader()
             freeze_heap()
-        except Exception as exc:  # readiness reports it; health stays up so it can be seen
+        except Exception as exc:  # readiness says so (the text is for the log); health stays up
             self.error = f"{type(exc).__name__}: {exc}"[:500]
-            log(logger, "model failed to load", error=self.error, level=logging.ERROR)
+            log(logger, "model failed to load", error=self.error, level=logging.ERROR, exc_info=True)
 
 
 def create_app(
@@ -89,33 +95,26 @@ def create_app(
     state.ranker = ranker
 
     def authorise(request: Request) -> None:
-        if not state.api_key:
-            return
-        given = request.headers.get("x-api-key") or ""
-        auth = request.headers.get("authorization") or ""
-        if not given and auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        if not given:
-            raise ApiError(401, "missing API key: send it in the X-API-Key header")
-        if not hmac.compare_digest(given.encode(), state.api_key.encode()):
-            raise ApiError(401, "wrong API key")
+        if (error := key_error(request.headers, state.api_key)) is not None:
+            raise ApiError(401, error)
+
+    def not_ready() -> str:
+        return "the model failed to load" if state.error else "the model is still loading"
 
     def ready_ranker() -> Ranker:
         if state.ranker is None:
-            raise ApiError(503, f"not ready: {state.error or 'the model is still loading'}")
+            raise ApiError(503, f"not ready: {not_ready()}")
         return state.ranker
 
     async def body_of(request: Request, model: type[Body], ranker: Ranker) -> Any:
-        """The body checked against every rule of ``model`` (and the ranker's limits and catalog)."""
-        raw = await request.body()
-        if len(raw) > settings.max_body_bytes:
-            raise ApiError(413, f"request body is {len(raw)} bytes; at most {settings.max_body_bytes}")
+        """The body read and decoded within bounds, then checked against every rule of ``model``."""
         try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApiError(400, f"malformed JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, f"the body must be a JSON object, got {type(data).__name__}")
+            raw = await bounded.read(
+                request.stream(), request.headers.get("content-length"), settings.max_body_bytes
+            )
+            data = bounded.decode(raw)
+        except bounded.BadBody as exc:
+            raise ApiError(exc.status, str(exc)) from None
         return parse(model, data, ranker.request_rules)
 
     def endpoint(name: str, model: type[Body], handler: Callable[[Ranker, Any], dict]):
@@ -136,7 +135,15 @@ def create_app(
                 status = exc.status
                 return JSONResponse({"error": str(exc), "status": status}, status_code=status)
             except Exception as exc:
-                log(logger, "request failed", endpoint=name, error=repr(exc)[:500], level=logging.ERROR)
+                log(
+                    logger,
+                    "request failed",
+                    level=logging.ERROR,
+                    exc_info=True,
+                    endpoint=name,
+                    error_type=type(exc).__name__,
+                    error=repr(exc)[:500],
+                )
                 return JSONResponse({"error": "internal error", "status": 500}, status_code=500)
             finally:
                 metrics.REQUEST_SECONDS.labels(name).observe(time.perf_counter() - t0)
@@ -160,17 +167,23 @@ def create_app(
         return r.intent(b.query)
 
     def do_feedback(r: Ranker, b: FeedbackBody) -> dict:
-        return r.record_feedback(b.request_id, b.item_id, b.event, b.position)
+        return r.record_feedback(b.request_id, b.item_id, b.event, b.feedback_token, b.position)
+
+    bodies: dict[str, tuple[type[Body], str]] = {
+        "/search": (SearchBody, "a query -> ranked, explained results"),
+        "/recommend": (RecommendBody, "a shopper, no query -> a feed"),
+        "/rank": (RankBody, "a query, a user and candidate ids -> those ids in ranked order"),
+        "/intent": (IntentBody, "a query -> its intent and the product attributes it names"),
+        "/feedback": (FeedbackBody, "a click or purchase on a served result, with its feedback token"),
+    }
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "uptime_s": round(time.time() - state.started, 1)})
 
     async def ready(request: Request) -> Response:
         if state.ranker is None:
-            return JSONResponse(
-                {"ready": False, "reason": state.error or "the model is still loading"}, status_code=503
-            )
-        return JSONResponse(state.ranker.ready())
+            return JSONResponse({"ready": False, "reason": not_ready()}, status_code=503)
+        return JSONResponse(await run_in_threadpool(state.ranker.ready))  # it probes the store
 
     async def metrics_view(request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -184,9 +197,13 @@ def create_app(
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def page(request: Request) -> Response:
-        from shoprank.ranking.page import PAGE
+        return HTMLResponse(PAGE, headers=PAGE_HEADERS)
 
-        return HTMLResponse(PAGE)
+    async def openapi(request: Request) -> Response:
+        from shoprank import __version__
+
+        version = state.ranker.version if state.ranker is not None else __version__
+        return JSONResponse(document(bodies, settings, version))
 
     async def root(request: Request) -> Response:
         return RedirectResponse("/ui")
@@ -200,17 +217,37 @@ def create_app(
                 await run_in_threadpool(state.load)
         yield
 
+    def keyed(view: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        """``view`` behind the API key (the POST endpoints check it in :func:`endpoint`)."""
+
+        async def guarded(request: Request) -> Response:
+            try:
+                authorise(request)
+            except ApiError as exc:
+                return JSONResponse({"error": exc.message, "status": exc.status}, status_code=exc.status)
+            return await view(request)
+
+        return guarded
+
+    handlers: dict[str, Callable[[Ranker, Any], dict]] = {
+        "/search": do_search,
+        "/recommend": do_recommend,
+        "/rank": do_rank,
+        "/intent": do_intent,
+        "/feedback": do_feedback,
+    }
     routes = [
-        Route("/search", endpoint("search", SearchBody, do_search), methods=["POST"]),
-        Route("/recommend", endpoint("recommend", RecommendBody, do_recommend), methods=["POST"]),
-        Route("/rank", endpoint("rank", RankBody, do_rank), methods=["POST"]),
-        Route("/intent", endpoint("intent", IntentBody, do_intent), methods=["POST"]),
-        Route("/feedback", endpoint("feedback", FeedbackBody, do_feedback), methods=["POST"]),
+        Route(path, endpoint(path[1:], bodies[path][0], handler), methods=["POST"])
+        for path, handler in handlers.items()
+    ]
+    routes += [
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
-        Route("/metrics", metrics_view, methods=["GET"]),
-        Route("/service-metrics", metrics_view, methods=["GET"]),  # the same, where BentoML owns /metrics
-        Route("/ui", page, methods=["GET"]),
+        Route("/metrics", keyed(metrics_view), methods=["GET"]),
+        # the same, where BentoML owns /metrics
+        Route("/service-metrics", keyed(metrics_view), methods=["GET"]),
+        Route("/openapi.json", keyed(openapi), methods=["GET"]),
+        Route("/ui", page, methods=["GET"]),  # a static page: every call it makes needs the key
         Route("/", root, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -1,13 +1,15 @@
 # ruff: noqa: E501  (HTML and JavaScript lines)
-"""The search page the service serves at /ui: a search box, scored and explained results, click feedback."""
+"""The search page the service serves at /ui: a search box, scored and explained results, click feedback.
 
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>shoprank search</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
+The page is sent with a Content-Security-Policy that allows its own inline script and
+style by their hashes and nothing else (no other script, no framing: clickjacking), and
+the API key a user types stays in the page's memory: it is never stored in the browser.
+"""
+
+import base64
+import hashlib
+
+STYLE = """
  body { font-family: system-ui, sans-serif; max-width: 54rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
  form { display: flex; gap: .5rem; flex-wrap: wrap; }
  input { padding: .4rem; font-size: 1rem; }
@@ -20,27 +22,15 @@ PAGE = """<!doctype html>
  .clicked { color: #0a7a2f; font-size: .85rem; margin-left: .5rem; }
  #status { margin: .8rem 0; color: #555; }
  .degraded { color: #a15c00; }
-</style>
-</head>
-<body>
-<h1>shoprank</h1>
-<form id="search-form">
-  <input id="q" name="q" placeholder="search products, e.g. waterproof tent" autocomplete="off">
-  <input id="user" name="user" placeholder="user id (optional)" size="14">
-  <input id="category" name="category" placeholder="category" size="12">
-  <input id="price-max" name="price-max" placeholder="max price" size="8">
-  <input id="api-key" name="api-key" placeholder="API key" size="10" type="password">
-  <button id="go" type="submit">Search</button>
-</form>
-<div id="status"></div>
-<div id="results"></div>
-<script>
+"""
+
+SCRIPT = """
 const $ = (id) => document.getElementById(id);
-$("api-key").value = localStorage.getItem("shoprank-api-key") || "";
+// the API key lives in the field only (this page's memory): never stored, gone on reload
 function headers() {
   const h = {"Content-Type": "application/json"};
   const key = $("api-key").value.trim();
-  if (key) { h["X-API-Key"] = key; localStorage.setItem("shoprank-api-key", key); }
+  if (key) h["X-API-Key"] = key;
   return h;
 }
 function esc(s) {
@@ -68,7 +58,7 @@ async function search(ev) {
     $("status").innerHTML = `${data.results.length} results, intent: ${esc(data.intent || "?")}, model ${esc(data.model_version)}${note}`;
     $("results").innerHTML = data.results.map((r) => `
       <div class="result" data-item="${esc(r.item_id)}">
-        <a class="title" data-request="${esc(data.request_id)}" data-item="${esc(r.item_id)}" data-position="${r.position}">${esc(r.title)}</a>
+        <a class="title" data-request="${esc(data.request_id)}" data-item="${esc(r.item_id)}" data-position="${r.position}" data-token="${esc(r.feedback_token)}">${esc(r.title)}</a>
         ${r.new ? '<span class="tag">new</span>' : ""}${r.exploration ? '<span class="tag">exploring</span>' : ""}
         <span class="clicked"></span>
         <div class="meta">${esc(r.item_id)} &middot; ${esc(r.category)} &middot; ${r.price.toFixed(2)} &middot; score <span class="score">${r.score.toFixed(4)}</span></div>
@@ -84,14 +74,66 @@ async function click(ev) {
   const mark = a.parentElement.querySelector(".clicked");
   try {
     await post("/feedback", {request_id: a.dataset.request, item_id: a.dataset.item, event: "click",
-                             position: Number(a.dataset.position)});
+                             position: Number(a.dataset.position), feedback_token: a.dataset.token});
     mark.textContent = "click recorded";
   } catch (e) {
     mark.textContent = "click not recorded: " + e.message;
   }
 }
 $("search-form").addEventListener("submit", search);
-</script>
+"""
+
+PAGE = (
+    """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>shoprank search</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>"""
+    + STYLE
+    + """</style>
+</head>
+<body>
+<h1>shoprank</h1>
+<form id="search-form">
+  <input id="q" name="q" placeholder="search products, e.g. waterproof tent" autocomplete="off">
+  <input id="user" name="user" placeholder="user id (optional)" size="14">
+  <input id="category" name="category" placeholder="category" size="12">
+  <input id="price-max" name="price-max" placeholder="max price" size="8">
+  <input id="api-key" name="api-key" placeholder="API key" size="10" type="password">
+  <button id="go" type="submit">Search</button>
+</form>
+<div id="status"></div>
+<div id="results"></div>
+<script>"""
+    + SCRIPT
+    + """</script>
 </body>
 </html>
 """
+)
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+CSP = "; ".join(
+    [
+        "default-src 'none'",
+        f"script-src {_sha256(SCRIPT)}",
+        f"style-src {_sha256(STYLE)}",
+        "connect-src 'self'",  # the page calls this service only
+        "form-action 'none'",  # the form is handled by the script
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    ]
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers without CSP 3
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}

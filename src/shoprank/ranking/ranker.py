@@ -46,6 +46,7 @@ from shoprank.ranking.rerank import rerank
 from shoprank.ranking.scoring import Scored, Scoring
 from shoprank.ranking.served import ServedResponses
 from shoprank.ranking.session import DaySoFar
+from shoprank.ranking.tokens import FeedbackTokens, deployment_secret
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,10 @@ class Ranker:
         self.scoring.day = day_so_far(self.features.users, params.features.ctr_prior_strength)
         self.pseudonym_key = load_key(params.paths.secrets)  # the key the batch's shoppers were named with
         feedback = FeedbackLog(params.paths.feedback)
-        self.served = ServedResponses(feedback, self.version, self.catalog.item_ids, day=self.scoring.day)
+        tokens = FeedbackTokens(deployment_secret(params.paths.feedback))
+        self.served = ServedResponses(
+            feedback, self.version, self.catalog.item_ids, tokens, day=self.scoring.day
+        )
         self.refresher = Refresher(self.features, self.scoring.prepare, self.settings.feature_ttl_s)
         self.request_rules = RequestRules(self.settings, self.catalog.row_of)
         metrics.MODEL_INFO.labels(self.version, self.manifest["champion"]["candidate"], self.kind).set(1)
@@ -200,6 +204,7 @@ class Ranker:
         if len(s.scores):
             metrics.SCORES.labels("rank").observe(float(np.mean(s.scores)))
         results = responses.ranked(self.catalog, rows, s.scores, order, why)
+        self.served.sign(request_id, results)
         return {
             **responses.meta(self.version, request_id, s.fallback, timings, "rank", s.query_vector),
             "user_known": s.user_known,
@@ -244,6 +249,7 @@ class Ranker:
         with stage("log", timings):
             self.served.remember(request_id, query, user_id, got.rows[order], s.scores[order], context)
         results = responses.searched(self.catalog, got, s.scores, order, explored, why)
+        self.served.sign(request_id, results)
         return {
             **responses.meta(self.version, request_id, s.fallback, timings, "search", source),
             "query": query,
@@ -299,17 +305,21 @@ class Ranker:
             answer["model_version"] = self.version
         return answer
 
-    def record_feedback(self, request_id: str, item_id: str, event: str, position: int | None = None) -> dict:
-        return self.served.record(request_id, item_id, event, position)
+    def record_feedback(
+        self, request_id: str, item_id: str, event: str, token: str, position: int | None = None
+    ) -> dict:
+        return self.served.record(request_id, item_id, event, token, position)
 
     def ready(self) -> dict:
+        """What readiness shows: the model, and whether the online store answers now (one probe
+        per call, so a store that is back reads "ok" at once, from every worker). The store's
+        error goes to the log, not to the answer."""
         return {
             "ready": True,
             "model_version": self.version,
             "kind": self.kind,
             "items": len(self.catalog),
-            "online_store": "ok" if self.features.healthy() else "unreachable",
-            "online_store_error": self.features.last_error,
+            "online_store": "ok" if self.features.probe() else "unreachable",
             "understanding": self.understanding is not None,
             "encoder_runtime": self.encoder_runtime,
         }

@@ -108,6 +108,7 @@ def recommend(
     with stage("log", timings):
         ranker.served.remember(request_id, FEED_QUERY, user_id, got.rows[order], s.scores[order], context)
     results = responses.recommended(ranker.catalog, got, s.scores, order, explored, why)
+    ranker.served.sign(request_id, results)
     fallback = list(dict.fromkeys([*degraded, *s.fallback]))
     return {
         **responses.meta(ranker.version, request_id, fallback, timings, ENDPOINT, None),

@@ -33,7 +33,7 @@ from pydantic_core import PydanticCustomError
 
 from shoprank.inputs.declare import shop_columns
 
-ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")  # whole ids only (fullmatch): no trailing newline
 ID_RULE = "1-128 characters of letters, digits and _ . : -"
 INVALID, UNKNOWN_ITEM = "invalid", "unknown_item"  # error types; UNKNOWN_ITEM alone makes a 404
 
@@ -94,26 +94,34 @@ def _check_k(k: int, info: ValidationInfo) -> int:
 
 def _id(name: str):
     def check(value: str) -> str:
-        if not ID.match(value):
+        if not ID.fullmatch(value):
             raise _invalid(f"{name} must be {ID_RULE}")
         return value
 
     return AfterValidator(check)
 
 
+ID_SCHEMA = {"pattern": f"^{ID.pattern}$"}  # the same rule in the published schema
+MAX_TEXT = 256  # characters of a free-text value other than the query (a category, a context value)
+MAX_CONTEXT = 64  # context keys: more than any shop declares; the rest are refused by name anyway
+MAX_ERRORS = 10  # validation errors listed in one message
+
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-UserId = Annotated[str, _id("user_id")]
-RequestId = Annotated[str, _id("request_id")]
+UserId = Annotated[str, _id("user_id"), Field(json_schema_extra=ID_SCHEMA)]
+RequestId = Annotated[str, _id("request_id"), Field(json_schema_extra=ID_SCHEMA)]
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
+Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Token = Annotated[str, StringConstraints(min_length=3, max_length=64)]
 
-
-Context = dict[str, str | float | None]  # the shop's impression columns (data.columns.impressions)
+# the shop's impression columns (data.columns.impressions)
+Context = Annotated[dict[str, Text | float | None], Field(max_length=MAX_CONTEXT)]
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def check_context(context: Context) -> Context:
+def check_context(context: dict) -> dict:
     """Only declared impression columns, numbers for numeric ones and text for categorical ones."""
     declared = shop_columns("impressions")
     if unknown := sorted(set(context) - set(declared)):
@@ -136,14 +144,14 @@ class ContextBody(Body):
 
     @field_validator("context")
     @classmethod
-    def _context(cls, value: Context) -> Context:
+    def _context(cls, value: dict) -> dict:
         return check_context(value)
 
 
 class Filters(Body):
-    category: str | None = None
-    price_min: float | None = Field(None, ge=0)
-    price_max: float | None = Field(None, ge=0)
+    category: Text | None = None
+    price_min: Price | None = None
+    price_max: Price | None = None
 
     @model_validator(mode="after")
     def check_price_range(self) -> Filters:
@@ -226,10 +234,21 @@ class IntentBody(Body):
 
 
 class FeedbackBody(Body):
+    """A click or purchase on a served result: ``feedback_token`` is the one the result carried."""
+
     request_id: RequestId
     item_id: Id
     event: Literal["click", "purchase"]
-    position: int | None = Field(None, ge=1)
+    feedback_token: Token
+    position: int | None = Field(None, ge=1)  # where it was shown; the token's when left out
+
+    @field_validator("position")
+    @classmethod
+    def check_position(cls, position: int | None, info: ValidationInfo) -> int | None:
+        most = largest_position(_rules(info).settings)
+        if position is not None and position > most:
+            raise _invalid(f"position must be between 1 and {most}, got {position}")
+        return position
 
     @field_validator("item_id")
     @classmethod
@@ -237,6 +256,11 @@ class FeedbackBody(Body):
         if item_id not in _rules(info).items:
             raise _invalid(f"unknown item_id {item_id!r}", UNKNOWN_ITEM)
         return item_id
+
+
+def largest_position(settings: Limits) -> int:
+    """The last position a response can have: a search page or a ranked candidate list."""
+    return max(settings.max_k, settings.max_candidates)
 
 
 B = TypeVar("B", bound=Body)
@@ -254,8 +278,11 @@ def parse(model: type[B], data: Any, rules: RequestRules) -> B:
 
 def message(exc: ValidationError) -> str:
     """One line per error: ``field: what is wrong``."""
+    errors = exc.errors()
     parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "body"
+    for err in errors[:MAX_ERRORS]:
+        where = ".".join(str(p) for p in err["loc"])[:100] or "body"
         parts.append(f"{where}: {err['msg']}")
+    if len(errors) > MAX_ERRORS:
+        parts.append(f"and {len(errors) - MAX_ERRORS} more")
     return "; ".join(parts)

@@ -1,10 +1,12 @@
 """What the service served, and the feedback on it.
 
 Every response's items are logged as ``served`` events (queued, written by a background
-thread with one fsync per batch: a response does not wait on the disk) and remembered
-for a while, so a click or purchase on them is checked against what was shown and
-completed with its position, score, query and user. Clicks and purchases are written
-in-line: the acknowledgement means they are on disk.
+thread with one fsync per batch: a response does not wait on the disk) and each carries a
+feedback token (:mod:`~shoprank.ranking.tokens`). A click or purchase must bring its
+token back: any worker checks it, so what was shown is verified whichever worker served
+it. The worker that served the response also remembers it for a while and completes the
+record with its score, query and user (the ``served`` log has them for the others). Clicks
+and purchases are written in-line: the acknowledgement means they are on disk.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from shoprank.feedback import BackgroundAppender, FeedbackLog
 from shoprank.ranking import metrics
 from shoprank.ranking.requests import BadRequest
 from shoprank.ranking.session import DaySoFar
+from shoprank.ranking.tokens import FeedbackTokens
 
 SERVED_MEMORY = 50_000  # recent responses kept to check and enrich feedback
 
@@ -36,10 +39,12 @@ class ServedResponses:
         feedback: FeedbackLog,
         version: str,
         item_ids: np.ndarray,
+        tokens: FeedbackTokens,
         memory: int = SERVED_MEMORY,
         day: DaySoFar | None = None,
     ):
         self.feedback, self.version, self.item_ids, self.memory = feedback, version, item_ids, memory
+        self.tokens = tokens
         self.day = day  # the shoppers' day so far, counted from what is served and clicked
         self.appender = BackgroundAppender(feedback)
         atexit.register(self.appender.flush, 5.0)  # a normal shutdown writes what is queued
@@ -88,25 +93,38 @@ class ServedResponses:
             while len(self._served) > self.memory:
                 self._served.popitem(last=False)
 
-    def record(self, request_id: str, item_id: str, event: str, position: int | None = None) -> dict:
-        """Write a click or purchase; ``verified`` when this process served the request.
+    def sign(self, request_id: str, results: list[dict[str, Any]]) -> None:
+        """Give each result of a response its feedback token (over its item id and position)."""
+        for r in results:
+            r["feedback_token"] = self.tokens.sign(request_id, r["item_id"], r["position"])
 
-        Feedback on an item a remembered response did not show is refused (:class:`BadRequest`).
+    def record(
+        self, request_id: str, item_id: str, event: str, token: str, position: int | None = None
+    ) -> dict:
+        """Write a click or purchase whose ``token`` proves the item was shown in the request.
+
+        A token that does not match (another item, request or position, another secret) is
+        refused (:class:`BadRequest`), as is a ``position`` other than the token's.
         """
+        shown_at = self.tokens.position(token, request_id, item_id)
+        if shown_at is None:
+            raise BadRequest(
+                f"feedback_token does not match: item {item_id} was not served in request {request_id}"
+            )
+        if position is not None and position != shown_at:
+            raise BadRequest(f"position {position} is not where item {item_id} was shown ({shown_at})")
         with self._lock:
             served = self._served.get(request_id)
         rec: dict[str, Any] = {
             "event": event,
             "request_id": request_id,
             "item_id": item_id,
-            "position": position,
+            "position": shown_at,
             "model_version": self.version,
         }
-        if served is not None:
-            if item_id not in served:
-                raise BadRequest(f"item {item_id} was not served in request {request_id}")
-            pos, score, query, user = served[item_id]
-            rec.update({"position": position or pos, "score": score, "query": query, "user_id": user})
+        if served is not None and item_id in served:  # this worker served it: score, query, user
+            _, score, query, user = served[item_id]
+            rec.update({"score": score, "query": query, "user_id": user})
             if event == "click" and self.day is not None:
                 self.day.clicked(user)
         (event_id,) = self.feedback.append([rec])
@@ -117,5 +135,6 @@ class ServedResponses:
             "request_id": request_id,
             "item_id": item_id,
             "event": event,
-            "verified": served is not None,
+            "position": shown_at,
+            "verified": True,
         }
