@@ -118,13 +118,17 @@ def test_search_filters_by_category_and_price(live_server, serving_env):
 @pytest.mark.integration
 def test_rank_scores_and_orders_the_candidates(live_server, serving_env):
     items = pd.read_parquet(serving_env.bundle / "items.parquet")["item_id"].tolist()[:100]
-    r = live_server.post("/rank", {"query": "hiking boots", "user_id": "user_000007", "item_ids": items})
+    body = {"query": "hiking boots", "user_id": "user_000007", "item_ids": items, "shown": 12}
+    r = live_server.post("/rank", body)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert sorted(body["order"]) == sorted(items)
+    assert sorted(body["order"]) == sorted(items) and body["shown"] == 12
     scores = [x["score"] for x in body["results"]]
     assert scores == sorted(scores, reverse=True)
-    assert len(_served(serving_env, body["request_id"])) == 100
+    # what the caller shows is an impression; the other 88 were scored, never seen
+    served = _served(serving_env, body["request_id"])
+    assert len(served) == 12 and set(served["item_id"]) == set(body["order"][:12])
+    assert ["feedback_token" in x for x in body["results"]] == [True] * 12 + [False] * 88
     # a score is per item, whatever else is ranked beside it (anonymous: a known shopper's
     # day so far moves with every response, see test_serving_session.py)
     full, small = (

@@ -77,6 +77,8 @@ BAD = [
     ("/rank", {"query": "tent", "item_ids": ["nope", "item_000001"]}, 404, "unknown item_ids: ['nope']"),
     ("/rank", {"query": "tent", "item_ids": ["item_000001", "item_000001"]}, 422, "duplicates"),
     ("/rank", {"query": "tent", "item_ids": "item_000001"}, 422, "item_ids"),
+    ("/rank", {"item_ids": ["item_000001"], "shown": 0}, 422, "shown must be between 1 and"),
+    ("/rank", {"item_ids": ["item_000001"], "shown": 101}, 422, "shown must be between 1 and 100"),
     ("/rank", {"query": "tent", "item_ids": [f"item_{i:06d}" for i in range(1001)]}, 422, "at most 1000"),
     ("/intent", {"query": ""}, 422, "must not be empty"),
     ("/feedback", {**CLICK, "event": "view"}, 422, "event"),
@@ -182,7 +184,7 @@ def test_valid_requests_reach_the_ranker_checked_and_stripped():
     assert client.post("/feedback", json=CLICK).status_code == 200
     assert ranker.calls == [
         ("search", "tent", "u_1", 5, {"category": None, "price_min": None, "price_max": 80.0}, True, {}),
-        ("rank", "", None, ["item_000001"], ranker.settings.explain_top, {}),
+        ("rank", "", None, ["item_000001"], ranker.settings.explain_top, {}, 10),
         ("intent", "boots"),
         ("recommend", "u_1", 20, True, None, True, {}),
         (

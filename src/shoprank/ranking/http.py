@@ -161,7 +161,7 @@ def create_app(
 
     def do_rank(r: Ranker, b: RankBody) -> dict:
         explain = r.settings.explain_top if b.explain else 0
-        return r.rank(b.query, b.user_id, b.item_ids, explain, b.context)
+        return r.rank(b.query, b.user_id, b.item_ids, explain, b.context, b.shown)
 
     def do_intent(r: Ranker, b: IntentBody) -> dict:
         return r.intent(b.query)

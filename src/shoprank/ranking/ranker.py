@@ -187,10 +187,12 @@ class Ranker:
         item_ids: Sequence[str],
         explain_top: int = 0,
         context: Context | None = None,
+        shown: int = 10,
     ) -> dict:
         """Score and order the caller's candidates; reasons for the first ``explain_top``.
 
         ``context``: the request's values of the shop's impression columns (data.columns).
+        ``shown``: the page the caller shows; only those are logged as served impressions.
         """
         user_id = self.shopper(user_id)
         rows = self.catalog.rows_of(item_ids)
@@ -200,15 +202,17 @@ class Ranker:
         order = np.argsort(-s.scores, kind="stable")
         why = self.explainer.reasons(s, order[:explain_top], timings) if explain_top else None
         with stage("log", timings):
-            self.served.remember(request_id, query, user_id, rows[order], s.scores[order], context)
+            page = order[:shown]
+            self.served.remember(request_id, query, user_id, rows[page], s.scores[page], context)
         if len(s.scores):
             metrics.SCORES.labels("rank").observe(float(np.mean(s.scores)))
         results = responses.ranked(self.catalog, rows, s.scores, order, why)
-        self.served.sign(request_id, results)
+        self.served.sign(request_id, results[:shown])
         return {
             **responses.meta(self.version, request_id, s.fallback, timings, "rank", s.query_vector),
             "user_known": s.user_known,
             "order": [r["item_id"] for r in results],
+            "shown": min(shown, len(results)),
             "results": results,
         }
 

@@ -85,10 +85,10 @@ def _check_query(value: str, info: ValidationInfo, allow_empty: bool) -> str:
     return value
 
 
-def _check_k(k: int, info: ValidationInfo) -> int:
+def _check_k(k: int, info: ValidationInfo, name: str = "k") -> int:
     most = _rules(info).settings.max_k
     if not 1 <= k <= most:
-        raise _invalid(f"k must be between 1 and {most}, got {k}")
+        raise _invalid(f"{name} must be between 1 and {most}, got {k}")
     return k
 
 
@@ -199,6 +199,14 @@ class RankBody(ContextBody):
     user_id: UserId | None = None
     item_ids: list[Id]
     explain: bool = False
+    # the page the caller shows: the first ``shown`` of the order are logged as served (and
+    # get feedback tokens); the rest were scored, never seen, and are not impressions
+    shown: int = Field(10, validate_default=True)
+
+    @field_validator("shown")
+    @classmethod
+    def check_shown(cls, shown: int, info: ValidationInfo) -> int:
+        return _check_k(shown, info, "shown")
 
     @field_validator("query")
     @classmethod
