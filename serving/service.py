@@ -15,6 +15,7 @@ readiness and the search page needs the key.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, cast
 
 import bentoml
@@ -23,10 +24,18 @@ from shoprank.artifacts import MODEL_NAME
 from shoprank.config import load_params
 from shoprank.ranking.guard import RequireKey
 from shoprank.ranking.http import API_KEY_ENV, create_app
-from shoprank.ranking.loader import freeze_heap
+from shoprank.ranking.loader import freeze_heap, load_bundle_path
 from shoprank.ranking.ranker import Ranker
+from shoprank.ranking.reload import Reloader
 
 params = load_params()
+
+
+def _latest() -> Path:
+    """The bundle this service should serve now: ``$SHOPRANK_MODEL``, else the store's latest."""
+    return load_bundle_path(os.environ.get("SHOPRANK_MODEL"))
+
+
 app = create_app(settings=params.serve)  # the ranker is attached when the service instance starts
 
 
@@ -42,8 +51,13 @@ class ShopRank:
 
     def __init__(self) -> None:
         self.ranker = Ranker(self.model.path, params)
-        app.state.service.ranker = self.ranker
+        state = app.state.service
+        state.ranker = self.ranker
         freeze_heap()
+        # a champion packaged later (select, rollback) is served without a restart
+        reload_s = params.serve.reload_s
+        state.reloader = Reloader(state, _latest, lambda bundle: Ranker(bundle, params), reload_s)
+        state.reloader.start()
 
     def __is_ready__(self) -> bool:
         return self.ranker is not None

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -39,6 +40,7 @@ from shoprank.ranking.loader import freeze_heap
 from shoprank.ranking.openapi import document
 from shoprank.ranking.page import PAGE, PAGE_HEADERS
 from shoprank.ranking.ranker import Ranker
+from shoprank.ranking.reload import Reloader
 from shoprank.ranking.requests import (
     BadRequest,
     Body,
@@ -66,6 +68,7 @@ class ServiceState:
     def __init__(self, loader: Callable[[], Ranker] | None, settings: Serve, api_key: str | None):
         self.loader, self.settings, self.api_key = loader, settings, api_key or None
         self.ranker: Ranker | None = None
+        self.reloader: Reloader | None = None  # started once a ranker serves
         self.error: str | None = None
         self.started = time.time()
 
@@ -75,6 +78,8 @@ class ServiceState:
         try:
             self.ranker = self.loader()
             freeze_heap()
+            if self.reloader is not None:
+                self.reloader.start()
         except Exception as exc:  # readiness says so (the text is for the log); health stays up
             self.error = f"{type(exc).__name__}: {exc}"[:500]
             log(logger, "model failed to load", error=self.error, level=logging.ERROR, exc_info=True)
@@ -271,7 +276,10 @@ def app_from_env() -> Starlette:
 
     params = load_params()
 
-    def loader() -> Ranker:
-        return Ranker(load_bundle_path(os.environ.get("SHOPRANK_MODEL")), params)
+    def resolve() -> Path:
+        return load_bundle_path(os.environ.get("SHOPRANK_MODEL"))
 
-    return create_app(loader, settings=params.serve)
+    app = create_app(lambda: Ranker(resolve(), params), settings=params.serve)
+    state = app.state.service
+    state.reloader = Reloader(state, resolve, lambda bundle: Ranker(bundle, params), params.serve.reload_s)
+    return app
