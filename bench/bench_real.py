@@ -22,10 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +30,10 @@ import pandas as pd
 import yaml
 
 from bench.hardware import describe
+from bench.project import run_steps, write_params
 from bench.real_baselines import daily_item_ctr, lightgbm_baseline, tabular_features
 from bench.results import ROOT, row
 
-BIN = Path(sys.executable).parent
 STEPS = ("raw", "validate", "features", "materialize", "training-set", "train", "evaluate")
 PROFILE = {"age": "numeric", "gender": "categorical", "occupation": "categorical"}
 BOOTSTRAP = 200
@@ -105,27 +102,7 @@ def project(root: Path, source: Path, quick: bool) -> Path:
     raw["import"]["dir"] = str(root / "data" / "import")
     # a real log's own facts: films released since 1922, more than half of the ratings 4 or 5 stars
     raw["validate"].update({"min_timestamp": "1900-01-01T00:00:00Z", "max_ctr": 0.9})
-    if quick:
-        raw["train"].update({"max_epochs": 2, "mlp": [32], "d": 16})
-        raw["lightgbm"]["rounds"] = 50
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
-
-
-def run_steps(params: Path) -> dict[str, float]:
-    """Each pipeline step as its command, as `dvc repro` runs them; seconds per step."""
-    seconds = {}
-    for step in STEPS:
-        start = time.perf_counter()
-        print(f"  shoprank {step} ...", flush=True)
-        done = subprocess.run(
-            [str(BIN / "shoprank"), step, "--params", str(params)], capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"shoprank {step} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        seconds[step] = round(time.perf_counter() - start, 1)
-    return seconds
+    return write_params(root, raw, quick)
 
 
 def scores(params_path: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
@@ -212,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
         root = args.keep or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         params = project(root, source, args.quick)
-        steps = run_steps(params)
+        steps = run_steps(params, STEPS)
         test, out = scores(params)
         figures = compare(test, out)
         figures["step_seconds"] = steps

@@ -23,18 +23,15 @@ cost in clicks.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
 from bench.hardware import describe
+from bench.project import run_steps, write_params
 from bench.results import ROOT, row
 
-BIN = Path(sys.executable).parent
 STEPS = ("raw", "validate", "features", "materialize", "training-set", "train")
 CANDIDATES = ("bert_ctr", "lightgbm")
 
@@ -50,27 +47,7 @@ def project(root: Path, profile: str, quick: bool) -> Path:
     raw["data"]["source"] = "simulate"
     raw["simulate"]["profile"] = profile
     raw["train"]["candidates"] = {k: v for k, v in raw["train"]["candidates"].items() if k in CANDIDATES}
-    if quick:
-        raw["train"].update({"max_epochs": 2, "mlp": [32], "d": 16})
-        raw["lightgbm"]["rounds"] = 50
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
-
-
-def run_steps(params: Path) -> dict[str, float]:
-    """Each pipeline step as its command, as `dvc repro` runs them; seconds per step."""
-    seconds = {}
-    for step in STEPS:
-        start = time.perf_counter()
-        print(f"  shoprank {step} ...", flush=True)
-        done = subprocess.run(
-            [str(BIN / "shoprank"), step, "--params", str(params)], capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"shoprank {step} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        seconds[step] = round(time.perf_counter() - start, 1)
-    return seconds
+    return write_params(root, raw, quick)
 
 
 def measure(params_path: Path) -> dict:
@@ -136,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         root = args.keep or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         params = project(root, args.profile, args.quick)
-        steps = run_steps(params)
+        steps = run_steps(params, STEPS)
         figures = measure(params)
     figures.update({"profile": args.profile, "quick": args.quick, "step_seconds": steps})
     return report(figures)
