@@ -31,6 +31,16 @@ def _holds(paths: dict, who: str) -> list[str]:
     return found
 
 
+def _online(params: Path, user: str) -> bool:
+    """The online store has a value of the shopper's stats (Feast answers null for an unknown key)."""
+    from shoprank.config import load_params
+    from shoprank.features.store import open_store
+
+    store = open_store(load_params(params).features)
+    got = store.get_online_features(features=["user_stats:user_clicks"], entity_rows=[{"user_id": user}])
+    return got.to_dict()["user_clicks"][0] is not None
+
+
 @pytest.mark.slow
 def test_forget_removes_a_shopper_everywhere_and_no_later_step_brings_them_back(tmp_path):
     raw = tiny_raw_params(tmp_path)
@@ -56,17 +66,21 @@ def test_forget_removes_a_shopper_everywhere_and_no_later_step_brings_them_back(
         log.append([{"event": "click", "request_id": req, "item_id": items[0]}], now=now)  # no user on it
     run("ingest-feedback")
     run("validate")
-    # a feature table and a training table keyed by shopper, as the features and training-set steps write
-    for folder, name in (("features", "user_features.parquet"), ("training", "training.parquet")):
-        Path(paths[folder]).mkdir(parents=True, exist_ok=True)
-        pd.read_parquet(Path(paths["raw"]) / "impressions.parquet").to_parquet(Path(paths[folder]) / name)
+    run("features")  # the feature tables and the online store hold the shopper, as a pipeline run leaves them
+    run("materialize")
+    # a training table keyed by shopper, as the training-set step writes
+    Path(paths["training"]).mkdir(parents=True, exist_ok=True)
+    impressions = pd.read_parquet(Path(paths["raw"]) / "impressions.parquet")
+    impressions.to_parquet(Path(paths["training"]) / "training.parquet")
     assert len(_holds(paths, who)) >= 6 and _holds(paths, other)
+    assert _online(params, who) and _online(params, other)
 
     out = run("forget", "user_000003")
     assert who in out and "user_000003" not in Path(paths["erasure"], "erased.txt").read_text()
     assert read_erased(paths["erasure"]) == {who}
     assert _holds(paths, who) == []
     assert _holds(paths, other)  # nobody else's rows went
+    assert not _online(params, who) and _online(params, other)  # the online store forgot them too
     lines = [
         json.loads(x) for f in Path(paths["feedback"], "log").glob("*.jsonl") for x in f.read_text().split()
     ]
