@@ -78,3 +78,16 @@ def test_an_erased_shopper_is_left_out_of_a_new_batch(tmp_path, params):
         df = pd.read_parquet(path)
         if "user_id" in df:
             assert gone not in set(df["user_id"]), path
+
+
+def test_a_bundle_named_under_another_key_is_reported_not_silent(caplog):
+    from shoprank.privacy import fingerprint
+    from shoprank.ranking.ranker import key_matches
+
+    pipeline, service = b"k" * 32, b"q" * 32
+    assert fingerprint(pipeline) != fingerprint(service) and fingerprint(pipeline) == fingerprint(b"k" * 32)
+    assert "k" * 8 not in fingerprint(pipeline)  # a keyed hash, not the key
+    assert key_matches({"pseudonym_key": fingerprint(pipeline)}, pipeline)
+    assert key_matches({}, service)  # a bundle that does not say
+    assert not key_matches({"pseudonym_key": fingerprint(pipeline)}, service)
+    assert "every shopper will look new" in caplog.text

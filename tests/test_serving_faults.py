@@ -27,7 +27,9 @@ def _degraded_but_answering(server: Server) -> None:
         "online_store",
         "understanding",
         "encoder_runtime",
+        "shoppers",
     }  # no error text
+    assert ready.json()["shoppers"] == "ok"  # the service holds the key the bundle's shoppers were named with
     for path, body in (
         ("/search", {"query": "tent", "k": 3}),
         ("/recommend", {"user_id": "user_000003", "k": 3}),

@@ -8,12 +8,13 @@
 """
 
 from shoprank.privacy.erasure import Shoppers, read_erased
-from shoprank.privacy.pseudonyms import PseudonymKeyError, load_key, pseudonym, pseudonymise
+from shoprank.privacy.pseudonyms import PseudonymKeyError, fingerprint, load_key, pseudonym, pseudonymise
 from shoprank.privacy.scrub import scrub, scrub_series
 
 __all__ = [
     "PseudonymKeyError",
     "Shoppers",
+    "fingerprint",
     "load_key",
     "pseudonym",
     "pseudonymise",

@@ -42,6 +42,15 @@ def pseudonym(user_id: str, key: bytes) -> str:
     return PREFIX + digest[:HEX_CHARS]
 
 
+def fingerprint(key: bytes) -> str:
+    """What says which key named a batch's shoppers without revealing it: the pseudonym of a fixed text.
+
+    The bundle records it and the service compares it with its own key's: under another key
+    every shopper would look new, silently.
+    """
+    return pseudonym("shoprank: the pseudonym key's fingerprint", key)
+
+
 def pseudonymise(ids: pd.Series, key: bytes) -> pd.Series:
     """Every id of ``ids`` replaced by its pseudonym (nulls stay null); hashes each distinct id once."""
     text = ids.astype("string")

@@ -45,6 +45,7 @@ from shoprank.artifacts import (
 from shoprank.config import Params
 from shoprank.data.io import table_path
 from shoprank.logs import log
+from shoprank.privacy import fingerprint, load_key
 
 logger = logging.getLogger(__name__)
 FORMAT = 1
@@ -204,6 +205,8 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
         "understanding": report["scores"] if understanding is not None else None,  # held-out scores
         "understanding_missing": None if understanding is not None else report["reason"],
         "data_batch": batch.name,
+        # which key named the batch's shoppers: the service checks that it holds the same one
+        "pseudonym_key": fingerprint(load_key(params.paths.secrets)),
         "packaged_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))

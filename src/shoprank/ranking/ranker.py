@@ -34,7 +34,7 @@ from shoprank.config import Params, Serve
 from shoprank.feedback import FeedbackLog
 from shoprank.inputs.frame import Frame
 from shoprank.logs import log
-from shoprank.privacy import load_key, pseudonym
+from shoprank.privacy import fingerprint, load_key, pseudonym
 from shoprank.ranking import metrics, recommend, responses, understand
 from shoprank.ranking.explanations import Explainer
 from shoprank.ranking.loader import load, runtime_of
@@ -85,6 +85,7 @@ class Ranker:
         self.explainer = Explainer(self.scoring)
         self.scoring.day = day_so_far(self.features.users, params.features.ctr_prior_strength)
         self.pseudonym_key = load_key(params.paths.secrets)  # the key the batch's shoppers were named with
+        self.key_matches = key_matches(self.manifest, self.pseudonym_key)
         feedback = FeedbackLog(params.paths.feedback)
         tokens = FeedbackTokens(deployment_secret(params.paths.feedback))
         self.served = ServedResponses(
@@ -326,6 +327,7 @@ class Ranker:
             "online_store": "ok" if self.features.probe() else "unreachable",
             "understanding": self.understanding is not None,
             "encoder_runtime": self.encoder_runtime,
+            "shoppers": "ok" if self.key_matches else "pseudonym key differs from the bundle's",
         }
 
 
@@ -339,3 +341,21 @@ def day_so_far(users: Any, prior_strength: float) -> DaySoFar:
 
 def new_request_id() -> str:
     return "r_" + uuid.uuid4().hex
+
+
+def key_matches(manifest: dict, key: bytes) -> bool:
+    """The bundle's shoppers were named with ``key`` (a bundle that does not say is taken to match).
+
+    Under another key no request finds its shopper's features: every shopper is served as
+    new. That is logged as an error and readiness shows it.
+    """
+    recorded = manifest.get("pseudonym_key")
+    if recorded is None or recorded == fingerprint(key):
+        return True
+    log(
+        logger,
+        "the service's pseudonym key is not the one the bundle's shoppers were named with: "
+        "every shopper will look new (set $SHOPRANK_PSEUDONYM_KEY to the pipeline's key)",
+        level=logging.ERROR,
+    )
+    return False
