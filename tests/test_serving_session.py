@@ -42,7 +42,7 @@ def ranker(serving_env):
 def test_a_session_in_progress_reaches_the_models_inputs(ranker, serving_env):
     user = str(ranker.features.users.index[0])  # a pseudonym, as score takes
     items = [str(i) for i in ranker.catalog.item_ids[:12]]
-    first = ranker.rank("", serving_env.user_id(user), items)  # a request sends the shopper's own id
+    first = ranker.rank("", serving_env.user_id(user), items, shown=12)  # the shopper's own id
     s = ranker.score(ranker.rows_of(items), "", user, "r_probe", {})
     frame = ranker.frame_of(s).df
     assert (frame["user_impressions_today"] == 12).all()  # what the first page showed

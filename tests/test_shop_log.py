@@ -154,7 +154,7 @@ def test_dvc_repro_runs_on_an_imported_log_and_the_service_answers_for_its_users
     if champion["candidate"] != "popularity":  # the shop's columns are inputs of the champion
         assert {"age", "segment", "weight_g", "platform"} <= {*spec.numeric, *spec.categorical}
     items = [str(i) for i in range(1, 21)]
-    ranked = ranker.rank("", "7", items, explain_top=3, context={"platform": "app"})
+    ranked = ranker.rank("", "7", items, explain_top=3, context={"platform": "app"}, shown=20)
     assert sorted(ranked["order"]) == sorted(items) and ranked["user_known"]
     scores = [r["score"] for r in ranked["results"]]
     assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
