@@ -1,8 +1,8 @@
 """The live service over real HTTP, on the tiny champion packaged into a private BentoML store.
 
 The tests share the session's ``serving_env`` and uvicorn ``live_server`` (tests/conftest.py);
-a second server runs with an API key and an unreachable online store, `bentoml serve` is
-exercised once, and the last test kills the live server and starts it again.
+a second server runs with an API key and an unreachable online store, and the last test
+kills the live server and starts it again (`bentoml serve`: tests/test_serving_bentoml.py).
 """
 
 from __future__ import annotations
@@ -339,46 +339,6 @@ def test_api_key_and_online_store_down_fallback(serving_env):
         )
     finally:
         server.stop()
-
-
-@pytest.mark.slow
-@pytest.mark.integration
-def test_bentoml_serve_and_build(serving_env):
-    """The BentoML service itself: `bentoml serve` on the packaged model, and `bentoml build`."""
-    import subprocess
-
-    from tests.conftest import ROOT
-    from tests.serving_fixtures import VENV_BIN
-
-    env = serving_env.env(SHOPRANK_MODEL=serving_env.tag, SHOPRANK_API_KEY="s3cret")
-    server = Server(env, ROOT, bentoml=True, log_dir=serving_env.root).start()
-    key = {"X-API-Key": "s3cret"}
-    try:
-        assert server.get("/readyz").status_code == 200  # probes need no key
-        r = server.post("/search", {"query": "tent", "k": 3}, headers=key)
-        assert r.status_code == 200 and len(r.json()["results"]) == 3
-        assert server.post("/search", {"query": ""}, headers=key).status_code == 422
-        for path in ("/metrics", "/service-metrics", "/openapi.json", "/docs.json"):  # BentoML's own too
-            assert server.get(path).status_code == 401, path
-        assert "shoprank_request_seconds" in server.get("/metrics", headers=key).text
-        assert server.get("/ui").status_code == 200
-        assert server.get("/openapi.json", headers=key).json()["paths"]["/search"]["post"]
-        processes = server.processes()
-        assert len(processes) >= 3  # the supervisor, BentoML's arbiter, its workers
-    finally:
-        server.stop()
-    assert not [p for p in processes if p.is_running() and p.status() != "zombie"]  # none left behind
-    built = subprocess.run(
-        [str(VENV_BIN / "bentoml"), "build", "-f", "serving/bentofile.yaml", ".", "-o", "tag"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
-    bentos = list((serving_env.bentoml_home / "bentos" / "shoprank").glob("*/bento.yaml"))
-    assert bentos and serving_env.tag in bentos[0].read_text()
 
 
 @pytest.mark.slow

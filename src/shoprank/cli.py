@@ -15,8 +15,9 @@ from typing import Annotated
 
 import typer
 
+from shoprank import cli_text as text
 from shoprank.config import ParamsError, load_params
-from shoprank.logs import log, setup_logging
+from shoprank.logs import setup_logging
 
 app = typer.Typer(
     help="shoprank: language-model-powered e-commerce search ranking.",
@@ -49,23 +50,6 @@ def _params(path: Path | None):
         _fail(str(exc), 2)
 
 
-def _print_summary(summary: dict) -> None:
-    rows = ", ".join(f"{k} {v:,}" for k, v in summary["rows"].items())
-    typer.echo(f"rows: {rows} ({summary['requests']:,} requests)")
-    typer.echo(f"overall CTR: {summary['ctr']:.4f}   purchase rate: {summary['purchase_rate']:.4f}")
-    pos = summary["ctr_by_position"]
-    typer.echo("CTR by position: " + "  ".join(f"{k}:{v:.3f}" for k, v in pos.items()))
-    typer.echo(
-        f"new items: {summary['new_item_share']:.1%} of the catalog, "
-        f"{summary['new_item_impression_share']:.1%} of impressions"
-    )
-    typer.echo("intents: " + ", ".join(f"{k} {v:.1%}" for k, v in summary["intents"].items()))
-    typer.echo(
-        f"Bayes-optimal AUC of the logged clicks: {summary['bayes_auc']:.4f} "
-        f"(expected over click draws: {summary['bayes_auc_expected']:.4f})"
-    )
-
-
 @app.command()
 def raw(params: ParamsOpt = None) -> None:
     """The pipeline's first step: the raw batch from data.source (simulate, or import your logs)."""
@@ -80,9 +64,9 @@ def raw(params: ParamsOpt = None) -> None:
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc), 2)
     if result["source"] == "simulate":
         typer.echo(f"simulated profile {result['profile']} into {p.paths.raw}")
-        _print_summary(result["summary"])
+        text.summary(result["summary"])
     else:
-        _print_import(result["imported"], p.paths.raw)
+        text.imported(result["imported"], p.paths.raw)
 
 
 @app.command()
@@ -107,7 +91,7 @@ def simulate(
     except PseudonymKeyError as exc:
         _fail(str(exc), 2)
     typer.echo(f"wrote {out} (profile {profile or p.simulate.profile}); every table conforms to the contract")
-    _print_summary(summary)
+    text.summary(summary)
 
 
 @app.command("import")
@@ -126,22 +110,7 @@ def import_(
         result = import_batch(p, out)
     except (ImportFailed, PseudonymKeyError) as exc:
         _fail(str(exc))
-    _print_import(result, out)
-
-
-def _print_import(result, out: Path) -> None:
-    for path in result.paths:
-        log(logger, "imported", path=str(path))
-    tables = result.report["tables"]
-    typer.echo(
-        f"imported {len(result.paths)} table(s) into {out}: "
-        + ", ".join(f"{name} {t['rows_written']} rows" for name, t in tables.items())
-    )
-    shape = result.report["impressions"]
-    typer.echo(f"{shape['requests']} requests, {shape['clicks']} clicks, CTR {shape['ctr']:.2%}")
-    dropped = {name: t["rows_dropped"] for name, t in tables.items() if t["rows_dropped"]}
-    if dropped:
-        typer.echo(f"dropped invalid rows: {dropped} (reasons in {result.report_path})")
+    text.imported(result, out)
 
 
 @app.command()
@@ -308,7 +277,6 @@ def train(
 @app.command()
 def evaluate(params: ParamsOpt = None) -> None:
     """Evaluate every candidate on the time-based test split; write metrics/evaluate.json."""
-    from shoprank.evaluation.evaluate import HEADLINE
     from shoprank.evaluation.step import run_evaluate
 
     p = _params(params)
@@ -316,13 +284,7 @@ def evaluate(params: ParamsOpt = None) -> None:
         report = run_evaluate(p)
     except FileNotFoundError as exc:
         _fail(str(exc), 2)
-    keys = HEADLINE
-    typer.echo(f"{'candidate':10s} " + " ".join(f"{k[:12]:>12s}" for k in keys))
-    for name, m in report["candidates"].items():
-        typer.echo(f"{name:10s} " + " ".join(f"{m[k]:12.4f}" if k in m else f"{'-':>12s}" for k in keys))
-    for key, why in report["not_computed"].items():
-        typer.echo(f"  {key}: not computed, {why}")
-    typer.echo(f"winner by {p.select.metric}: {report['winner']}")
+    text.evaluation(report, p.select.metric)
 
 
 @app.command()
@@ -370,19 +332,7 @@ def understand(params: ParamsOpt = None) -> None:
         report = run_understand(p)
     except FileNotFoundError as exc:
         _fail(str(exc), 2)
-    out = Path(p.paths.models) / ARTIFACT
-    if not report["trained"]:
-        typer.echo(f"no heads: {report['reason']}; `package` ships without them -> {out}")
-        return
-    scores = report["scores"] or {}
-    typer.echo(f"{'head':14s} {'accuracy':>9s} {'macro_f1':>9s}   (held out)")
-    for head, s in scores.items():
-        typer.echo(f"{head:14s} {s['accuracy']:9.4f} {s['macro_f1']:9.4f}")
-    rows = report["rows"]
-    typer.echo(
-        f"fitted on {rows['queries']:,} labelled queries and {rows['items']:,} items -> {out} "
-        f"(scores: {Path(p.paths.metrics) / METRICS_FILE})"
-    )
+    text.understanding(report, Path(p.paths.models) / ARTIFACT, Path(p.paths.metrics) / METRICS_FILE)
 
 
 @app.command()

@@ -46,12 +46,12 @@ from shoprank.data.schema import (
     FEEDBACK,
     IMPRESSIONS,
     ContractError,
-    TableSchema,
     check_table,
     conform,
     empty,
     with_declared,
 )
+from shoprank.feedback.context import context_readable, request_columns
 from shoprank.feedback.log import FeedbackLog
 from shoprank.inputs.declare import shop_columns
 from shoprank.logs import log
@@ -169,7 +169,7 @@ def _check(df: pd.DataFrame, raw_dir: Path, max_position: int | None = None) -> 
     flag(uid.notna() & ~uid.isin(users), "user_id not in the raw users")
 
     served = df["event"] == "served"
-    flag(served & ~_context_readable(df["context"]), "context is not a JSON object")
+    flag(served & ~context_readable(df["context"]), "context is not a JSON object")
     flag(served & df["user_id"].isna(), "served without a user_id")
     flag(served & df["position"].isna(), "served without a position")
     if max_position is not None:  # a slot past the page the logs are validated for was never seen
@@ -197,44 +197,6 @@ def _check(df: pd.DataFrame, raw_dir: Path, max_position: int | None = None) -> 
 # --- writing ---------------------------------------------------------------------------------
 
 
-def _context(text: object) -> dict | None:
-    if text is None or text is pd.NA or (isinstance(text, float) and np.isnan(text)):
-        return {}
-    try:
-        value = json.loads(str(text))
-    except json.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _context_readable(contexts: pd.Series) -> pd.Series:
-    """Per record: its context is absent or a JSON object (read once per distinct text)."""
-    bad = [text for text in contexts.dropna().unique() if _context(text) is None]
-    return ~contexts.isin(bad)
-
-
-def _request_columns(served: pd.DataFrame, schema: TableSchema) -> dict[str, np.ndarray]:
-    """The shop's impression columns from each served record's context, typed as declared.
-
-    A key the shop no longer declares is ignored and a value that does not fit its kind is
-    null, so that feedback logged under older params still trains.
-    """
-    declared = [c for c in schema.columns if c.name not in IMPRESSIONS.names]
-    if not declared:
-        return {}
-    parsed = {text: _context(text) or {} for text in served["context"].dropna().unique()}
-    rows = served["context"].map(parsed)
-    out = {}
-    for col in declared:
-        values = pd.Series([(r or {}).get(col.name) if isinstance(r, dict) else None for r in rows])
-        if col.type == "string":
-            values = values.map(lambda v: v if isinstance(v, str) else None)
-        else:
-            values = pd.to_numeric(values, errors="coerce")
-        out[col.name] = values.to_numpy()
-    return out
-
-
 def impressions_from(df: pd.DataFrame) -> pd.DataFrame:
     """Served records -> impression rows of the contract (clicked/purchased joined on the key),
     with the shop's declared impression columns read from each record's context."""
@@ -254,7 +216,7 @@ def impressions_from(df: pd.DataFrame) -> pd.DataFrame:
             "clicked": key.isin(_pairs(df[df["event"] == "click"])).astype("int8"),
             "purchased": key.isin(_pairs(df[df["event"] == "purchase"])).astype("int8"),
             "propensity": np.full(len(served), np.nan),
-            **_request_columns(served, schema),
+            **request_columns(served, schema),
         }
     )
     out["ts"] = pd.to_datetime(out["ts"], utc=True)

@@ -1,0 +1,75 @@
+"""What the CLI prints for a step's result: the tables and lines a person reads after each command."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from shoprank.logs import log
+
+logger = logging.getLogger("shoprank.cli")
+
+
+def summary(summary: dict) -> None:
+    """A simulated batch's shape."""
+    rows = ", ".join(f"{k} {v:,}" for k, v in summary["rows"].items())
+    typer.echo(f"rows: {rows} ({summary['requests']:,} requests)")
+    typer.echo(f"overall CTR: {summary['ctr']:.4f}   purchase rate: {summary['purchase_rate']:.4f}")
+    pos = summary["ctr_by_position"]
+    typer.echo("CTR by position: " + "  ".join(f"{k}:{v:.3f}" for k, v in pos.items()))
+    typer.echo(
+        f"new items: {summary['new_item_share']:.1%} of the catalog, "
+        f"{summary['new_item_impression_share']:.1%} of impressions"
+    )
+    typer.echo("intents: " + ", ".join(f"{k} {v:.1%}" for k, v in summary["intents"].items()))
+    typer.echo(
+        f"Bayes-optimal AUC of the logged clicks: {summary['bayes_auc']:.4f} "
+        f"(expected over click draws: {summary['bayes_auc_expected']:.4f})"
+    )
+
+
+def imported(result, out: Path) -> None:
+    """What an import wrote and dropped."""
+    for path in result.paths:
+        log(logger, "imported", path=str(path))
+    tables = result.report["tables"]
+    typer.echo(
+        f"imported {len(result.paths)} table(s) into {out}: "
+        + ", ".join(f"{name} {t['rows_written']} rows" for name, t in tables.items())
+    )
+    shape = result.report["impressions"]
+    typer.echo(f"{shape['requests']} requests, {shape['clicks']} clicks, CTR {shape['ctr']:.2%}")
+    dropped = {name: t["rows_dropped"] for name, t in tables.items() if t["rows_dropped"]}
+    if dropped:
+        typer.echo(f"dropped invalid rows: {dropped} (reasons in {result.report_path})")
+
+
+def evaluation(report: dict, metric: str) -> None:
+    """The headline metrics of every candidate, what could not be computed, the winner."""
+    from shoprank.evaluation.evaluate import HEADLINE
+
+    keys = HEADLINE
+    typer.echo(f"{'candidate':10s} " + " ".join(f"{k[:12]:>12s}" for k in keys))
+    for name, m in report["candidates"].items():
+        typer.echo(f"{name:10s} " + " ".join(f"{m[k]:12.4f}" if k in m else f"{'-':>12s}" for k in keys))
+    for key, why in report["not_computed"].items():
+        typer.echo(f"  {key}: not computed, {why}")
+    typer.echo(f"winner by {metric}: {report['winner']}")
+
+
+def understanding(report: dict, out: Path, scores_file: Path) -> None:
+    """The query-understanding heads' held-out scores, or why there are none."""
+    if not report["trained"]:
+        typer.echo(f"no heads: {report['reason']}; `package` ships without them -> {out}")
+        return
+    scores = report["scores"] or {}
+    typer.echo(f"{'head':14s} {'accuracy':>9s} {'macro_f1':>9s}   (held out)")
+    for head, s in scores.items():
+        typer.echo(f"{head:14s} {s['accuracy']:9.4f} {s['macro_f1']:9.4f}")
+    rows = report["rows"]
+    typer.echo(
+        f"fitted on {rows['queries']:,} labelled queries and {rows['items']:,} items -> {out} "
+        f"(scores: {scores_file})"
+    )
