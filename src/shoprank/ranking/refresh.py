@@ -8,46 +8,35 @@ is derived from it (the fast path's item arrays), here rather than in a request.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 from shoprank.logs import log
 from shoprank.ranking.features import OnlineFeatures
+from shoprank.ranking.periodic import Periodic
 
 logger = logging.getLogger(__name__)
 REFRESH_CHUNK = 100  # items per online-store read of the background refresh
 REFRESH_PAUSE_S = 0.01  # between those reads
 
 
-class Refresher:
-    """The refresh thread of one worker: :meth:`start` once, :meth:`stop` to end it early."""
+class Refresher(Periodic):
+    """The refresh thread of one worker: :meth:`start` once, :meth:`stop` to end it early.
+
+    Without a TTL it never starts: values are then read on every request.
+    """
+
+    thread_name = "feature-refresh"
 
     def __init__(self, features: OnlineFeatures, after: Callable[[], None], ttl_s: float):
+        super().__init__(max(ttl_s / 2, 0.5), enabled=ttl_s > 0)
         self.features, self.after, self.ttl_s = features, after, ttl_s
-        self.thread: threading.Thread | None = None
-        self._stopping = threading.Event()
 
-    def start(self) -> None:
-        """Start the thread (no-op without a TTL: values are then read on every request)."""
-        if self.ttl_s <= 0 or self.thread is not None:
-            return
-        self.thread = threading.Thread(target=self._run, name="feature-refresh", daemon=True)
-        self.thread.start()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the background refresh (it also dies with the process: a daemon thread)."""
-        self._stopping.set()
-        if self.thread is not None:
-            self.thread.join(timeout_s)
-
-    def _run(self) -> None:
-        period = max(self.ttl_s / 2, 0.5)
-        while not self._stopping.wait(period):
-            try:
-                # skipped while the store is unchanged (SQLite tells); else small chunks with a
-                # pause between them: a chunk holds the GIL briefly, where a whole table would
-                # hold it long enough to delay the requests in flight
-                self.features.refresh_all(chunk=REFRESH_CHUNK, pause_s=REFRESH_PAUSE_S, if_changed=True)
-                self.after()
-            except Exception as exc:  # logged and retried on the next tick
-                log(logger, "feature refresh failed", error=repr(exc)[:300], level=logging.WARNING)
+    def tick(self) -> None:
+        try:
+            # skipped while the store is unchanged (SQLite tells); else small chunks with a
+            # pause between them: a chunk holds the GIL briefly, where a whole table would
+            # hold it long enough to delay the requests in flight
+            self.features.refresh_all(chunk=REFRESH_CHUNK, pause_s=REFRESH_PAUSE_S, if_changed=True)
+            self.after()
+        except Exception as exc:  # logged and retried on the next tick
+            log(logger, "feature refresh failed", error=repr(exc)[:300], level=logging.WARNING)

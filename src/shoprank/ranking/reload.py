@@ -13,18 +13,23 @@ folder is not tried again until the store names another. A worker pinned to a fo
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from shoprank.logs import log
+from shoprank.ranking.periodic import Periodic
 
 logger = logging.getLogger(__name__)
 
 
-class Reloader:
-    """Swap ``holder.ranker`` for a ranker of the bundle ``resolve()`` names, when it changes."""
+class Reloader(Periodic):
+    """Swap ``holder.ranker`` for a ranker of the bundle ``resolve()`` names, when it changes.
+
+    A period of 0 never starts the thread: the worker serves one bundle for life.
+    """
+
+    thread_name = "model-reload"
 
     def __init__(
         self,
@@ -33,26 +38,12 @@ class Reloader:
         load: Callable[[Path], Any],
         period_s: float,
     ):
-        self.holder, self.resolve, self.load, self.period_s = holder, resolve, load, period_s
+        super().__init__(period_s, enabled=period_s > 0)
+        self.holder, self.resolve, self.load = holder, resolve, load
         self.failed: Path | None = None  # the last bundle that did not load: not retried
-        self.thread: threading.Thread | None = None
-        self._stopping = threading.Event()
 
-    def start(self) -> None:
-        """Start watching (no-op with a period of 0: the worker serves one bundle for life)."""
-        if self.period_s <= 0 or self.thread is not None:
-            return
-        self.thread = threading.Thread(target=self._run, name="model-reload", daemon=True)
-        self.thread.start()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stopping.set()
-        if self.thread is not None:
-            self.thread.join(timeout_s)
-
-    def _run(self) -> None:
-        while not self._stopping.wait(self.period_s):
-            self.check()
+    def tick(self) -> None:
+        self.check()
 
     def check(self) -> bool:
         """One look at the store: True when another bundle was loaded and now serves."""
