@@ -246,3 +246,26 @@ def test_purchase_head_is_off_without_purchases(params, frames, tmp_path):
     )
     assert "no purchases" in result.purchase_head
     assert load(result.artifact)[1].predict_purchase(bare["test"]) is None
+
+
+def test_a_bias_input_shifts_every_candidate_of_a_request_alike():
+    """The shopper's day so far moves how likely a click is, never which item ranks first."""
+    import torch
+
+    from shoprank.models.bert_ctr import BertCTR, CTRConfig
+
+    torch.manual_seed(0)
+    cfg = CTRConfig(text_dim=8, n_numeric=3, d=4, mlp=(8,), use_text=False, bias_numeric=(1,))
+    model = BertCTR(cfg).eval()
+    num = torch.randn(6, 3)  # six candidates of one request: item inputs differ, the bias column too
+    shifted = num.clone()
+    shifted[:, 1] = 5.0  # the same day so far for all of them
+    base = num.clone()
+    base[:, 1] = -1.0
+    with torch.no_grad():
+        delta = model.relevance({"num": shifted}) - model.relevance({"num": base})
+        crossed = num.clone()
+        crossed[:, 0] += 1.0  # an item input is crossed: it changes candidates differently
+        moved = model.relevance({"num": crossed}) - model.relevance({"num": num})
+    assert torch.allclose(delta, delta[0].expand_as(delta), atol=1e-6) and delta.abs().max() > 0
+    assert not torch.allclose(moved, moved[0].expand_as(moved), atol=1e-4)

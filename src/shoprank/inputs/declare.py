@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from shoprank.inputs.derive import DERIVATIONS, Derivation
@@ -50,6 +50,9 @@ class Input:
     sent as ``context`` when serving).
     ``entity``: whose value it is (item inputs are precomputed per item in serving;
     user and query inputs are one value per request). ``uses``: the candidates that read it.
+    ``bias``: a value that shifts every candidate of a request alike (the shopper's day so
+    far): the networks add it through their own small tower and never cross it with the
+    item's inputs, so it moves how likely a click is, not which item ranks first.
     """
 
     name: str
@@ -60,6 +63,7 @@ class Input:
     derive: str | None = None
     group: str | None = None
     uses: frozenset[str] = TABULAR
+    bias: bool = False
 
     def __post_init__(self) -> None:
         if self.view is not None and self.derive is not None:
@@ -134,8 +138,14 @@ INPUTS: list[Input] = [
     _stored("user_clicks", "numeric", "user", "user_stats", None, "clicks before the snapshot"),
     _stored("user_impressions_{w}", "numeric", "user", "user_stats", None, "impressions, window w"),
     _stored("user_ctr_{w}", "numeric", "user", "user_stats", None, "smoothed click rate, window w"),
-    _stored("user_impressions_today", "numeric", "user", "user_stats", None, "shown earlier today (UTC)"),
-    _stored("user_ctr_today", "numeric", "user", "user_stats", None, "smoothed click rate earlier today"),
+    replace(
+        _stored("user_impressions_today", "numeric", "user", "user_stats", None, "shown earlier today (UTC)"),
+        bias=True,
+    ),
+    replace(
+        _stored("user_ctr_today", "numeric", "user", "user_stats", None, "smoothed click rate earlier today"),
+        bias=True,
+    ),
     _stored("recent_items", "sequence", "user", "user_history", "your_history",
             "last clicked items, newest first, attended against the candidate", uses=NEURAL),
     _id("user_id", "user"),

@@ -54,6 +54,7 @@ class CTRConfig:
     mode: str = "frozen"  # frozen | finetune | lora
     lora_rank: int = 8
     purchase_head: bool = False  # a second tower: P(purchase | click), trained ESMM-style
+    bias_numeric: tuple[int, ...] = ()  # numeric columns added by their own tower, never crossed
     extra: dict = field(default_factory=dict)  # free-form metadata kept with checkpoints
 
     def __post_init__(self) -> None:
@@ -113,11 +114,17 @@ class BertCTR(nn.Module):
         self.attention = TargetAttention(d)
         text_width = (3 * d + 2) if cfg.use_text else 0  # q, i, q*i, cosine, has_query
         hist_width = d if (cfg.use_text and cfg.use_history) else 0
-        width = text_width + hist_width + cfg.cat_dim * len(cfg.cat_cardinalities) + cfg.n_numeric
+        crossed = cfg.n_numeric - len(cfg.bias_numeric)
+        width = text_width + hist_width + cfg.cat_dim * len(cfg.cat_cardinalities) + crossed
         self.input_norm = nn.LayerNorm(width)
         self.cross = CrossNetwork(width, cfg.cross_layers)
         self.mlp = tower(width, cfg.mlp, cfg.dropout)
         self.purchase_mlp = tower(width, cfg.mlp, cfg.dropout) if cfg.purchase_head else None
+        # the request's shift (e.g. the shopper's day so far): one logit, the same for every candidate
+        self.bias = tower(len(cfg.bias_numeric), (16,), cfg.dropout) if cfg.bias_numeric else None
+        keep = [j for j in range(cfg.n_numeric) if j not in set(cfg.bias_numeric)]
+        self.register_buffer("crossed_numeric", torch.tensor(keep, dtype=torch.long), persistent=False)
+        self.register_buffer("bias_index", torch.tensor(cfg.bias_numeric, dtype=torch.long), persistent=False)
         # shallow: one learned logit per position, 0 = unknown/serving contributes nothing
         self.position = nn.Embedding(cfg.page_size + 1, 1)
         nn.init.zeros_(self.position.weight)
@@ -147,21 +154,28 @@ class BertCTR(nn.Module):
                 parts.append(self.attention(hist, self.h_proj(i), hist_idx > 0))
         if self.cats:
             parts += [emb(batch["cat"][:, j]) for j, emb in enumerate(self.cats)]
-        if self.cfg.n_numeric:
-            parts.append(batch["num"])
+        if self.cfg.n_numeric > len(self.cfg.bias_numeric):
+            num = batch["num"]
+            parts.append(num[:, cast(Tensor, self.crossed_numeric)] if self.cfg.bias_numeric else num)
         x = self.input_norm(torch.cat(parts, dim=-1))
         return self.cross(x)
 
     def relevance(self, batch: dict[str, Tensor]) -> Tensor:
         """(B,) position-free click logit: what serving and evaluation rank clicks by."""
-        return self.mlp(self.shared(batch)).squeeze(-1)
+        return self._click(self.shared(batch), batch)
+
+    def _click(self, x: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        logit = self.mlp(x).squeeze(-1)
+        if self.bias is not None:
+            logit = logit + self.bias(batch["num"][:, cast(Tensor, self.bias_index)]).squeeze(-1)
+        return logit
 
     def heads(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """(B,) click relevance logit and (B,) logit of P(purchase | click), one shared pass."""
         if self.purchase_mlp is None:
             raise ValueError("this model has no purchase head (trained on a log without purchases)")
         x = self.shared(batch)
-        return self.mlp(x).squeeze(-1), self.purchase_mlp(x).squeeze(-1)
+        return self._click(x, batch), self.purchase_mlp(x).squeeze(-1)
 
     def forward(self, batch: dict[str, Tensor], with_position: bool = False) -> Tensor:
         logit = self.relevance(batch)

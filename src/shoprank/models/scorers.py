@@ -110,6 +110,7 @@ def load(path: Path | str) -> tuple[str, Scorer]:
     cfg = CTRConfig(**payload["cfg"])
     cfg.cat_cardinalities = tuple(cfg.cat_cardinalities)
     cfg.mlp = tuple(cfg.mlp)
+    cfg.bias_numeric = tuple(cfg.bias_numeric)
     return payload["kind"], NeuralScorer(
         cfg, payload["state"], payload["pre"], payload["history_length"], payload.get("encoder_config")
     )

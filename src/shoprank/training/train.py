@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from shoprank.config import CF, Params, Train
+from shoprank.inputs.declare import by_name
 from shoprank.inputs.frame import Frame
 from shoprank.inputs.items import item_embeddings
 from shoprank.logs import log
@@ -132,6 +133,7 @@ def fit_neural(
         mode=settings.mode if use_text else "frozen",
         page_size=int(max(train.df["position"].max(), 1)),
         purchase_head=purchase,
+        bias_numeric=tuple(j for j, name in enumerate(spec.numeric) if by_name(name).bias),
     )
     steps = settings.max_epochs * math.ceil(len(tr) / settings.batch_size)
     optim = OptimConfig(
