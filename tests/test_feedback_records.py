@@ -7,14 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from shoprank.cli import app
 from shoprank.feedback import FeedbackLog, FeedbackRecordError
 from shoprank.feedback.ingest import IMPRESSIONS_FILE
-from tests.conftest import ROOT
-from tests.test_ingest_feedback import NOW, event, quarantined, run, served
+from tests.test_ingest_feedback import NOW, batch_params, event, quarantined, run, served
 
 DEEP = 100_000  # past any recursion limit of a JSON parser
 
@@ -90,11 +88,7 @@ def test_the_log_refuses_a_position_no_column_can_hold():
 
 def test_cli_ingests_past_a_bad_byte_and_reports_counts(tmp_path, tiny_batch, ids):
     items, users = ids
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["paths"] = {k: str(tmp_path / v) for k, v in raw["paths"].items()}
-    raw["paths"]["raw"] = str(tiny_batch)
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(raw))
+    params, raw = batch_params(tmp_path, tiny_batch)
     log = FeedbackLog(Path(raw["paths"]["feedback"]))
     log.append(served("r1", users[0], items[:2]), now=NOW)
     with open(log.files()[0], "ab") as f:

@@ -41,6 +41,16 @@ def run(tmp_path: Path, raw: Path, threshold: int = 1000):
     return ingest_feedback(tmp_path / "feedback", raw, tmp_path / "quarantine", threshold)
 
 
+def batch_params(tmp_path: Path, batch: Path) -> tuple[Path, dict]:
+    """A params file whose paths are under ``tmp_path``, reading the raw batch ``batch``."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["paths"] = {k: str(tmp_path / v) for k, v in raw["paths"].items()}
+    raw["paths"]["raw"] = str(batch)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    return params, raw
+
+
 def quarantined(tmp_path: Path) -> list[dict]:
     folders = sorted((tmp_path / "quarantine").glob("feedback-*"))
     assert len(folders) == 1, folders
@@ -175,11 +185,7 @@ def test_served_item_already_in_raw_impressions_is_quarantined(tmp_path, tiny_ba
 def test_cli_ingest_then_validate_includes_feedback(tmp_path, tiny_batch, ids):
     """`ingest-feedback` then `validate`: the validated batch holds raw + feedback rows; raw untouched."""
     items, users = ids
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["paths"] = {k: str(tmp_path / v) for k, v in raw["paths"].items()}
-    raw["paths"]["raw"] = str(tiny_batch)
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(raw))
+    params, raw = batch_params(tmp_path, tiny_batch)
     FeedbackLog(tmp_path / raw["paths"]["feedback"]).append(
         served("fb1", users[0], items[:3]) + [event("click", "fb1", items[0])], now=datetime.now(UTC)
     )
