@@ -109,6 +109,30 @@ def test_a_shopper_with_clicks_gets_their_co_clicked_and_similar_items(index):
     assert not {0, 1} & set(kept.rows.tolist()) and {2, 3, 4, 6} <= set(kept.rows.tolist())
 
 
+def test_similar_items_come_from_each_click_in_turn_the_latest_first(index):
+    vectors = index.items.vectors
+    cosine = vectors @ vectors[2]  # the latest click, item_2: its neighbours are not as close
+    cosine[[0, 2]] = -np.inf  # ... as item_4 is to the earlier click, item_0
+    nearest_of_latest = int(np.argmax(cosine))
+    assert nearest_of_latest != 4 and cosine[nearest_of_latest] < float(vectors[4] @ vectors[0])
+    found = RETRIEVERS["similar"](index, Shopper("u1", np.array([2, 0])), 3, None).tolist()
+    assert found[:2] == [nearest_of_latest, 4] and not {0, 2} & set(found)
+
+
+def test_each_retrievers_head_survives_the_cut_whatever_the_fused_scores(index):
+    def crowd(index, shopper, n, allowed):
+        return np.arange(1, 8)[:n]
+
+    def lonely(index, shopper, n, allowed):
+        return np.array([0])
+
+    retrievers = {"a": crowd, "b": crowd, "lonely": lonely}
+    got = retrieve(index, Shopper("u1", np.zeros(0, np.int64)), 6, retrievers=retrievers)
+    # item_0 is found once, at the head of its list: it scores below all of the crowd, yet stays
+    assert got.rows.tolist() == [1, 2, 3, 4, 5, 0] and got.sources[-1] == ("lonely",)
+    assert np.all(np.diff(got.score) <= 0)
+
+
 def test_a_shopper_without_clicks_gets_popular_and_new_items(index):
     got = retrieve(index, Shopper("someone_new", np.zeros(0, np.int64)), 8)
     assert got.rows.tolist() == [0, 6, 1, 7, 2, 5, 3]  # the two lists interleaved by reciprocal rank

@@ -70,7 +70,8 @@ def test_a_shoppers_candidates_are_the_co_clicked_and_similar_items_of_their_cli
     assert "co_clicked" in sources[first_co]
     cosine = ranker.vectors @ ranker.vectors[latest]  # the nearest item by text, found by brute force
     cosine[who.clicked] = -np.inf
-    assert "similar" in sources[int(np.argmax(cosine))]
+    nearest = np.flatnonzero(cosine >= cosine.max() - 1e-5)  # a float tie may order either way
+    assert any("similar" in sources.get(int(r), ()) for r in nearest)
     assert {"co_clicked", "similar", "popular", "new"} == {s for found in got.sources for s in found}
 
 

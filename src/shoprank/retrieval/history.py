@@ -3,12 +3,14 @@
 :data:`RETRIEVERS` maps a name to a function ``(index, shopper, n, allowed) -> rows`` (the
 top ``n`` item rows inside the ``allowed`` mask, best first); :func:`retrieve` asks each
 for ``n`` and fuses the lists by reciprocal rank, as :mod:`~shoprank.retrieval.hybrid`
-fuses BM25 and nearest neighbours, remembering which retrievers found each item.
+fuses BM25 and nearest neighbours, remembering which retrievers found each item; each
+retriever's head is kept whatever the fused scores.
 A retriever is added with one entry.
 
 - ``co_clicked``: the co-click neighbours (:mod:`~shoprank.retrieval.clicks`) of the
   shopper's latest clicks, a more recent click weighing more
-- ``similar``: the nearest items, by text embedding, to the shopper's latest clicks
+- ``similar``: the nearest items, by text embedding, to the shopper's latest clicks, taken
+  in turn from each click, the latest first
 - ``popular``: the items clicked most in the batch's last days
 - ``new``: the items listed within ``features.new_item_days``, newest first
 - ``collaborative``: the items a collaborative-filtering candidate scores highest for the
@@ -119,12 +121,11 @@ def similar(index: FeedIndex, shopper: Shopper, n: int, allowed: np.ndarray | No
         return np.zeros(0, np.int64)
     mask = np.ones(index.items.size, bool) if allowed is None else allowed.copy()
     mask[shopper.history] = False  # an item is not its own neighbour
-    rows, cosine = index.items.nearest(index.items.vectors[shopper.history], n, mask)
-    rows, cosine = rows.ravel(), cosine.ravel()
-    found = rows >= 0
-    rows, cosine = rows[found], cosine[found]
-    order = np.lexsort((rows, -cosine))  # each item at its best cosine to any of the clicks
-    rows = rows[order]
+    rows, _ = index.items.nearest(index.items.vectors[shopper.history], n, mask)
+    # round robin, the latest click first: every click's nearest item, then every click's
+    # second nearest...; so a click in a dense neighbourhood cannot crowd the others out
+    rows = rows.T.ravel()
+    rows = rows[rows >= 0]
     _, first = np.unique(rows, return_index=True)
     return rows[np.sort(first)][:n]
 
@@ -168,15 +169,26 @@ def retrieve(
     allowed: np.ndarray | None = None,
     retrievers: dict[str, Retriever] = RETRIEVERS,
 ) -> Recommended:
-    """The fused top ``n`` of every retriever (each asked for ``n``) inside ``allowed``."""
+    """The fused top ``n`` of every retriever (each asked for ``n``) inside ``allowed``.
+
+    Half the ``n`` slots are shared out among the retrievers: each keeps its own best
+    ``n // (2 * len(retrievers))`` candidates, so an item found by one retriever only, at its
+    head, is not crowded out by items that sit midway down several lists; the other half
+    goes by reciprocal-rank fusion.
+    """
     fused: dict[int, float] = {}
     found_by: dict[int, list[str]] = {}
+    heads: list[int] = []
+    quota = n // (2 * max(len(retrievers), 1))
     for name, find in retrievers.items():
-        for rank, r in enumerate(find(index, shopper, n, allowed).tolist()):
+        found = find(index, shopper, n, allowed).tolist()
+        heads.extend(found[:quota])
+        for rank, r in enumerate(found):
             fused[r] = fused.get(r, 0.0) + 1.0 / (RRF_K + rank + 1)
             found_by.setdefault(r, []).append(name)
-    rows = np.fromiter(fused, dtype=np.int64, count=len(fused))
-    score = np.fromiter(fused.values(), dtype=np.float32, count=len(fused))
-    order = np.argsort(-score, kind="stable")[:n]
-    rows, score = rows[order], score[order]
+    kept = set(heads)
+    rest = sorted((r for r in fused if r not in kept), key=lambda r: -fused[r])  # ties: as found
+    chosen = kept | set(rest[: max(n - len(kept), 0)])
+    rows = np.asarray(sorted((r for r in fused if r in chosen), key=lambda r: -fused[r]), np.int64)
+    score = np.asarray([fused[r] for r in rows.tolist()], np.float32)
     return Recommended(rows, score, [tuple(found_by[r]) for r in rows.tolist()])
