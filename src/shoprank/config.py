@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shoprank.config_data import EXTRA_TABLES, ColumnKind, Data, Import  # noqa: F401 (re-exported)
 from shoprank.config_env import OVERRIDE_PREFIX, Origins, ParamsError, apply_overrides, env_overrides  # noqa: F401
+from shoprank.config_experiment import Experiment
 
 PARAMS_ENV = "SHOPRANK_PARAMS"
 DEFAULT_PARAMS = Path("params.yaml")
@@ -341,6 +342,7 @@ class Params(Strict):
     feedback: Feedback = Feedback()
     understand: Understand = Understand()
     drift: Drift = Drift()
+    experiment: Experiment = Experiment()
 
 
 def params_path() -> Path:

@@ -160,8 +160,26 @@ FEEDBACK = TableSchema(
             "a JSON object; null when it sent none.",
             nullable=True,
         ),
+        Column("experiment", "string", "The online experiment the response was part of.", nullable=True),
+        Column(
+            "arm",
+            "string",
+            "The experiment's arm that placed the item (A/B: the request's arm; interleaving: "
+            "the team that picked it); null outside experiments and for exploration slots.",
+            nullable=True,
+        ),
+        Column(
+            "propensity",
+            "float",
+            "Probability of the service's own random draws that put the item at its position "
+            "in the response (exploration draws, the interleaving coin), given the request's arm; "
+            "1 for a position no draw decided.",
+            nullable=True,
+            min=0,
+            max=1,
+        ),
     ),
-    optional=frozenset({"context"}),  # logs written before the service recorded it
+    optional=frozenset({"context", "experiment", "arm", "propensity"}),  # older logs lack them
 )
 
 TABLES: dict[str, TableSchema] = {t.name: t for t in (CATALOG, USERS, IMPRESSIONS, FEEDBACK)}

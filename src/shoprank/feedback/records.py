@@ -27,6 +27,7 @@ from shoprank.data.schema import FEEDBACK, conform, empty
 FIELDS = tuple(c.name for c in FEEDBACK.columns)
 _FIELD_SET = frozenset(FIELDS)
 _TEXT = frozenset(c.name for c in FEEDBACK.columns if c.type in ("string", "timestamp"))
+_NUMBERS = frozenset(c.name for c in FEEDBACK.columns if c.type == "float")
 INT64 = (-(2**63), 2**63 - 1)
 MAX_LINE_CHARS = 1 << 20  # a record is a few hundred bytes; a megabyte line is not one
 
@@ -55,15 +56,17 @@ def _shape_problem(raw: Any) -> str | None:
             isinstance(value, bool) or not isinstance(value, int) or not INT64[0] <= value <= INT64[1]
         ):
             return f"position must be a whole number within 64 bits, got {_short(value)}"
-        if name == "score":
+        if name in _NUMBERS:
             if isinstance(value, bool) or not isinstance(value, int | float):
-                return f"score must be a number, got a JSON {type(value).__name__}"
+                return f"{name} must be a number, got a JSON {type(value).__name__}"
             try:
                 finite = math.isfinite(value)
             except OverflowError:
                 finite = False
             if not finite:
-                return f"score must be a finite number, got {_short(value)}"
+                return f"{name} must be a finite number, got {_short(value)}"
+            if name == "propensity" and not 0 <= value <= 1:
+                return f"propensity must be a probability in [0, 1], got {_short(value)}"
     return None
 
 
