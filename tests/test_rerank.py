@@ -28,11 +28,35 @@ def test_exploration_slots_are_spread_and_filled_with_new_items():
     scores = np.linspace(1.0, 0.1, 20)
     is_new = np.zeros(20, dtype=bool)
     is_new[[15, 18]] = True  # new items far down the score order
-    order, explored = rerank(scores, np.array(["x"] * 20), is_new, 10, 0.0, 0.2, np.random.default_rng(0))
+    order, explored, propensity = rerank(
+        scores, np.array(["x"] * 20), is_new, 10, 0.0, 0.2, np.random.default_rng(0)
+    )
     assert len(order) == 10 and len(set(order.tolist())) == 10
     assert explored.tolist().count(True) == 2
     assert set(order[explored].tolist()) == {15, 18}
     assert order[~explored].tolist() == list(range(8))  # exploitation keeps the score order
+    assert propensity[~explored].tolist() == [1.0] * 8
+    # the first draw picks item 15 or 18 in proportion to their scores; the second is then certain
+    first = order[explored][0]
+    assert propensity[explored].tolist() == pytest.approx([scores[first] / scores[[15, 18]].sum(), 1.0])
+
+
+def test_logged_exploration_probabilities_are_the_draws_frequencies():
+    scores = np.array([0.9, 0.8, 0.5, 0.3, 0.2])
+    is_new = np.array([0, 0, 1, 1, 1], bool)
+    seen: dict[int, int] = {}
+    logged: dict[int, float] = {}
+    for seed in range(4000):
+        order, explored, propensity = rerank(
+            scores, np.zeros(5), is_new, 3, 0.0, 0.34, np.random.default_rng(seed)
+        )
+        (slot,) = np.flatnonzero(explored)
+        item = int(order[slot])
+        seen[item] = seen.get(item, 0) + 1
+        logged[item] = float(propensity[slot])
+    assert set(logged) == {3, 4}  # item 2, new too, is on the page already
+    for item, p in logged.items():  # one draw: 0.3 / 0.5 and 0.2 / 0.5
+        assert seen[item] / 4000 == pytest.approx(p, abs=0.03)
 
 
 def test_hybrid_retriever_fuses_bm25_and_neighbours_and_respects_the_mask(tmp_path):
@@ -88,7 +112,7 @@ def test_objective_orders_an_expensive_likely_bought_item_above_a_cheap_one():
     with pytest.raises(ValueError, match="unknown objective"):
         objective_scores("margin", p_click, p_buy, price)
     # the re-ranking policy sits on top of the objective's scores
-    order, _ = rerank(
+    order, _, _ = rerank(
         objective_scores("revenue", p_click, p_buy, price),
         np.array(["a", "b"]),
         np.zeros(2),

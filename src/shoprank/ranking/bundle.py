@@ -11,6 +11,7 @@ The folder (a "bundle") holds:
     understanding.pkl    intent and attribute heads of `shoprank understand` (when it had labels)
     encoder/             the query encoder as an ONNX graph + tokenizer, checked against PyTorch
                          (serving's one-query encodes are faster on ONNX Runtime)
+    arms/                an online experiment's challenger models (experiments/arms.py), if any
 
 :func:`package` writes it into the BentoML model store as ``shoprank-ranker:<version>-<sha>``
 with the lineage as metadata; serving/bentofile.yaml builds a Bento around it. The file
@@ -43,7 +44,9 @@ from shoprank.artifacts import (
     sha256_of,
 )
 from shoprank.config import Params
+from shoprank.config_experiment import Experiment
 from shoprank.data.io import table_path
+from shoprank.experiments.arms import ArmError, digest, package_arms
 from shoprank.logs import log
 from shoprank.privacy import fingerprint, load_key
 
@@ -164,6 +167,10 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
 
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(artifact, out / SCORER)
+    try:
+        arms = package_arms(params.experiment, models, out)
+    except ArmError as exc:
+        raise PackageError(str(exc)) from None
     ids, vecs = item_embeddings(features_dir)
     if understanding is not None and report["embedding_dim"] != vecs.shape[1]:
         raise PackageError(
@@ -205,6 +212,7 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
         "understanding": report["scores"] if understanding is not None else None,  # held-out scores
         "understanding_missing": None if understanding is not None else report["reason"],
         "data_batch": batch.name,
+        "experiment": arms,  # the challenger arms' models in arms/ (None: no experiment)
         # which key named the batch's shoppers: the service checks that it holds the same one
         "pseudonym_key": fingerprint(load_key(params.paths.secrets)),
         "packaged_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -250,8 +258,10 @@ def factor_table(params: Params, items: pd.DataFrame, out: Path) -> dict[str, An
     return None
 
 
-def model_tag(record: dict[str, Any]) -> str:
-    return f"{MODEL_NAME}:{record['version'].lower()}-{record['sha256'][:12]}"
+def model_tag(record: dict[str, Any], experiment: Experiment | None = None) -> str:
+    """``shoprank-ranker:<version>-<sha>``, and the arms' fingerprint when an experiment runs."""
+    arms = digest(experiment) if experiment is not None else ""
+    return f"{MODEL_NAME}:{record['version'].lower()}-{record['sha256'][:12]}" + (f"-x{arms}" if arms else "")
 
 
 def package(params: Params, force: bool = False, encoder: Any = None) -> dict[str, Any]:
@@ -266,7 +276,7 @@ def package(params: Params, force: bool = False, encoder: Any = None) -> dict[st
         raise PackageError(
             f"{params.paths.models}/champion.json: no champion yet (run `shoprank select` first)"
         )
-    tag = model_tag(record)
+    tag = model_tag(record, params.experiment)
     try:
         existing = bentoml.models.get(tag)
     except NotFound:

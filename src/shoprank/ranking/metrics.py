@@ -46,6 +46,17 @@ FEED_SOURCES = Counter(
     ["source"],
 )
 FEEDBACK = Counter("shoprank_feedback_events_total", "Feedback events written to the log.", ["event"])
+EXPERIMENT_REQUESTS = Counter(
+    "shoprank_experiment_requests_total",
+    "Responses of an online experiment, by arm (interleaved: both arms on one page).",
+    ["experiment", "arm"],
+)
+EXPERIMENT_FEEDBACK = Counter(
+    "shoprank_experiment_feedback_total",
+    "Clicks and purchases on an experiment's items, by the arm that placed the item "
+    "(counted by the worker that served it).",
+    ["experiment", "arm", "event"],
+)
 MODEL_INFO = Gauge(
     "shoprank_model_info", "The champion in service (value 1).", ["version", "candidate", "kind"]
 )

@@ -36,15 +36,15 @@ from shoprank.inputs.frame import Frame
 from shoprank.logs import log
 from shoprank.privacy import fingerprint, load_key, pseudonym
 from shoprank.ranking import metrics, recommend, responses, understand
+from shoprank.ranking.experiment import Arranged, OnlineExperiment
 from shoprank.ranking.explanations import Explainer
 from shoprank.ranking.loader import load, runtime_of
 from shoprank.ranking.metrics import stage
 from shoprank.ranking.query_vectors import QueryVectors
 from shoprank.ranking.refresh import Refresher
 from shoprank.ranking.requests import Context, RequestRules
-from shoprank.ranking.rerank import rerank
 from shoprank.ranking.scoring import Scored, Scoring
-from shoprank.ranking.served import ServedResponses
+from shoprank.ranking.served import ServedResponses, Slots
 from shoprank.ranking.session import DaySoFar
 from shoprank.ranking.tokens import FeedbackTokens, deployment_secret
 
@@ -74,15 +74,11 @@ class Ranker:
         self.query_vectors = QueryVectors(
             loaded.encoder, self.features, self.catalog.dim, self.settings.query_cache
         )
-        self.scoring = Scoring(
-            self.catalog,
-            self.scorer,
-            self.features,
-            self.query_vectors,
-            self.settings.fast_path,
-            self.settings.objective,
-        )
+        self.scoring = self.new_scoring(self.scorer)
         self.explainer = Explainer(self.scoring)
+        self.experiment = OnlineExperiment(
+            params.experiment, self.bundle, self.catalog, self.settings, self.scoring, self.new_scoring
+        )
         self.scoring.day = day_so_far(self.features.users, params.features.ctr_prior_strength)
         self.pseudonym_key = load_key(params.paths.secrets)  # the key the batch's shoppers were named with
         self.key_matches = key_matches(self.manifest, self.pseudonym_key)
@@ -200,17 +196,21 @@ class Ranker:
         request_id = new_request_id()
         timings: dict[str, float] = {}
         s = self.scoring.score(rows, query, user_id, request_id, timings, context=context)
-        order = np.argsort(-s.scores, kind="stable")
+        got = self.arrange(s, None)
+        order = got.order
         why = self.explainer.reasons(s, order[:explain_top], timings) if explain_top else None
         with stage("log", timings):
             page = order[:shown]
-            self.served.remember(request_id, query, user_id, rows[page], s.scores[page], context)
+            self.served.remember(
+                request_id, query, user_id, rows[page], got.scores[page], context, self.slots(got, shown)
+            )
         if len(s.scores):
             metrics.SCORES.labels("rank").observe(float(np.mean(s.scores)))
-        results = responses.ranked(self.catalog, rows, s.scores, order, why)
+        results = responses.ranked(self.catalog, rows, got.scores, order, why)
         self.served.sign(request_id, results[:shown])
         return {
             **responses.meta(self.version, request_id, s.fallback, timings, "rank", s.query_vector),
+            **self.experiment_of(got),
             "user_known": s.user_known,
             "order": [r["item_id"] for r in results],
             "shown": min(shown, len(results)),
@@ -247,16 +247,20 @@ class Ranker:
             }
         s = self.scoring.score(got.rows, query, user_id, request_id, timings, q_vec, source, context)
         with stage("rerank", timings):
-            order, explored = self.page(s, k)
+            page = self.arrange(s, k)
+        order = page.order
         why = (
             self.explainer.reasons(s, order[: self.settings.explain_top], timings) if explain_results else []
         )
         with stage("log", timings):
-            self.served.remember(request_id, query, user_id, got.rows[order], s.scores[order], context)
-        results = responses.searched(self.catalog, got, s.scores, order, explored, why)
+            self.served.remember(
+                request_id, query, user_id, got.rows[order], page.scores[order], context, self.slots(page)
+            )
+        results = responses.searched(self.catalog, got, page.scores, order, page.explored, why)
         self.served.sign(request_id, results)
         return {
             **responses.meta(self.version, request_id, s.fallback, timings, "search", source),
+            **self.experiment_of(page),
             "query": query,
             "user_known": s.user_known,
             "intent": understand.intent_of(self.understanding, q_vec),
@@ -284,17 +288,33 @@ class Ranker:
         """The pseudonym of a request's user id: the only id features, scores and the log see."""
         return None if user_id is None else pseudonym(user_id, self.pseudonym_key)
 
-    def page(self, s: Scored, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The page: diversity and exploration slots, random draws seeded by the request id."""
+    def arrange(self, s: Scored, k: int | None) -> Arranged:
+        """The order shown: a page of ``k`` (diversity, exploration slots) or, for ``None``, the
+        whole list; by the request's experiment arm when one runs. Random draws are seeded by
+        the request id."""
         rng = np.random.default_rng(int(s.request_id[2:18], 16))
-        return rerank(
-            s.scores,
-            self.catalog.category[s.rows],
-            self.catalog.is_new[s.rows],
-            k,
-            self.settings.diversity,
-            self.settings.explore_share,
-            rng,
+        return self.experiment.arrange(s, k, rng)
+
+    def slots(self, got: Arranged, shown: int | None = None) -> Slots:
+        """What the served log records per shown slot: the arm and the logging probability."""
+        arms = got.arms[:shown] if got.arms is not None else None
+        return Slots(self.experiment.name, arms, got.propensity[:shown])
+
+    def experiment_of(self, got: Arranged) -> dict[str, Any]:
+        """The answer's ``experiment`` field, when one runs: its name and the request's arm
+        (None when interleaved: each result then names its own arm)."""
+        name = self.experiment.name
+        return {"experiment": {"name": name, "arm": got.arm}} if name else {}
+
+    def new_scoring(self, scorer: Any) -> Scoring:
+        """A scoring for another model (an experiment's arm) over this worker's catalog and features."""
+        return Scoring(
+            self.catalog,
+            scorer,
+            self.features,
+            self.query_vectors,
+            self.settings.fast_path,
+            self.settings.objective,
         )
 
     def intent(self, query: str) -> dict:
@@ -328,6 +348,7 @@ class Ranker:
             "understanding": self.understanding is not None,
             "encoder_runtime": self.encoder_runtime,
             "shoppers": "ok" if self.key_matches else "pseudonym key differs from the bundle's",
+            "experiment": self.experiment.describe(),
         }
 
 

@@ -22,11 +22,12 @@ import numpy as np
 from shoprank.config import Serve
 from shoprank.ranking import metrics, responses
 from shoprank.ranking.catalog import Catalog
+from shoprank.ranking.experiment import Arranged
 from shoprank.ranking.explanations import Explainer
 from shoprank.ranking.features import OnlineFeatures
 from shoprank.ranking.metrics import stage
 from shoprank.ranking.scoring import Scored, Scoring
-from shoprank.ranking.served import ServedResponses
+from shoprank.ranking.served import ServedResponses, Slots
 from shoprank.retrieval.history import FeedIndex, Shopper, retrieve
 
 FEED_QUERY = ""  # a feed has no query
@@ -45,7 +46,11 @@ class Ranker(Protocol):
     explainer: Explainer
     served: ServedResponses
 
-    def page(self, s: Scored, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def arrange(self, s: Scored, k: int | None) -> Arranged: ...
+
+    def slots(self, got: Arranged, shown: int | None = None) -> Slots: ...
+
+    def experiment_of(self, got: Arranged) -> dict[str, Any]: ...
 
 
 def shopper(ranker: Ranker, user_id: str) -> tuple[Shopper, bool, str | None]:
@@ -102,16 +107,20 @@ def recommend(
         }
     s = ranker.scoring.score(got.rows, FEED_QUERY, user_id, request_id, timings, context=context)
     with stage("rerank", timings):
-        order, explored = ranker.page(s, k)
+        page = ranker.arrange(s, k)
+    order = page.order
     top = order[: ranker.settings.explain_top]
     why = ranker.explainer.reasons(s, top, timings) if explain_results else []
     with stage("log", timings):
-        ranker.served.remember(request_id, FEED_QUERY, user_id, got.rows[order], s.scores[order], context)
-    results = responses.recommended(ranker.catalog, got, s.scores, order, explored, why)
+        ranker.served.remember(
+            request_id, FEED_QUERY, user_id, got.rows[order], page.scores[order], context, ranker.slots(page)
+        )
+    results = responses.recommended(ranker.catalog, got, page.scores, order, page.explored, why)
     ranker.served.sign(request_id, results)
     fallback = list(dict.fromkeys([*degraded, *s.fallback]))
     return {
         **responses.meta(ranker.version, request_id, fallback, timings, ENDPOINT, None),
+        **ranker.experiment_of(page),
         **head,
         "user_known": s.user_known,
         "candidates": int(len(got.rows)),

@@ -5,6 +5,8 @@ Pure functions over arrays, so the policy is easy to test and to change.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 
@@ -39,6 +41,54 @@ def exploration_slots(k: int, share: float) -> list[int]:
     return sorted({min(k - 1, max(1, round((i + 1) * k / (n + 1)))) for i in range(n)})
 
 
+class Page(NamedTuple):
+    order: np.ndarray  # indices into the candidates, in the order shown
+    explored: np.ndarray  # per slot: an exploration slot
+    propensity: np.ndarray  # per slot: the probability of the draw that put the item there (1: no draw)
+
+
+def draw(
+    pool: np.ndarray, weights: np.ndarray, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` of ``pool`` without replacement, each draw proportional to ``weights`` among those
+    left; returns the picks and each draw's probability (given the earlier draws)."""
+    left, w = pool.copy(), weights.astype(np.float64).copy()
+    picks, probs = np.empty(n, np.int64), np.empty(n, np.float64)
+    for i in range(n):
+        p = w / w.sum()
+        j = int(rng.choice(len(left), p=p))
+        picks[i], probs[i] = left[j], p[j]
+        left, w = np.delete(left, j), np.delete(w, j)
+    return picks, probs
+
+
+def explore(
+    order: np.ndarray, scores: np.ndarray, is_new: np.ndarray, share: float, rng: np.random.Generator
+) -> Page:
+    """``order`` (a page) with its exploration slots given to new items it left out, drawn with
+    probability proportional to their score (so exploration favours promising new items but
+    still varies between requests); the lowest exploitation picks make room."""
+    k = len(order)
+    explored, propensity = np.zeros(k, dtype=bool), np.ones(k)
+    slots = exploration_slots(k, share)
+    pool = np.flatnonzero(is_new.astype(bool))
+    pool = pool[~np.isin(pool, order)]
+    n = min(len(slots), len(pool))
+    if n == 0:
+        return Page(order, explored, propensity)
+    picks, probs = draw(pool, np.clip(scores[pool].astype(np.float64), 1e-9, None), n, rng)
+    exploit = iter(order[: k - n].tolist())
+    taken = dict(zip(slots[:n], zip(picks.tolist(), probs.tolist(), strict=True), strict=True))
+    out = np.empty(k, np.int64)
+    for pos in range(k):
+        if pos in taken:
+            out[pos], propensity[pos] = taken[pos]
+            explored[pos] = True
+        else:
+            out[pos] = next(exploit)
+    return Page(out, explored, propensity)
+
+
 def rerank(
     scores: np.ndarray,
     groups: np.ndarray,
@@ -47,35 +97,7 @@ def rerank(
     diversity: float,
     explore_share: float,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(order, explored): the page as indices into the candidates, and which slots explore.
-
-    Exploitation fills the page by :func:`diverse_order`; the exploration slots then take
-    new items that exploitation left out, drawn with probability proportional to their
-    score (so exploration favours promising new items but still varies between requests).
-    """
+) -> Page:
+    """The page: exploitation by :func:`diverse_order`, then the exploration slots (:func:`explore`)."""
     k = min(k, len(scores))
-    order = diverse_order(scores, groups, k, diversity)
-    explored = np.zeros(k, dtype=bool)
-    slots = exploration_slots(k, explore_share)
-    if not slots:
-        return order, explored
-    pool = np.flatnonzero(is_new.astype(bool))
-    pool = pool[~np.isin(pool, order)]
-    if len(pool) == 0:
-        return order, explored
-    n = min(len(slots), len(pool))
-    weights = np.clip(scores[pool].astype(np.float64), 1e-9, None)
-    picks = rng.choice(pool, size=n, replace=False, p=weights / weights.sum())
-    page = [i for i in order.tolist()]
-    exploit = page[: k - n]  # the lowest exploitation picks make room
-    out: list[int] = []
-    it_exploit, it_explore = iter(exploit), iter(picks.tolist())
-    slot_set = set(slots[:n])
-    for pos in range(k):
-        if pos in slot_set:
-            out.append(next(it_explore))
-            explored[pos] = True
-        else:
-            out.append(next(it_exploit))
-    return np.asarray(out, dtype=np.int64), explored
+    return explore(diverse_order(scores, groups, k, diversity), scores, is_new, explore_share, rng)

@@ -130,23 +130,35 @@ class Scoring:
             source,
         )
         with stage("score", timings):
-            buy = None
-            try:
-                if self.fast is not None:
-                    arrays = self.fast.inputs(rows, lookup, q_vec, query, item_vecs)
-                    s.p_click = np.asarray(self.fast.predict(arrays), dtype=np.float64)
-                    if needs_purchase(self.objective):
-                        buy = self.fast.predict_purchase(arrays)
-                else:
-                    s.p_click = np.asarray(self.scorer.predict(self.frame_of(s)), dtype=np.float64)
-                    if needs_purchase(self.objective):
-                        buy = purchase_given_click(self.scorer, self.frame_of(s))
-            except Exception as exc:  # a broken model must not take search down: popularity instead
-                log(logger, "scorer failed; popularity fallback", error=repr(exc)[:300], level=logging.ERROR)
-                s.p_click, buy = self.catalog.popularity[rows].astype(np.float64), None
-                fallback.append("popularity_scores")
-            s.scores = objective_scores(self.objective, s.p_click, buy, self.catalog.price[rows])
+            s.p_click, s.scores, failed = self._predict(s)
+        if failed:
+            fallback.append("popularity_scores")
         return s
+
+    def _predict(self, s: Scored) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(P(click), the objective's scores, whether the model failed) of ``s``'s candidates."""
+        rows, buy = s.rows, None
+        try:
+            if self.fast is not None:
+                arrays = self.fast.inputs(rows, s.lookup, s.q_vec, s.query, self.catalog.vectors[rows])
+                p_click = np.asarray(self.fast.predict(arrays), dtype=np.float64)
+                if needs_purchase(self.objective):
+                    buy = self.fast.predict_purchase(arrays)
+            else:
+                p_click = np.asarray(self.scorer.predict(self.frame_of(s)), dtype=np.float64)
+                if needs_purchase(self.objective):
+                    buy = purchase_given_click(self.scorer, self.frame_of(s))
+            failed = False
+        except Exception as exc:  # a broken model must not take search down: popularity instead
+            log(logger, "scorer failed; popularity fallback", error=repr(exc)[:300], level=logging.ERROR)
+            p_click, buy, failed = self.catalog.popularity[rows].astype(np.float64), None, True
+        return p_click, objective_scores(self.objective, p_click, buy, self.catalog.price[rows]), failed
+
+    def rescore(self, s: Scored) -> tuple[np.ndarray, bool]:
+        """This model's objective scores of a request another model scored (the same inputs:
+        features, query vector, frame); and whether it failed (then popularity's)."""
+        _, scores, failed = self._predict(s)
+        return scores, failed
 
     def frame(
         self,

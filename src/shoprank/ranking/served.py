@@ -16,6 +16,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,16 @@ from shoprank.ranking.tokens import FeedbackTokens
 
 SERVED_MEMORY = 50_000  # recent responses kept to check and enrich feedback
 
-Shown = tuple[int, float, str, str | None]  # position, score, query, user
+Shown = tuple[int, float, str, str | None, str | None]  # position, score, query, user, arm
+
+
+@dataclass(frozen=True)
+class Slots:
+    """Per shown slot of a response: its experiment's arm and logging probability."""
+
+    experiment: str | None = None
+    arms: list[str | None] | None = None
+    propensity: np.ndarray | None = None
 
 
 class ServedResponses:
@@ -49,6 +59,7 @@ class ServedResponses:
         self.appender = BackgroundAppender(feedback)
         atexit.register(self.appender.flush, 5.0)  # a normal shutdown writes what is queued
         self._served: OrderedDict[str, dict[str, Shown]] = OrderedDict()
+        self._experiment: dict[str, str | None] = {}  # request -> its experiment
         self._lock = threading.Lock()
 
     def remember(
@@ -59,18 +70,22 @@ class ServedResponses:
         rows: np.ndarray,
         scores: np.ndarray,
         context: Mapping[str, Any] | None = None,
+        arranged: Slots | None = None,
     ) -> None:
         """Log and remember the items of a response (``rows`` in the order shown).
 
         ``context``: the request's impression columns, logged with each served item so that
         the next training run learns from them as it does from the shop's own log.
+        ``arranged``: each slot's experiment arm and logging probability (:class:`Slots`).
         """
         ctx = json.dumps(dict(context), sort_keys=True) if context else None
+        slots = arranged or Slots()
         records: list[Mapping[str, Any]] = []
         shown: dict[str, Shown] = {}
         for i, (r, s) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True)):
             item_id, score = str(self.item_ids[r]), float(s)
-            shown[item_id] = (i + 1, score, query, user_id)
+            arm = slots.arms[i] if slots.arms is not None else None
+            shown[item_id] = (i + 1, score, query, user_id, arm)
             records.append(
                 {
                     "event": "served",
@@ -82,6 +97,9 @@ class ServedResponses:
                     "user_id": user_id,
                     "model_version": self.version,
                     "context": ctx,
+                    "experiment": slots.experiment,
+                    "arm": arm,
+                    "propensity": float(slots.propensity[i]) if slots.propensity is not None else None,
                 }
             )
         if records:
@@ -90,8 +108,10 @@ class ServedResponses:
                 self.day.shown(user_id, len(records))
         with self._lock:
             self._served[request_id] = shown
+            self._experiment[request_id] = slots.experiment
             while len(self._served) > self.memory:
-                self._served.popitem(last=False)
+                old, _ = self._served.popitem(last=False)
+                self._experiment.pop(old, None)
 
     def sign(self, request_id: str, results: list[dict[str, Any]]) -> None:
         """Give each result of a response its feedback token (over its item id and position)."""
@@ -115,6 +135,7 @@ class ServedResponses:
             raise BadRequest(f"position {position} is not where item {item_id} was shown ({shown_at})")
         with self._lock:
             served = self._served.get(request_id)
+            experiment = self._experiment.get(request_id)
         rec: dict[str, Any] = {
             "event": event,
             "request_id": request_id,
@@ -123,10 +144,13 @@ class ServedResponses:
             "model_version": self.version,
         }
         if served is not None and item_id in served:  # this worker served it: score, query, user
-            _, score, query, user = served[item_id]
+            _, score, query, user, arm = served[item_id]
             rec.update({"score": score, "query": query, "user_id": user})
             if event == "click" and self.day is not None:
                 self.day.clicked(user)
+            if experiment is not None:
+                rec.update({"experiment": experiment, "arm": arm})
+                metrics.EXPERIMENT_FEEDBACK.labels(experiment, arm or "exploration", event).inc()
         (event_id,) = self.feedback.append([rec])
         metrics.FEEDBACK.labels(event).inc()
         return {
