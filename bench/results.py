@@ -60,6 +60,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "Ranking for sales (default profile, simulator truth)",
         "python -m bench.bench_revenue",
     ),
+    "experiment": (
+        "bench.bench_experiment",
+        "Online experiments: A/B against interleaving (default profile, simulator truth)",
+        "python -m bench.bench_experiment",
+    ),
 }
 
 

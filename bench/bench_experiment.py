@@ -1,0 +1,205 @@
+"""Online experiments on the simulator: an A/B split against team-draft interleaving.
+
+The champion that `dvc repro` packaged serves the test split's requests in time order, in
+process (``Ranker.rank`` on each request's 50 logged candidates, a page of 10), with an
+experiment of two arms: the champion and a deliberately worse challenger (the
+``popularity`` candidate). The simulator's truth plays the shoppers: an item at position
+``p`` is clicked with probability ``examination(p) * P(click)`` and bought after a click
+with ``P(purchase | click)``; clicks and purchases go back through the service's feedback
+path with their tokens, into a private feedback log. ``shoprank experiment``'s step then
+reads that log as it would a shop's, and replays its sequential test in time order.
+
+Printed: for A/B and for interleaving, the requests and impressions the sequential test
+needed to decide, and the decision; the ratio is interleaving's impressions over A/B's.
+
+    python -m bench.bench_experiment --project params.yaml   # after `dvc repro`
+    python -m bench.bench_experiment --project params.yaml --requests 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.hardware import describe
+from bench.results import row
+
+CHALLENGER = "popularity"
+
+
+def sessions(params: Any, limit: int | None) -> tuple[list[dict], np.ndarray]:
+    """The test split's requests in time order with their candidates' truth; the examination curve."""
+    from shoprank.evaluation.step import load_truth
+    from shoprank.inputs.frame import read_frame
+    from shoprank.training.data import read_split
+    from shoprank.training.train import training_set_path
+
+    path = training_set_path(params)
+    split, _ = read_split(path, params.train.val_share, params.train.test_share)
+    test = read_frame(path, rows=split["test"]).df
+    truth = load_truth(params.paths.truth, test)
+    if truth is None or not truth.has_purchases:
+        raise RuntimeError(
+            "the batch has no simulator truth with purchases: run `dvc repro` on a simulated profile"
+        )
+    heads = test.sort_values("event_timestamp", kind="stable").drop_duplicates("request_id")
+    cands = {rid: g for rid, g in truth.candidates.groupby("request_id", sort=False)}
+    out = []
+    for r in heads.itertuples():
+        g = cands.get(r.request_id)
+        if g is None:
+            continue
+        out.append(
+            {
+                "user": r.user_id or None,
+                "query": r.query or "",
+                "items": g["item_id"].astype(str).tolist(),
+                "p_click": dict(zip(g["item_id"].astype(str), g["attractiveness"], strict=True)),
+                "p_buy": dict(zip(g["item_id"].astype(str), g["p_purchase"], strict=True)),
+            }
+        )
+        if limit is not None and len(out) >= limit:
+            break
+    return out, truth.examination
+
+
+def arms_bundle(params: Any, experiment: Any, out: Path) -> Path:
+    """The packaged champion's bundle (links to its files) with the experiment's arm models."""
+    from shoprank.experiments.arms import package_arms
+    from shoprank.ranking.loader import load_bundle_path
+
+    bundle = load_bundle_path(None)
+    out.mkdir(parents=True)
+    for entry in bundle.iterdir():
+        if entry.name != "arms":
+            (out / entry.name).symlink_to(entry)
+    package_arms(experiment, Path(params.paths.models), out)
+    return out
+
+
+def serve(
+    params: Any, bundle: Path, mode: str, work: Path, requests: list[dict], exam: np.ndarray, seed: int
+) -> dict:
+    """Serve ``requests`` under the experiment in ``mode``; the shoppers' clicks from the truth."""
+    from shoprank.experiments.step import run_experiment
+
+    from shoprank.config_experiment import Arm, Experiment
+    from shoprank.ranking.ranker import Ranker
+
+    experiment = Experiment(
+        name=f"bench-{mode}",
+        mode=mode,
+        arms=[
+            Arm(name="champion", model="champion", share=0.5),
+            Arm(name=CHALLENGER, model=CHALLENGER, share=0.5),
+        ],
+        metric="ctr",
+    )
+    paths = params.paths.model_copy(
+        update={"feedback": work / mode / "feedback", "quarantine": work / mode / "q"}
+    )
+    p = params.model_copy(update={"experiment": experiment, "paths": paths})
+    settings = p.serve.model_copy(update={"feature_ttl_s": 3600.0, "reload_s": 0.0})
+    ranker = Ranker(bundle, p, settings=settings)
+    # the test split names shoppers by their pseudonyms already
+    ranker.shopper = lambda user_id: user_id  # type: ignore[method-assign]
+    rng = np.random.default_rng(seed)
+    clicks = impressions = 0
+    start = time.perf_counter()
+    try:
+        for i, r in enumerate(requests):
+            body = ranker.rank(r["query"], r["user"], r["items"], shown=10)
+            for x in body["results"][:10]:
+                impressions += 1
+                p_click = exam[x["position"] - 1] * r["p_click"][x["item_id"]]
+                if rng.random() < p_click:
+                    clicks += 1
+                    ranker.record_feedback(body["request_id"], x["item_id"], "click", x["feedback_token"])
+                    if rng.random() < r["p_buy"][x["item_id"]]:
+                        ranker.record_feedback(
+                            body["request_id"], x["item_id"], "purchase", x["feedback_token"]
+                        )
+            if (i + 1) % 1000 == 0:
+                print(f"  {mode}: {i + 1:,} requests served", flush=True)
+        ranker.served.appender.flush(30.0)
+    finally:
+        ranker.stop_refresh()
+    seconds = time.perf_counter() - start
+    report = run_experiment(p)
+    test = report["sequential"][CHALLENGER]
+    return {
+        "requests": len(requests),
+        "impressions": impressions,
+        "clicks": clicks,
+        "serve_seconds": round(seconds, 1),
+        "decision": test["decision"],
+        "decided_at": test["decided_at"],
+        "p_value": test["p_value"],
+        "estimate": test["estimate"],
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--project", type=Path, default=Path("params.yaml"), help="a params.yaml whose pipeline has run"
+    )
+    ap.add_argument("--requests", type=int, default=None, help="serve only the first N test requests")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    from shoprank.config import load_params
+    from shoprank.config_experiment import Arm, Experiment
+
+    print(f"hardware: {describe()}")
+    params = load_params(args.project)
+    requests, exam = sessions(params, args.requests)
+    print(f"{len(requests):,} test requests of profile {params.simulate.profile}")
+    both = Experiment(
+        name="bench",
+        arms=[
+            Arm(name="champion", model="champion", share=0.5),
+            Arm(name=CHALLENGER, model=CHALLENGER, share=0.5),
+        ],
+    )
+    figures: dict[str, Any] = {"profile": params.simulate.profile, "test_requests": len(requests)}
+    with tempfile.TemporaryDirectory(prefix="bench-experiment-") as tmp:
+        bundle = arms_bundle(params, both, Path(tmp) / "bundle")
+        for mode in ("ab", "interleave"):
+            figures[mode] = serve(params, bundle, mode, Path(tmp), requests, exam, args.seed)
+    return report(figures)
+
+
+def report(figures: dict) -> dict:
+    """The decisions and the impressions each design needed; interleaving's over A/B's."""
+    for mode in ("ab", "interleave"):
+        f = figures[mode]
+        at = f["decided_at"] or {}
+        print(
+            f"{mode:10s} decision {f['decision']!r} after {at.get('requests', '-')} requests, "
+            f"{at.get('impressions', '-')} impressions (of {f['requests']:,} served; p {f['p_value']:.2g})"
+        )
+    ab, il = figures["ab"]["decided_at"], figures["interleave"]["decided_at"]
+    measure = f"impressions until the sequential test decides champion vs {CHALLENGER}"
+    rows = [
+        row(
+            f"interleaving: {measure}",
+            il["impressions"] if il else None,
+            "impressions",
+            "A/B split, 50/50 by shopper",
+            ab["impressions"] if ab else None,
+        ),
+        row(f"A/B split: {measure}", ab["impressions"] if ab else None, "impressions"),
+    ]
+    for r in rows:
+        ratio = "" if r["ratio"] is None else f"  ratio {r['ratio']:.4f}"
+        print(f"{r['measure']}: {r['value']}{ratio}")
+    return {"rows": rows, "figures": figures}
+
+
+if __name__ == "__main__":
+    main()
