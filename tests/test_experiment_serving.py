@@ -74,7 +74,13 @@ def test_ab_gives_each_shopper_one_arm_and_logs_it(serving_env, bundle, tmp_path
         assert {a for s in seen.values() for a in s} == {"control", "old"}
         log = served_log(ranker)
         assert len(log) == 40 * 5 and (log["experiment"] == "exp1").all()
-        assert set(log["arm"]) == {"control", "old"} and (log["propensity"] == 1.0).all()
+        assert set(log["arm"]) == {"control", "old"}
+        # over the arm draw: 1 where both arms' pages have the item there, else the arm's 0.5;
+        # on the champion's pages, legacy's has the item there when the caller put it there
+        champ = log[log["arm"] == "control"]
+        agree = champ["item_id"].to_numpy() == np.asarray(items)[champ["position"].to_numpy() - 1]
+        np.testing.assert_allclose(champ["propensity"], np.where(agree, 1.0, 0.5))
+        assert set(log["propensity"]) <= {0.5, 1.0} and (log["propensity"] == 0.5).any()
         by_request = log.groupby("request_id")["arm"].nunique()
         assert (by_request == 1).all()
         assert ranker.ready()["experiment"] == {

@@ -171,9 +171,10 @@ FEEDBACK = TableSchema(
         Column(
             "propensity",
             "float",
-            "Probability of the service's own random draws that put the item at its position "
-            "in the response (exploration draws, the interleaving coin), given the request's arm; "
-            "1 for a position no draw decided.",
+            "Probability that the service's own randomisation put the item at its position: "
+            "A/B, over the arm draw (the shares of the arms whose page has it there); an "
+            "exploration slot, its draw; interleaving, the coin toss of its round; 1 where "
+            "nothing random decided.",
             nullable=True,
             min=0,
             max=1,

@@ -11,8 +11,10 @@ once). Then, as ``params.experiment`` says:
   (:mod:`shoprank.experiments.interleave`), each slot remembering the team that picked it
 
 Search and feed pages then get their exploration slots, as without an experiment. Every
-slot is logged with its arm and the probability of the service's own draws that put the
-item there (:class:`Arranged`), what the experiment report and off-policy estimates read.
+slot is logged with its arm and the probability that the service's own randomisation put
+the item there (:class:`Arranged`): under A/B that is over the arm draw, so every arm's
+page is worked out (each challenger scores every request) and an off-policy estimate of
+another ranking can weigh the log's clicks (bench/bench_experiment.py).
 
 An arm that is not in the bundle, does not load, or fails to score at start-up is dropped
 with an error in the log and in readiness; its traffic goes to the champion, which keeps
@@ -90,6 +92,11 @@ class OnlineExperiment:
                         level=logging.ERROR,
                     )
         self.champion_arm = next((a.name for a in experiment.arms if a.model == CHAMPION), None)
+        self.shares: dict[str, float] = {}  # the arms that serve, a dropped arm's share the champion's
+        for arm in experiment.arms if experiment.active else []:
+            name = self.champion_arm if arm.name in self.dropped else arm.name
+            if name is not None:
+                self.shares[name] = self.shares.get(name, 0.0) + arm.share
         stopped = experiment.mode == "interleave" and bool(self.dropped)
         self.experiment: Experiment | None = experiment if experiment.active and not stopped else None
 
@@ -132,11 +139,12 @@ class OnlineExperiment:
             arm = arm_for(e, unit_key(e, s.user_id, s.request_id)).name
             if arm in self.dropped:
                 arm = self.champion_arm or arm
-            scores = self.arm_scores(arm, s)
-            order, explored, propensity = self._page(scores, s.rows, k, rng)
+            by_arm = {a: self.arm_scores(a, s) for a in self.shares}
+            order, explored, propensity = self._page(by_arm[arm], s.rows, k, rng)
+            propensity = self._marginal(s, k, by_arm, arm, order, explored, propensity)
             arms = [None if x else arm for x in explored.tolist()]
             metrics.EXPERIMENT_REQUESTS.labels(e.name, arm).inc()
-            return Arranged(order, explored, propensity, scores, arms, arm)
+            return Arranged(order, explored, propensity, by_arm[arm], arms, arm)
         first, second = (a.name for a in e.arms)
         a = self._exploit(self.arm_scores(first, s), s.rows, k)
         b = self._exploit(self.arm_scores(second, s), s.rows, k)
@@ -155,6 +163,31 @@ class OnlineExperiment:
         ]
         metrics.EXPERIMENT_REQUESTS.labels(e.name, "interleaved").inc()
         return Arranged(order, explored, propensity, s.scores, arms)
+
+    def _marginal(
+        self,
+        s: Scored,
+        k: int | None,
+        by_arm: dict[str, np.ndarray],
+        served: str,
+        order: np.ndarray,
+        explored: np.ndarray,
+        drawn: np.ndarray,
+    ) -> np.ndarray:
+        """Per slot, the probability that the experiment put its item there, over the arm draw:
+        the sum over arms of the arm's share times 1 if that arm's page has the item there
+        (its exploitation slots, which do not depend on its draws). An explored slot adds the
+        served arm's share times its draw's probability; the other arms' own exploration
+        draws are not counted, so there it is a lower bound."""
+        out = np.where(explored, self.shares[served] * drawn, 0.0)
+        dummy = np.random.default_rng(0)  # an arm's exploitation slots do not depend on its draws
+        for arm, share in self.shares.items():
+            page = self._page(by_arm[arm], s.rows, k, dummy) if arm != served else (order, explored, None)
+            n = min(len(page[0]), len(order))
+            same = np.zeros(len(order), bool)
+            same[:n] = (page[0][:n] == order[:n]) & ~page[1][:n] & ~explored[:n]
+            out += share * same
+        return out
 
     def _exploit(self, scores: np.ndarray, rows: np.ndarray, k: int | None) -> np.ndarray:
         """The ranking without exploration: the whole list by score, or a diverse page of ``k``."""
