@@ -11,6 +11,9 @@ reads that log as it would a shop's, and replays its sequential test in time ord
 
 Printed: for A/B and for interleaving, the requests and impressions the sequential test
 needed to decide, and the decision; the ratio is interleaving's impressions over A/B's.
+And an off-policy estimate, from the A/B run's log alone (its logging probabilities and
+clicks), of the click-through per slot of a ranking no arm served (the ``lightgbm``
+candidate), next to that ranking's true value on the same requests.
 
     python -m bench.bench_experiment --project params.yaml   # after `dvc repro`
     python -m bench.bench_experiment --project params.yaml --requests 2000
@@ -25,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from bench.hardware import describe
 from bench.results import row
 
 CHALLENGER = "popularity"
+TARGET = "lightgbm"  # a ranking no arm serves, estimated off-policy from the A/B log
 
 
 def sessions(params: Any, limit: int | None) -> tuple[list[dict], np.ndarray]:
@@ -89,6 +94,7 @@ def serve(
     from shoprank.experiments.step import run_experiment
 
     from shoprank.config_experiment import Arm, Experiment
+    from shoprank.feedback import FeedbackLog
     from shoprank.ranking.ranker import Ranker
 
     experiment = Experiment(
@@ -110,10 +116,13 @@ def serve(
     ranker.shopper = lambda user_id: user_id  # type: ignore[method-assign]
     rng = np.random.default_rng(seed)
     clicks = impressions = 0
+    target = Target(ranker, Path(params.paths.models)) if mode == "ab" else None
     start = time.perf_counter()
     try:
         for i, r in enumerate(requests):
             body = ranker.rank(r["query"], r["user"], r["items"], shown=10)
+            if target is not None:
+                target.rank(body["request_id"], r, exam)
             for x in body["results"][:10]:
                 impressions += 1
                 p_click = exam[x["position"] - 1] * r["p_click"][x["item_id"]]
@@ -132,7 +141,9 @@ def serve(
     seconds = time.perf_counter() - start
     report = run_experiment(p)
     test = report["sequential"][CHALLENGER]
+    offpolicy = target.estimate(FeedbackLog(paths.feedback).read()) if target is not None else None
     return {
+        "offpolicy": offpolicy,
         "requests": len(requests),
         "impressions": impressions,
         "clicks": clicks,
@@ -142,6 +153,61 @@ def serve(
         "p_value": test["p_value"],
         "estimate": test["estimate"],
     }
+
+
+class Target:
+    """A ranking no arm serves (the ``lightgbm`` candidate): its off-policy estimate from the
+    A/B log, against its true CTR.
+
+    Its positions come from scoring each request's candidates as it is served; the estimate
+    then reads only the log: the served slots, their logging probabilities (over the arm
+    draw) and the clicks (SNIPS under the item-position model, evaluation/offpolicy.py).
+    """
+
+    def __init__(self, ranker: Any, models: Path):
+        from shoprank.models.scorers import load
+
+        self.ranker = ranker
+        self.scoring = ranker.new_scoring(load(models / "candidates" / f"{TARGET}.pt")[1])
+        self.positions: dict[tuple[str, str], int] = {}
+        self.true_clicks: list[float] = []
+
+    def rank(self, request_id: str, r: dict, exam: np.ndarray) -> None:
+        rows = self.ranker.rows_of(r["items"])
+        s = self.ranker.score(rows, r["query"], r["user"], request_id, {})
+        scores, _ = self.scoring.rescore(s)
+        order = np.argsort(-scores, kind="stable")
+        for position, j in enumerate(order.tolist(), start=1):
+            self.positions[(request_id, r["items"][j])] = position
+        top = [r["items"][j] for j in order[:10]]
+        self.true_clicks.append(float(sum(exam[k] * r["p_click"][x] for k, x in enumerate(top))))
+
+    def estimate(self, log: pd.DataFrame) -> dict:
+        from shoprank.evaluation.offpolicy import snips_ctr
+
+        served = log[log["event"] == "served"]
+        clicks = log[log["event"] == "click"]
+        clicked = set(zip(clicks["request_id"], clicks["item_id"], strict=True))
+        keys = list(zip(served["request_id"], served["item_id"], strict=True))
+        est = snips_ctr(
+            served["position"].to_numpy(),
+            np.array([k in clicked for k in keys], dtype=float),
+            served["propensity"].to_numpy(),
+            np.array([self.positions.get(k, 0) for k in keys]),
+            max_position=10,
+        )
+        truth = float(np.mean(self.true_clicks)) / 10
+        return {
+            "target": TARGET,
+            "estimated_ctr": est.ctr,
+            "true_ctr": truth,
+            "relative_error": (est.ctr - truth) / truth,
+            "logged_ctr": est.logged_ctr,
+            "ips_ctr": est.ips_ctr,
+            "matched_slots": est.n_matched,
+            "slots": est.n_slots,
+            "effective_sample_size": round(est.ess, 1),
+        }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -195,6 +261,23 @@ def report(figures: dict) -> dict:
         ),
         row(f"A/B split: {measure}", ab["impressions"] if ab else None, "impressions"),
     ]
+    ope = figures["ab"]["offpolicy"]
+    if ope:
+        print(
+            f"off-policy CTR per slot (top 10) of {ope['target']} from the A/B log: "
+            f"{ope['estimated_ctr']:.4f}, "
+            f"truth {ope['true_ctr']:.4f} (logged {ope['logged_ctr']:.4f}; {ope['matched_slots']:,} of "
+            f"{ope['slots']:,} slots matched, effective sample size {ope['effective_sample_size']:,})"
+        )
+        rows.append(
+            row(
+                f"off-policy CTR per slot of {ope['target']} (no arm), from the A/B log",
+                ope["estimated_ctr"],
+                "clicks per shown slot",
+                "its true CTR per slot (simulator)",
+                ope["true_ctr"],
+            )
+        )
     for r in rows:
         ratio = "" if r["ratio"] is None else f"  ratio {r['ratio']:.4f}"
         print(f"{r['measure']}: {r['value']}{ratio}")
