@@ -282,3 +282,31 @@ def feedback_state() -> dict[str, Any]:
     p = load_params(params_file())
     path = p.paths.feedback if p.paths.feedback.is_absolute() else home() / p.paths.feedback
     return json.loads((path / "ingested.json").read_text())
+
+
+def _project_params():
+    from shoprank.config import load_params
+
+    return load_params(params_file())
+
+
+def experiment_name() -> str:
+    """The experiment params.yaml configures (``experiment.name``; empty: none)."""
+    return _project_params().experiment.name
+
+
+def experiment_summary() -> dict[str, Any]:
+    """What the last `shoprank experiment` decided: ``<paths.metrics>/experiment.json``, in short."""
+    import json
+
+    p = _project_params()
+    metrics = p.paths.metrics if p.paths.metrics.is_absolute() else home() / p.paths.metrics
+    report = json.loads((metrics / "experiment.json").read_text())
+    srm = report.get("srm") or {}
+    return {
+        "experiment": report["experiment"],
+        "requests": report["requests"],
+        "decisions": report["decisions"],
+        "sample_ratio_mismatch": bool(srm.get("flagged")),
+        "note": report["note"],
+    }

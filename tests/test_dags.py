@@ -40,7 +40,7 @@ def dagbag(tmp_path_factory):
 
 def test_dags_import_without_errors_within_the_parse_budget(dagbag):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dags) == {"shoprank_training", "shoprank_feedback"}
+    assert set(dagbag.dags) == {"shoprank_training", "shoprank_feedback", "shoprank_experiment"}
     assert dagbag.parse_seconds < PARSE_BUDGET_S, f"dags/ took {dagbag.parse_seconds:.2f} s to parse"
     again = parse()
     per_file = {s.file: s.duration.total_seconds() for s in again.dagbag_stats}
@@ -64,6 +64,8 @@ def test_dags_are_documented_and_safe_to_schedule(dagbag):
     assert "shoprank_feedback_impressions" in repr(training.timetable)
     assert announce.outlets[0].name == "shoprank_feedback_impressions"
     assert "0 0 * * *" in repr(training.timetable)
+    experiment = dagbag.dags["shoprank_experiment"]  # the experiment's report, daily
+    assert list(experiment.task_dict) == ["experiment"] and "0 0 * * *" in repr(experiment.timetable)
 
 
 # --- the DAG against dvc.yaml --------------------------------------------------------------------

@@ -309,6 +309,19 @@ def drift(params: ParamsOpt = None) -> None:
 
 
 @app.command()
+def experiment(params: ParamsOpt = None) -> None:
+    """Read the online experiment of params.yaml from the feedback log: arms, split check, decision."""
+    from shoprank.experiments.step import NoExperiment, report_path, run_experiment
+
+    p = _params(params)
+    try:
+        report = run_experiment(p)
+    except (NoExperiment, FileNotFoundError) as exc:
+        _fail(str(exc), 2)
+    text.experiment(report, report_path(p))
+
+
+@app.command()
 def select(params: ParamsOpt = None) -> None:
     """Promote the evaluation's winner to champion if it beats the current one by the margin."""
     from shoprank.config import params_path

@@ -73,3 +73,79 @@ def understanding(report: dict, out: Path, scores_file: Path) -> None:
         f"fitted on {rows['queries']:,} labelled queries and {rows['items']:,} items -> {out} "
         f"(scores: {scores_file})"
     )
+
+
+def _interval(e: dict | None, digits: int = 4) -> str:
+    """``value [low, high]``, or ``-`` for what could not be computed."""
+    if not e or e.get("value") is None:
+        return "-"
+    if e.get("low") is None:
+        return f"{e['value']:.{digits}f}"
+    return f"{e['value']:.{digits}f} [{e['low']:.{digits}f}, {e['high']:.{digits}f}]"
+
+
+def experiment(report: dict, out: Path) -> None:
+    """An experiment's report: the arms, the differences, the split check, the decisions."""
+    s = report["settings"]
+    level = f"{1 - s['alpha']:.0%}"
+    typer.echo(
+        f"experiment {report['experiment']} ({s['mode']}, by {s['unit']}; sequential test on "
+        f"{'interleaving wins' if s['mode'] == 'interleave' else s['metric']}, alpha {s['alpha']:g}): "
+        f"{report['requests']:,} requests"
+        + (f", {report['first_ts']} to {report['last_ts']}" if report["requests"] else "")
+    )
+    if report["note"]:
+        typer.echo(f"  {report['note']}")
+    if s["mode"] == "ab":
+        _ab_arms(report, level)
+    else:
+        _interleaving(report, level)
+    srm = report["srm"]
+    if srm and srm["p_value"] is not None:
+        verdict = "MISMATCH: the split is broken, do not trust the comparison" if srm["flagged"] else "ok"
+        units = ", ".join(
+            f"{a} {n:,} (expected {srm['expected'][a]:,.0f})" for a, n in srm["observed"].items()
+        )
+        typer.echo(
+            f"sample ratio: units {units}: chi2 {srm['chi2']:.2f}, p {srm['p_value']:.3g} "
+            f"(flagged below {srm['alpha']:g}): {verdict}"
+        )
+    for arm, t in report["sequential"].items():
+        at = t["decided_at"]
+        when = f" after {at['requests']:,} requests ({at['impressions']:,} impressions)" if at else ""
+        typer.echo(f"decision for {arm}: {t['decision']}{when}; always-valid p {t['p_value']:.3g}")
+    for reason, aside in report["set_aside"].items():
+        typer.echo(f"set aside ({reason}): {aside['records']:,} record(s) -> {aside['path']}")
+    typer.echo(f"report -> {out}")
+
+
+def _ab_arms(report: dict, level: str) -> None:
+    keys = ("ctr", "clicks_per_request", "purchases_per_request", "revenue_per_request")
+    typer.echo(
+        f"{'arm':12s} {'model':12s} {'share':>5s} {'units':>8s} {'requests':>9s} {'impr.':>9s} {'clicks':>7s}"
+    )
+    for name, a in report["arms"].items():
+        typer.echo(
+            f"{name:12s} {a['model']:12s} {a['share']:5.2f} {a['units']:8,} {a['requests']:9,} "
+            f"{a['impressions']:9,} {a['clicks']:7,}"
+        )
+    champion = next(n for n, a in report["arms"].items() if a["role"] == "champion")
+    columns = [(n, a) for n, a in report["arms"].items()]
+    columns += [(f"{n} - {champion}", d) for n, d in report["differences"].items()]
+    typer.echo(f"{level + ' intervals':22s}" + "".join(f"{n:>30s}" for n, _ in columns))
+    for key in keys:
+        if key in report["arms"][champion]:
+            typer.echo(f"{key:22s}" + "".join(f"{_interval(c.get(key)):>30s}" for _, c in columns))
+
+
+def _interleaving(report: dict, level: str) -> None:
+    i = report["interleaving"]
+    for name, a in report["arms"].items():
+        typer.echo(
+            f"{name:12s} {a['model']:12s} placed {a['placed']:9,}  "
+            f"credited clicks {a['clicks']:7,}  wins {a['wins']:7,}"
+        )
+    typer.echo(
+        f"requests with credited clicks {i['requests_with_credited_clicks']:,} (ties {i['ties']:,}); "
+        f"preference for the challenger {_interval(i['preference'])} ({level})"
+    )

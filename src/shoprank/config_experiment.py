@@ -39,6 +39,9 @@ class Experiment(BaseModel):
     metric: Literal["ctr", "purchases", "revenue"] = "ctr"  # what the sequential test decides on
     # the mixture variance of the always-valid test (mSPRT): about the squared effect expected
     mixture_variance: float = Field(1e-4, gt=0)
+    # units per arm (interleaving: units with a credited click) before the sequential test may
+    # decide: its normal approximation and the variance it reads from the data need that many
+    min_units: int = Field(100, ge=2)
     gate_promotion: bool = False  # select promotes a challenger only if the experiment says it wins
 
     @model_validator(mode="after")

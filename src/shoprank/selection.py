@@ -252,13 +252,23 @@ def lineage(params_file: Path, data_version: str) -> dict[str, Any]:
 
 
 def run_select(params: Any, params_file: Path, evaluation: Path) -> PromotionResult:
-    """The `select` step: the winner of metrics/evaluate.json challenges the champion."""
+    """The `select` step: the winner of metrics/evaluate.json challenges the champion.
+
+    With ``experiment.gate_promotion`` the winner must also have won the online experiment
+    (:mod:`shoprank.experiments.gate`), else the champion stays and the reason says why.
+    """
     from shoprank.models.scorers import load as load_scorer
     from shoprank.quality import current_batch
 
     report = json.loads(Path(evaluation).read_text())
     s = params.select
     winner = select_winner(report["candidates"], s.metric, s.higher_is_better)
+    if params.experiment.gate_promotion:  # offline metrics alone do not promote: the experiment must agree
+        from shoprank.experiments.gate import refusal
+
+        why = refusal(Path(params.paths.metrics) / "experiment.json", params.experiment, winner)
+        if why:
+            return PromotionResult(False, f"experiment gate: {why}", load_champion(params.paths.models))
     artifact = Path(params.paths.models) / "candidates" / f"{winner}.pt"
     data_version = current_batch(params.paths.validated).name
     return promote(
