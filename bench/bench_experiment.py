@@ -11,9 +11,14 @@ reads that log as it would a shop's, and replays its sequential test in time ord
 
 Printed: for A/B and for interleaving, the requests and impressions the sequential test
 needed to decide, and the decision; the ratio is interleaving's impressions over A/B's.
-And an off-policy estimate, from the A/B run's log alone (its logging probabilities and
-clicks), of the click-through per slot of a ranking no arm served (the ``lightgbm``
-candidate), next to that ranking's true value on the same requests.
+Each run reads the report every few hundred requests and stops once the test decides.
+
+A third run, an A/B split in which a share of the requests is shown in a uniformly random
+order (``experiment.shuffle_share``), gives an off-policy estimate from its log alone (the
+logging probabilities and the clicks) of the click-through per slot of a ranking no arm
+served (the ``lightgbm`` candidate), next to that ranking's true value on the same
+requests. Without the shuffles such an estimate has no support wherever that ranking puts
+an item where neither arm does.
 
     python -m bench.bench_experiment --project params.yaml   # after `dvc repro`
     python -m bench.bench_experiment --project params.yaml --requests 2000
@@ -35,6 +40,8 @@ from bench.results import row
 
 CHALLENGER = "popularity"
 TARGET = "lightgbm"  # a ranking no arm serves, estimated off-policy from the A/B log
+CHECK_EVERY = 500  # requests between two readings of the experiment's report
+SHUFFLE = 0.2  # the off-policy run: share of requests shown in a uniformly random order
 
 
 def sessions(params: Any, limit: int | None) -> tuple[list[dict], np.ndarray]:
@@ -88,26 +95,40 @@ def arms_bundle(params: Any, experiment: Any, out: Path) -> Path:
 
 
 def serve(
-    params: Any, bundle: Path, mode: str, work: Path, requests: list[dict], exam: np.ndarray, seed: int
+    params: Any,
+    bundle: Path,
+    run: str,
+    work: Path,
+    requests: list[dict],
+    exam: np.ndarray,
+    seed: int,
+    shuffle: float = 0.0,
+    stop_when_decided: bool = True,
 ) -> dict:
-    """Serve ``requests`` under the experiment in ``mode``; the shoppers' clicks from the truth."""
-    from shoprank.experiments.step import run_experiment
-
+    """Serve ``requests`` under the experiment of ``run`` (ab, interleave, shuffled); the
+    shoppers' clicks from the truth. Every ``CHECK_EVERY`` requests the experiment's report
+    is read as an operator would, and serving stops once its sequential test has decided."""
     from shoprank.config_experiment import Arm, Experiment
+    from shoprank.experiments.step import run_experiment
     from shoprank.feedback import FeedbackLog
     from shoprank.ranking.ranker import Ranker
 
+    mode = "interleave" if run == "interleave" else "ab"
     experiment = Experiment(
-        name=f"bench-{mode}",
+        name=f"bench-{run}",
         mode=mode,
         arms=[
             Arm(name="champion", model="champion", share=0.5),
             Arm(name=CHALLENGER, model=CHALLENGER, share=0.5),
         ],
         metric="ctr",
+        # the mixture variance is on the tested metric's scale: about the squared effect worth
+        # finding, a CTR difference under A/B, a preference in [-1, 1] under interleaving
+        mixture_variance=1e-2 if mode == "interleave" else 1e-4,
+        shuffle_share=shuffle,
     )
     paths = params.paths.model_copy(
-        update={"feedback": work / mode / "feedback", "quarantine": work / mode / "q"}
+        update={"feedback": work / run / "feedback", "quarantine": work / run / "q"}
     )
     p = params.model_copy(update={"experiment": experiment, "paths": paths})
     settings = p.serve.model_copy(update={"feature_ttl_s": 3600.0, "reload_s": 0.0})
@@ -115,36 +136,43 @@ def serve(
     # the test split names shoppers by their pseudonyms already
     ranker.shopper = lambda user_id: user_id  # type: ignore[method-assign]
     rng = np.random.default_rng(seed)
-    clicks = impressions = 0
-    target = Target(ranker, Path(params.paths.models)) if mode == "ab" else None
+    served = clicks = impressions = 0
+    target = Target(ranker, Path(params.paths.models)) if shuffle > 0 else None
+    report: dict = {}
     start = time.perf_counter()
     try:
-        for i, r in enumerate(requests):
+        for served, r in enumerate(requests, start=1):
             body = ranker.rank(r["query"], r["user"], r["items"], shown=10)
             if target is not None:
                 target.rank(body["request_id"], r, exam)
             for x in body["results"][:10]:
                 impressions += 1
-                p_click = exam[x["position"] - 1] * r["p_click"][x["item_id"]]
-                if rng.random() < p_click:
+                if rng.random() < exam[x["position"] - 1] * r["p_click"][x["item_id"]]:
                     clicks += 1
                     ranker.record_feedback(body["request_id"], x["item_id"], "click", x["feedback_token"])
                     if rng.random() < r["p_buy"][x["item_id"]]:
                         ranker.record_feedback(
                             body["request_id"], x["item_id"], "purchase", x["feedback_token"]
                         )
-            if (i + 1) % 1000 == 0:
-                print(f"  {mode}: {i + 1:,} requests served", flush=True)
+            if served % CHECK_EVERY == 0:
+                ranker.served.appender.flush(30.0)
+                report = run_experiment(p)
+                decision = report["sequential"][CHALLENGER]["decision"]
+                print(f"  {run}: {served:,} requests served, decision {decision!r}", flush=True)
+                if stop_when_decided and decision != "continue":
+                    break
         ranker.served.appender.flush(30.0)
     finally:
         ranker.stop_refresh()
     seconds = time.perf_counter() - start
     report = run_experiment(p)
     test = report["sequential"][CHALLENGER]
-    offpolicy = target.estimate(FeedbackLog(paths.feedback).read()) if target is not None else None
+    keep = ("requests", "units", "impressions", "clicks", "ctr", "wins", "placed")
     return {
-        "offpolicy": offpolicy,
-        "requests": len(requests),
+        "arms": {a: {k: v for k, v in x.items() if k in keep} for a, x in report.get("arms", {}).items()},
+        "offpolicy": target.estimate(FeedbackLog(paths.feedback).read()) if target is not None else None,
+        "shuffle_share": shuffle,
+        "requests": served,
         "impressions": impressions,
         "clicks": clicks,
         "serve_seconds": round(seconds, 1),
@@ -217,6 +245,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument("--requests", type=int, default=None, help="serve only the first N test requests")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--offpolicy-requests", type=int, default=4000, help="requests of the off-policy run")
+    ap.add_argument("--keep", type=Path, default=None, help="serve into this folder and keep its logs")
     args = ap.parse_args(argv)
     from shoprank.config import load_params
     from shoprank.config_experiment import Arm, Experiment
@@ -234,9 +264,15 @@ def main(argv: list[str] | None = None) -> dict:
     )
     figures: dict[str, Any] = {"profile": params.simulate.profile, "test_requests": len(requests)}
     with tempfile.TemporaryDirectory(prefix="bench-experiment-") as tmp:
-        bundle = arms_bundle(params, both, Path(tmp) / "bundle")
-        for mode in ("ab", "interleave"):
-            figures[mode] = serve(params, bundle, mode, Path(tmp), requests, exam, args.seed)
+        work = args.keep or Path(tmp)
+        bundle = arms_bundle(params, both, work / "bundle")
+        for run in ("ab", "interleave"):
+            figures[run] = serve(params, bundle, run, work, requests, exam, args.seed)
+            print(f"  {run}: {figures[run]['arms']}")
+        shuffled = requests[: args.offpolicy_requests]
+        figures["offpolicy"] = serve(
+            params, bundle, "shuffled", work, shuffled, exam, args.seed, SHUFFLE, stop_when_decided=False
+        )
     return report(figures)
 
 
@@ -261,17 +297,18 @@ def report(figures: dict) -> dict:
         ),
         row(f"A/B split: {measure}", ab["impressions"] if ab else None, "impressions"),
     ]
-    ope = figures["ab"]["offpolicy"]
+    ope = figures["offpolicy"]["offpolicy"]
     if ope:
         print(
-            f"off-policy CTR per slot (top 10) of {ope['target']} from the A/B log: "
+            f"off-policy CTR per slot (top 10) of {ope['target']} from an A/B log with "
+            f"{figures['offpolicy']['shuffle_share']:.0%} shuffled requests: "
             f"{ope['estimated_ctr']:.4f}, "
             f"truth {ope['true_ctr']:.4f} (logged {ope['logged_ctr']:.4f}; {ope['matched_slots']:,} of "
             f"{ope['slots']:,} slots matched, effective sample size {ope['effective_sample_size']:,})"
         )
         rows.append(
             row(
-                f"off-policy CTR per slot of {ope['target']} (no arm), from the A/B log",
+                f"off-policy CTR per slot of {ope['target']} (no arm), from an A/B log with shuffles",
                 ope["estimated_ctr"],
                 "clicks per shown slot",
                 "its true CTR per slot (simulator)",

@@ -35,6 +35,7 @@ def test_no_experiment_by_default_and_a_good_one_loads():
         ({"arms": [CHAMP, {**POP, "share": 0}]}, "arms.1.share"),
         ({"arms": [CHAMP, {**POP, "model": "../x"}]}, "arms.1.model"),
         ({"mode": "bandit", "arms": [CHAMP, POP]}, "experiment.mode"),
+        ({"mode": "interleave", "shuffle_share": 0.1, "arms": [CHAMP, POP]}, "shuffle_share is for A/B"),
     ],
 )
 def test_a_bad_experiment_is_an_error_naming_what_is_wrong(experiment, needle):

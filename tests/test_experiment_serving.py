@@ -101,6 +101,24 @@ def test_ab_gives_each_shopper_one_arm_and_logs_it(serving_env, bundle, tmp_path
         ranker.stop_refresh()
 
 
+def test_shuffled_requests_give_every_item_a_probability_at_every_position(serving_env, bundle, tmp_path):
+    arms = [CONTROL, {"name": "old", "model": "legacy", "share": 0.5}]
+    ranker = ranker_for(serving_env, bundle, tmp_path, arms=arms, shuffle_share=0.5)
+    try:
+        items = candidates(ranker, 10)
+        orders = [ranker.rank("warm jacket", f"user_{i}", items)["order"] for i in range(30)]
+        log = served_log(ranker)
+        eps, n = 0.5, len(items)
+        # (1 - eps) * (the arms' shares that place it there: 0, 0.5 or 1) + eps / n
+        allowed = {round((1 - eps) * a + eps / n, 9) for a in (0.0, 0.5, 1.0)}
+        assert set(log["propensity"].round(9)) <= allowed
+        assert (log["propensity"].round(9) == round(eps / n, 9)).any()  # a shuffled item no arm puts there
+        champion_orders = {tuple(o) for o in orders} - {tuple(items)}
+        assert len(champion_orders) > 2  # shuffled pages differ from request to request
+    finally:
+        ranker.stop_refresh()
+
+
 def test_a_model_arm_rescores_the_same_inputs(serving_env, bundle, tmp_path):
     arms = [{**CONTROL, "share": 0.01}, {"name": "twin", "model": "bert_ctr", "share": 0.99}]
     ranker = ranker_for(serving_env, bundle, tmp_path, arms=arms)

@@ -43,6 +43,10 @@ class Experiment(BaseModel):
     # decide: its normal approximation and the variance it reads from the data need that many
     min_units: int = Field(100, ge=2)
     gate_promotion: bool = False  # select promotes a challenger only if the experiment says it wins
+    # A/B: share of requests shown their candidates in a uniformly random order (in their unit's
+    # arm), so that every item has a logging probability at every position and an off-policy
+    # estimate of any ranking has support; a cost to those requests' shoppers
+    shuffle_share: float = Field(0.0, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _arms(self) -> Experiment:
@@ -58,6 +62,8 @@ class Experiment(BaseModel):
         total = sum(a.share for a in self.arms)
         if self.mode == "ab" and not math.isclose(total, 1.0, abs_tol=1e-6):
             raise ValueError(f"the arms' traffic shares must sum to 1, they sum to {total:g}")
+        if self.mode == "interleave" and self.shuffle_share > 0:
+            raise ValueError("shuffle_share is for A/B: an interleaved page credits clicks to the rankers")
         if self.mode == "interleave" and len(self.arms) != 2:
             raise ValueError(f"interleaving merges two rankers; the experiment has {len(self.arms)} arms")
         return self

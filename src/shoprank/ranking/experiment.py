@@ -141,7 +141,13 @@ class OnlineExperiment:
                 arm = self.champion_arm or arm
             by_arm = {a: self.arm_scores(a, s) for a in self.shares}
             order, explored, propensity = self._page(by_arm[arm], s.rows, k, rng)
-            propensity = self._marginal(s, k, by_arm, arm, order, explored, propensity)
+            propensity = self._marginal(s, k, by_arm, order, explored, propensity, arm)
+            if e.shuffle_share > 0:  # some requests in random order: every item has a probability everywhere
+                eps, n = e.shuffle_share, len(s.rows)
+                if rng.random() < eps:
+                    order, explored = rng.permutation(n)[: len(order)], np.zeros(len(order), bool)
+                    propensity = self._marginal(s, k, by_arm, order, explored, propensity, None)
+                propensity = (1 - eps) * propensity + eps / n
             arms = [None if x else arm for x in explored.tolist()]
             metrics.EXPERIMENT_REQUESTS.labels(e.name, arm).inc()
             return Arranged(order, explored, propensity, by_arm[arm], arms, arm)
@@ -169,17 +175,18 @@ class OnlineExperiment:
         s: Scored,
         k: int | None,
         by_arm: dict[str, np.ndarray],
-        served: str,
         order: np.ndarray,
         explored: np.ndarray,
         drawn: np.ndarray,
+        served: str | None,
     ) -> np.ndarray:
-        """Per slot, the probability that the experiment put its item there, over the arm draw:
-        the sum over arms of the arm's share times 1 if that arm's page has the item there
-        (its exploitation slots, which do not depend on its draws). An explored slot adds the
-        served arm's share times its draw's probability; the other arms' own exploration
-        draws are not counted, so there it is a lower bound."""
-        out = np.where(explored, self.shares[served] * drawn, 0.0)
+        """Per slot of ``order``, the probability that the arms put its item there, over the
+        arm draw: the sum over arms of the arm's share times 1 if that arm's page has the item
+        there (its exploitation slots, which do not depend on its draws). An explored slot of
+        the ``served`` arm's page adds its share times its draw's probability; the other arms'
+        own exploration draws are not counted, so there it is a lower bound. ``served`` None:
+        ``order`` is no arm's page (a shuffled one)."""
+        out = np.where(explored, self.shares[served] * drawn, 0.0) if served else np.zeros(len(order))
         dummy = np.random.default_rng(0)  # an arm's exploitation slots do not depend on its draws
         for arm, share in self.shares.items():
             page = self._page(by_arm[arm], s.rows, k, dummy) if arm != served else (order, explored, None)
