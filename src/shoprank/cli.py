@@ -204,6 +204,20 @@ def forget(
     typer.echo(done.summary())
 
 
+@app.command("catalog-update")
+def catalog_update(
+    file: Annotated[Path, typer.Argument(help="Catalog rows: .jsonl or .parquet.")], params: ParamsOpt = None
+) -> None:
+    """Check FILE's rows (new, changed, delisted items); the valid ones go where the service applies them."""
+    from shoprank.data.updates import UpdateError, submit
+
+    try:
+        result = submit(file, _params(params).paths.catalog_updates)
+    except UpdateError as exc:
+        _fail(str(exc), 2)
+    raise typer.Exit(text.catalog_update(result))  # 1 when a row was rejected (and quarantined)
+
+
 def _validated(p) -> Path:
     from shoprank.quality import current_batch
 

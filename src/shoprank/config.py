@@ -50,6 +50,7 @@ class Paths(Strict):
     metrics: Path = Path("metrics")
     secrets: Path = Path(".secrets")  # the pseudonym key file when $SHOPRANK_PSEUDONYM_KEY is unset
     erasure: Path = Path("data/erasure")  # the erased shoppers' pseudonyms (`shoprank forget`)
+    catalog_updates: Path = Path("data/catalog_updates")  # catalogue rows the service applies
 
 
 class Profile(Strict):
