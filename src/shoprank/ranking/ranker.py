@@ -9,6 +9,7 @@
 - :mod:`~shoprank.ranking.recommend`: a feed (no query) from the shopper's clicks, popular and new items
 - :mod:`~shoprank.ranking.served`: the served log, its memory and the feedback on it
 - :mod:`~shoprank.ranking.refresh`: the background refresh of the item features
+- :mod:`~shoprank.ranking.catalog_refresh`: catalogue updates (new, changed, delisted items) applied live
 - :mod:`~shoprank.ranking.responses`: the answers' JSON
 
 A request's user id is the shop's own: each endpoint first maps it to its pseudonym
@@ -36,6 +37,7 @@ from shoprank.inputs.frame import Frame
 from shoprank.logs import log
 from shoprank.privacy import fingerprint, load_key, pseudonym
 from shoprank.ranking import metrics, recommend, responses, understand
+from shoprank.ranking.catalog_refresh import CatalogRefresher
 from shoprank.ranking.explanations import Explainer
 from shoprank.ranking.loader import load, runtime_of
 from shoprank.ranking.metrics import stage
@@ -46,6 +48,7 @@ from shoprank.ranking.rerank import rerank
 from shoprank.ranking.scoring import Scored, Scoring
 from shoprank.ranking.served import ServedResponses
 from shoprank.ranking.session import DaySoFar
+from shoprank.ranking.swap import reads_catalog
 from shoprank.ranking.tokens import FeedbackTokens, deployment_secret
 
 logger = logging.getLogger(__name__)
@@ -94,7 +97,11 @@ class Ranker:
         self.refresher = Refresher(self.features, self.scoring.prepare, self.settings.feature_ttl_s)
         self.request_rules = RequestRules(self.settings, self.catalog.row_of)
         metrics.MODEL_INFO.labels(self.version, self.manifest["champion"]["candidate"], self.kind).set(1)
+        self.catalog_updates = CatalogRefresher(
+            self, params.paths.catalog_updates, self.settings.catalog_refresh_s, params.features.new_item_days
+        )
         self.warm()
+        self.catalog_updates.start()
         log(logger, "ranker loaded", version=self.version, kind=self.kind, items=len(self.catalog))
 
     # ---- the parts, as attributes callers (tests, benchmarks) read or replace
@@ -154,6 +161,11 @@ class Ranker:
 
     def stop_refresh(self, timeout_s: float = 5.0) -> None:
         self.refresher.stop(timeout_s)
+        self.catalog_updates.stop(timeout_s)
+
+    def refresh_catalog(self) -> dict:
+        """Apply the catalogue updates that landed since the last refresh (POST /catalog/refresh)."""
+        return self.catalog_updates.refresh()
 
     # ---- scoring, for callers that score without an endpoint
     def rows_of(self, item_ids: Sequence[str]) -> np.ndarray:
@@ -181,6 +193,7 @@ class Ranker:
         return self.query_vectors.vector(query, timings)
 
     # ---- endpoints
+    @reads_catalog
     def rank(
         self,
         query: str,
@@ -217,6 +230,7 @@ class Ranker:
             "results": results,
         }
 
+    @reads_catalog
     def search(
         self,
         query: str,
@@ -264,6 +278,7 @@ class Ranker:
             "results": results,
         }
 
+    @reads_catalog
     def recommend(
         self,
         user_id: str,
