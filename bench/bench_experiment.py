@@ -127,9 +127,13 @@ def serve(
         mixture_variance=1e-2 if mode == "interleave" else 1e-4,
         shuffle_share=shuffle,
     )
-    paths = params.paths.model_copy(
-        update={"feedback": work / run / "feedback", "quarantine": work / run / "q"}
-    )
+    # the run's own log, set-aside records and report, not the project's
+    own = {
+        "feedback": work / run / "feedback",
+        "quarantine": work / run / "q",
+        "metrics": work / run / "metrics",
+    }
+    paths = params.paths.model_copy(update=own)
     p = params.model_copy(update={"experiment": experiment, "paths": paths})
     settings = p.serve.model_copy(update={"feature_ttl_s": 3600.0, "reload_s": 0.0})
     ranker = Ranker(bundle, p, settings=settings)

@@ -82,7 +82,7 @@ def test_an_erased_shopper_is_left_out_of_a_new_batch(tmp_path, params):
 
 def test_a_bundle_named_under_another_key_is_reported_not_silent(caplog):
     from shoprank.privacy import fingerprint
-    from shoprank.ranking.ranker import key_matches
+    from shoprank.ranking.loader import key_matches
 
     pipeline, service = b"k" * 32, b"q" * 32
     assert fingerprint(pipeline) != fingerprint(service) and fingerprint(pipeline) == fingerprint(b"k" * 32)

@@ -43,7 +43,7 @@ def test_every_route_but_health_and_readiness_needs_the_key():
             assert client.get(path, headers={"X-API-Key": "s3cret"}).status_code == 200, path
             assert client.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200, path
             assert client.get(path, headers={"X-API-Key": "s3cret\n"}).status_code == 401, path
-    for path in ("/search", "/rank", "/recommend", "/intent", "/feedback"):
+    for path in ("/search", "/rank", "/recommend", "/intent", "/feedback", "/catalog/refresh"):
         assert client.post(path, json={}).status_code == 401, path
 
 

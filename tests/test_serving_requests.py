@@ -148,6 +148,9 @@ class RecordingRanker:
     def record_feedback(self, *args) -> dict:
         return self._did("feedback", *args)
 
+    def refresh_catalog(self) -> dict:
+        return self._did("catalog_refresh")
+
 
 def _client(ranker: RecordingRanker):
     from starlette.testclient import TestClient

@@ -8,7 +8,6 @@ Heavy libraries are imported inside the commands so that `--help` stays instant.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,38 +15,7 @@ from typing import Annotated
 import typer
 
 from shoprank import cli_text as text
-from shoprank.config import ParamsError, load_params
-from shoprank.logs import setup_logging
-
-app = typer.Typer(
-    help="shoprank: language-model-powered e-commerce search ranking.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-logger = logging.getLogger("shoprank.cli")
-
-ParamsOpt = Annotated[
-    Path | None, typer.Option("--params", help="params.yaml to read (default: ./params.yaml).")
-]
-
-
-@app.callback()
-def _main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-) -> None:
-    setup_logging("DEBUG" if verbose else None)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
-def _params(path: Path | None):
-    try:
-        return load_params(path)
-    except ParamsError as exc:
-        _fail(str(exc), 2)
+from shoprank.cli_base import ParamsOpt, _fail, _params, app
 
 
 @app.command()
@@ -187,23 +155,6 @@ def ingest_feedback(params: ParamsOpt = None) -> None:
     typer.echo(report.summary())
 
 
-@app.command()
-def forget(
-    user: Annotated[str, typer.Argument(help="The shopper's own user id, as the shop knows it.")],
-    params: ParamsOpt = None,
-) -> None:
-    """Erase one shopper from the feedback log, tables, features and online store, and keep them out."""
-    from shoprank.privacy import PseudonymKeyError
-    from shoprank.privacy.forget import forget as run_forget
-
-    p = _params(params)
-    try:
-        done = run_forget(user, p)
-    except PseudonymKeyError as exc:
-        _fail(str(exc), 2)
-    typer.echo(done.summary())
-
-
 def _validated(p) -> Path:
     from shoprank.quality import current_batch
 
@@ -309,19 +260,6 @@ def drift(params: ParamsOpt = None) -> None:
 
 
 @app.command()
-def experiment(params: ParamsOpt = None) -> None:
-    """Read the online experiment of params.yaml from the feedback log: arms, split check, decision."""
-    from shoprank.experiments.step import NoExperiment, report_path, run_experiment
-
-    p = _params(params)
-    try:
-        report = run_experiment(p)
-    except (NoExperiment, FileNotFoundError) as exc:
-        _fail(str(exc), 2)
-    text.experiment(report, report_path(p))
-
-
-@app.command()
 def select(params: ParamsOpt = None) -> None:
     """Promote the evaluation's winner to champion if it beats the current one by the margin."""
     from shoprank.config import params_path
@@ -354,45 +292,12 @@ def package(
     params: ParamsOpt = None,
 ) -> None:
     """Package the champion (model, query encoder, indexes, item tables) into the BentoML model store."""
-    _package(_params(params), force)
+    from shoprank.cli_ops import package_champion
+
+    package_champion(_params(params), force)
 
 
-@app.command()
-def rollback(params: ParamsOpt = None) -> None:
-    """Restore the previous champion and package it: a running service switches to it on its next check."""
-    from shoprank.selection import rollback as run_rollback
-
-    p = _params(params)
-    try:
-        record = run_rollback(Path(p.paths.models))
-    except ValueError as exc:
-        _fail(str(exc), 2)
-    typer.echo(f"champion is {record['candidate']} {record['version']} again")
-    _package(p, force=True)
-
-
-def _package(p, force: bool) -> None:
-    from shoprank.ranking.bundle import PackageError
-    from shoprank.ranking.bundle import package as run_package
-
-    try:
-        from shoprank.text import load_encoder
-
-        # recorded by key (serving must embed queries the same way) and exported to ONNX for serving
-        result = run_package(p, force=force, encoder=load_encoder(p.text, device="cpu"))
-    except (PackageError, FileNotFoundError) as exc:
-        _fail(str(exc), 2)
-    m = result["manifest"]
-    # what is packaged, for DVC (the stage's output) and for `make serve`: the store lives outside the repo
-    record = {"tag": result["tag"], "version": m["version"], "candidate": m["champion"]["candidate"]}
-    out = Path(p.paths.models) / "package.json"
-    out.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    state = "packaged" if result["created"] else "already packaged"
-    typer.echo(
-        f"{state} {m['champion']['candidate']} {m['version']} as {result['tag']} "
-        f"({m['items']:,} items, intent model: {'yes' if m['understanding'] else 'no'}) -> {result['path']}"
-    )
-
+from shoprank import cli_ops  # noqa: E402, F401  (the operations' commands join the app)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

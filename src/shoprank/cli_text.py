@@ -149,3 +149,25 @@ def _interleaving(report: dict, level: str) -> None:
         f"requests with credited clicks {i['requests_with_credited_clicks']:,} (ties {i['ties']:,}); "
         f"preference for the challenger {_interval(i['preference'])} ({level})"
     )
+
+
+def catalog_update(result: dict) -> int:
+    """Where a file's catalogue rows went and every rejected row (the first 20) with its reasons;
+    the exit code: 1 when a row was rejected."""
+    from shoprank.data.updates import describe
+
+    if result["file"] is not None:
+        typer.echo(
+            f"{result['accepted']} row(s) ({result['listed']} listed or changed, {result['delisted']} "
+            f"delisted) dropped into {result['file']}; the service applies them on its next refresh"
+        )
+    if result["ignored_columns"]:
+        typer.echo(f"ignored column(s), neither the contract's nor declared: {result['ignored_columns']}")
+    rejected = result["rejected"]
+    if rejected:
+        typer.secho(f"{len(rejected)} row(s) rejected, kept in {result['quarantine']}:", fg="red", err=True)
+        for r in rejected[:20]:
+            typer.echo(f"  {describe(r)}", err=True)
+        if len(rejected) > 20:
+            typer.echo(f"  and {len(rejected) - 20} more", err=True)
+    return 1 if rejected else 0

@@ -50,6 +50,7 @@ class Paths(Strict):
     metrics: Path = Path("metrics")
     secrets: Path = Path(".secrets")  # the pseudonym key file when $SHOPRANK_PSEUDONYM_KEY is unset
     erasure: Path = Path("data/erasure")  # the erased shoppers' pseudonyms (`shoprank forget`)
+    catalog_updates: Path = Path("data/catalog_updates")  # catalogue rows the service applies
 
 
 class Profile(Strict):
@@ -278,6 +279,7 @@ class Serve(Strict):
     explore_share: float = Field(0.1, ge=0, le=1)  # share of a page reserved for new items (exploration)
     feature_ttl_s: float = Field(60.0, ge=0)  # online values are reused this long in-process (0: never)
     reload_s: float = Field(30.0, ge=0)  # how often a worker looks for a newly packaged champion (0: never)
+    catalog_refresh_s: float = Field(60.0, ge=0)  # catalogue updates applied this often (0: load, call)
     store_timeout_s: float = Field(1.0, gt=0)  # a request waits this long for the store, then falls back
     store_retry_s: float = Field(5.0, ge=0)  # after a store failure, fallbacks this long before a retry
     query_cache: int = Field(10000, ge=0)  # query embeddings kept in memory (0: none)

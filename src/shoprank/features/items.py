@@ -49,7 +49,11 @@ def item_profile(batch: Batch) -> pd.DataFrame:
     The catalog is a snapshot, so a price that changed later is read as if it had
     always been the current one; the contract has no price history to do better.
     """
-    c = batch.catalog
+    return profile_of(batch.catalog)
+
+
+def profile_of(c: pd.DataFrame) -> pd.DataFrame:
+    """:func:`item_profile` of catalog rows (the service's catalogue updates use it too)."""
     out = pd.DataFrame(
         {
             "item_id": c["item_id"].astype("string"),

@@ -213,12 +213,24 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
         "understanding_missing": None if understanding is not None else report["reason"],
         "data_batch": batch.name,
         "experiment": arms,  # the challenger arms' models in arms/ (None: no experiment)
+        # catalogue updates that landed before the batch was accepted are taken to be in it
+        "catalog_as_of": catalog_as_of(batch),
         # which key named the batch's shoppers: the service checks that it holds the same one
         "pseudonym_key": fingerprint(load_key(params.paths.secrets)),
         "packaged_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
     return manifest
+
+
+def catalog_as_of(batch: Path) -> str | None:
+    """When the batch was accepted by validation (its validation.json); None when it does not say."""
+    from shoprank.quality.store import RESULT
+
+    try:
+        return str(json.loads((batch / RESULT).read_text())["validated_at"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def click_tables(params: Params, batch: Path, items: pd.DataFrame, out: Path) -> dict[str, Any]:

@@ -116,6 +116,19 @@ class OnlineExperiment:
             "dropped": self.dropped,
         }
 
+    def use_catalog(self, catalog: Catalog) -> None:
+        """A refreshed catalogue: every arm scores over it (called while no request is in flight)."""
+        self.catalog = catalog
+        for scoring in self.scorings.values():
+            if scoring is not None:
+                scoring.catalog = catalog
+
+    def prepare(self) -> None:
+        """The challengers' fast-path item arrays, after a catalogue refresh."""
+        for scoring in self.scorings.values():
+            if scoring is not None and scoring is not self.champion:
+                scoring.prepare()
+
     def arm_scores(self, arm: str, s: Scored) -> np.ndarray:
         """An arm's scores of the champion-scored request ``s``."""
         scoring = self.scorings[arm]

@@ -146,6 +146,9 @@ class OnlineFeatures:
         self.values = items[item_columns].reset_index(drop=True).copy()  # packaged, then refreshed
         self.fetched = np.full(len(items), -np.inf)
         self.version = 0  # bumped whenever item values change (derived arrays are rebuilt)
+        self.pinned: dict[
+            str, np.ndarray
+        ] = {}  # column -> rows a catalogue update set: the store's are older
         self.users = users.set_index("user_id") if "user_id" in users else users
         self.user_columns = user_columns
         self._user_cache: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -339,15 +342,39 @@ class OnlineFeatures:
                 changed = False
                 for c in cols:
                     j = self.values.columns.get_loc(c)
-                    new = df[c].to_numpy()[present]
+                    new, at = df[c].to_numpy()[present], got
+                    if c in self.pinned:
+                        keep = ~self.pinned[c][got]
+                        new, at = new[keep], got[keep]
                     if pd.api.types.is_numeric_dtype(self.values[c].dtype):
                         new = pd.to_numeric(pd.Series(new), errors="coerce").to_numpy()
-                    if not _same(self.values.iloc[got, j], new):
-                        self.values.iloc[got, j] = new
+                    if not _same(self.values.iloc[at, j], new):
+                        self.values.iloc[at, j] = new
                         changed = True
                 self.fetched[got] = now
                 if changed:  # derived item arrays are rebuilt only when a value moved
                     self.version += 1
+
+    def catalogue_update(self, item_ids: list[str], appended: pd.DataFrame, changed: pd.DataFrame) -> None:
+        """Items listed or changed since packaging (ranking/catalog_refresh.py), in one step.
+
+        ``appended``: the item values of new items, whose rows follow the current ones (ids
+        ``item_ids``); the store does not know them until the next pipeline run, so they are
+        never read from it. ``changed``: catalogue values of known items (index: their rows),
+        kept over the store's older ones from now on.
+        """
+        with self._lock:
+            values = pd.concat([self.values, appended[self.item_columns]], ignore_index=True)
+            pinned = {c: np.concatenate([m, np.zeros(len(appended), bool)]) for c, m in self.pinned.items()}
+            rows = changed.index.to_numpy()
+            for c in changed.columns:
+                values.iloc[rows, values.columns.get_loc(c)] = changed[c].to_numpy()
+                pinned.setdefault(c, np.zeros(len(values), bool))[rows] = True
+            # values before version: a reader that sees the new version sees the new values
+            self.values, self.pinned = values, pinned
+            self.fetched = np.concatenate([self.fetched, np.full(len(appended), np.inf)])
+            self.item_ids = [*self.item_ids, *item_ids]
+            self.version += 1
 
     def _user_row(self, df: pd.DataFrame) -> dict[str, Any]:
         row = df.iloc[0]

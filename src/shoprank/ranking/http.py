@@ -10,8 +10,8 @@ page (metrics and the OpenAPI document included), and each request is timed into
 Prometheus histograms. A failure that is not the request's is a 500 whose log line names
 the endpoint, the exception type and its traceback.
 
-Endpoints: POST /search /recommend /rank /intent /feedback; GET /health /ready /metrics
-/openapi.json /ui.
+Endpoints: POST /search /recommend /rank /intent /feedback /catalog/refresh; GET /health /ready
+/metrics /openapi.json /ui.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from shoprank.ranking.reload import Reloader
 from shoprank.ranking.requests import (
     BadRequest,
     Body,
+    CatalogRefreshBody,
     FeedbackBody,
     IntentBody,
     RankBody,
@@ -174,12 +175,16 @@ def create_app(
     def do_feedback(r: Ranker, b: FeedbackBody) -> dict:
         return r.record_feedback(b.request_id, b.item_id, b.event, b.feedback_token, b.position)
 
+    def do_catalog_refresh(r: Ranker, b: CatalogRefreshBody) -> dict:
+        return r.refresh_catalog()
+
     bodies: dict[str, tuple[type[Body], str]] = {
         "/search": (SearchBody, "a query -> ranked, explained results"),
         "/recommend": (RecommendBody, "a shopper, no query -> a feed"),
         "/rank": (RankBody, "a query, a user and candidate ids -> those ids in ranked order"),
         "/intent": (IntentBody, "a query -> its intent and the product attributes it names"),
         "/feedback": (FeedbackBody, "a click or purchase on a served result, with its feedback token"),
+        "/catalog/refresh": (CatalogRefreshBody, "apply the catalogue updates that landed (this worker)"),
     }
 
     async def health(request: Request) -> Response:
@@ -240,6 +245,7 @@ def create_app(
         "/rank": do_rank,
         "/intent": do_intent,
         "/feedback": do_feedback,
+        "/catalog/refresh": do_catalog_refresh,
     }
     routes = [
         Route(path, endpoint(path[1:], bodies[path][0], handler), methods=["POST"])

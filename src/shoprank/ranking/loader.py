@@ -32,6 +32,7 @@ from shoprank.artifacts import (
 )
 from shoprank.config import Params, Serve, Text
 from shoprank.logs import log
+from shoprank.privacy import fingerprint
 from shoprank.ranking.catalog import Catalog
 from shoprank.ranking.features import OnlineFeatures, open_online_store
 
@@ -168,3 +169,21 @@ def freeze_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def key_matches(manifest: dict, key: bytes) -> bool:
+    """The bundle's shoppers were named with ``key`` (a bundle that does not say is taken to match).
+
+    Under another key no request finds its shopper's features: every shopper is served as
+    new. That is logged as an error and readiness shows it.
+    """
+    recorded = manifest.get("pseudonym_key")
+    if recorded is None or recorded == fingerprint(key):
+        return True
+    log(
+        logger,
+        "the service's pseudonym key is not the one the bundle's shoppers were named with: "
+        "every shopper will look new (set $SHOPRANK_PSEUDONYM_KEY to the pipeline's key)",
+        level=logging.ERROR,
+    )
+    return False

@@ -72,7 +72,7 @@ def document(bodies: dict[str, tuple[type[Body], str]], settings: Limits, versio
         paths[path] = {
             "post": {
                 "summary": summary,
-                "operationId": path.strip("/"),
+                "operationId": path.strip("/").replace("/", "_"),
                 "security": KEYED,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
                 "responses": {"200": _json("the answer"), **_errors(400, 401, 404, 413, 422, 503)},

@@ -9,6 +9,7 @@
 - :mod:`~shoprank.ranking.recommend`: a feed (no query) from the shopper's clicks, popular and new items
 - :mod:`~shoprank.ranking.served`: the served log, its memory and the feedback on it
 - :mod:`~shoprank.ranking.refresh`: the background refresh of the item features
+- :mod:`~shoprank.ranking.catalog_refresh`: catalogue updates (new, changed, delisted items) applied live
 - :mod:`~shoprank.ranking.responses`: the answers' JSON
 
 A request's user id is the shop's own: each endpoint first maps it to its pseudonym
@@ -34,11 +35,12 @@ from shoprank.config import Params, Serve
 from shoprank.feedback import FeedbackLog
 from shoprank.inputs.frame import Frame
 from shoprank.logs import log
-from shoprank.privacy import fingerprint, load_key, pseudonym
+from shoprank.privacy import load_key, pseudonym
 from shoprank.ranking import metrics, recommend, responses, understand
+from shoprank.ranking.catalog_refresh import CatalogRefresher
 from shoprank.ranking.experiment import Arranged, OnlineExperiment
 from shoprank.ranking.explanations import Explainer
-from shoprank.ranking.loader import load, runtime_of
+from shoprank.ranking.loader import key_matches, load, runtime_of
 from shoprank.ranking.metrics import stage
 from shoprank.ranking.query_vectors import QueryVectors
 from shoprank.ranking.refresh import Refresher
@@ -46,6 +48,7 @@ from shoprank.ranking.requests import Context, RequestRules
 from shoprank.ranking.scoring import Scored, Scoring
 from shoprank.ranking.served import ServedResponses, Slots
 from shoprank.ranking.session import DaySoFar
+from shoprank.ranking.swap import reads_catalog
 from shoprank.ranking.tokens import FeedbackTokens, deployment_secret
 
 logger = logging.getLogger(__name__)
@@ -87,10 +90,14 @@ class Ranker:
         self.served = ServedResponses(
             feedback, self.version, self.catalog.item_ids, tokens, day=self.scoring.day
         )
-        self.refresher = Refresher(self.features, self.scoring.prepare, self.settings.feature_ttl_s)
+        self.refresher = Refresher(self.features, self.prepare, self.settings.feature_ttl_s)
         self.request_rules = RequestRules(self.settings, self.catalog.row_of)
         metrics.MODEL_INFO.labels(self.version, self.manifest["champion"]["candidate"], self.kind).set(1)
+        self.catalog_updates = CatalogRefresher(
+            self, params.paths.catalog_updates, self.settings.catalog_refresh_s, params.features.new_item_days
+        )
         self.warm()
+        self.catalog_updates.start()
         log(logger, "ranker loaded", version=self.version, kind=self.kind, items=len(self.catalog))
 
     # ---- the parts, as attributes callers (tests, benchmarks) read or replace
@@ -145,11 +152,21 @@ class Ranker:
         self.query_vectors.clear()  # the warm-up queries are not real ones
         self.refresher.start()
 
+    def prepare(self) -> None:
+        """Every scorer's fast-path item arrays again, after the item table was refreshed."""
+        self.scoring.prepare()
+        self.experiment.prepare()
+
     def check_fast_path(self, user_id: str | None = None) -> bool:
         return self.scoring.check_fast_path(user_id)
 
     def stop_refresh(self, timeout_s: float = 5.0) -> None:
         self.refresher.stop(timeout_s)
+        self.catalog_updates.stop(timeout_s)
+
+    def refresh_catalog(self) -> dict:
+        """Apply the catalogue updates that landed since the last refresh (POST /catalog/refresh)."""
+        return self.catalog_updates.refresh()
 
     # ---- scoring, for callers that score without an endpoint
     def rows_of(self, item_ids: Sequence[str]) -> np.ndarray:
@@ -177,6 +194,7 @@ class Ranker:
         return self.query_vectors.vector(query, timings)
 
     # ---- endpoints
+    @reads_catalog
     def rank(
         self,
         query: str,
@@ -217,6 +235,7 @@ class Ranker:
             "results": results,
         }
 
+    @reads_catalog
     def search(
         self,
         query: str,
@@ -268,6 +287,7 @@ class Ranker:
             "results": results,
         }
 
+    @reads_catalog
     def recommend(
         self,
         user_id: str,
@@ -362,21 +382,3 @@ def day_so_far(users: Any, prior_strength: float) -> DaySoFar:
 
 def new_request_id() -> str:
     return "r_" + uuid.uuid4().hex
-
-
-def key_matches(manifest: dict, key: bytes) -> bool:
-    """The bundle's shoppers were named with ``key`` (a bundle that does not say is taken to match).
-
-    Under another key no request finds its shopper's features: every shopper is served as
-    new. That is logged as an error and readiness shows it.
-    """
-    recorded = manifest.get("pseudonym_key")
-    if recorded is None or recorded == fingerprint(key):
-        return True
-    log(
-        logger,
-        "the service's pseudonym key is not the one the bundle's shoppers were named with: "
-        "every shopper will look new (set $SHOPRANK_PSEUDONYM_KEY to the pipeline's key)",
-        level=logging.ERROR,
-    )
-    return False

@@ -63,6 +63,7 @@ class RequestRules:
 
     settings: Limits
     items: Container[str]
+    listed: Container[str] | None = None  # the items `rank` may take (None: all); delisted ones are not
 
 
 def _rules(info: ValidationInfo) -> RequestRules:
@@ -225,7 +226,8 @@ class RankBody(ContextBody):
         if len(set(item_ids)) != len(item_ids):
             dup = sorted(i for i, n in Counter(item_ids).items() if n > 1)[:5]
             raise _invalid(f"item_ids has duplicates: {dup}")
-        unknown = [i for i in item_ids if i not in rules.items]
+        known = rules.items if rules.listed is None else rules.listed
+        unknown = [i for i in item_ids if i not in known]
         if unknown:
             more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
             raise _invalid(f"unknown item_ids: {unknown[:10]}{more}", UNKNOWN_ITEM)
@@ -264,6 +266,10 @@ class FeedbackBody(Body):
         if item_id not in _rules(info).items:
             raise _invalid(f"unknown item_id {item_id!r}", UNKNOWN_ITEM)
         return item_id
+
+
+class CatalogRefreshBody(Body):
+    """No fields: the call applies what landed in ``paths.catalog_updates`` (send ``{}``)."""
 
 
 def largest_position(settings: Limits) -> int:

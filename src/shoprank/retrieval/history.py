@@ -70,6 +70,7 @@ class FeedIndex:
         factors: Factors | None = None,
     ):
         self.items, self.co_clicks, self.fallback, self.factors = items, co_clicks, fallback, factors
+        self.popularity = popularity  # kept: a catalogue update builds the next index from it
         rows = np.arange(len(popularity))
         order = np.lexsort((rows, -popularity))  # most popular first, ties by row
         self.popular_order = order[popularity[order] > 0]
@@ -176,6 +177,7 @@ def retrieve(
     head, is not crowded out by items that sit midway down several lists; the other half
     goes by reciprocal-rank fusion.
     """
+    allowed = index.items.within(allowed)  # delisted items are never candidates
     fused: dict[int, float] = {}
     found_by: dict[int, list[str]] = {}
     heads: list[int] = []

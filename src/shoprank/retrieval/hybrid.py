@@ -33,10 +33,18 @@ class Retrieved:
 
 
 class HybridRetriever:
-    def __init__(self, bm25, index, vectors: np.ndarray):
+    def __init__(self, bm25, index, vectors: np.ndarray, listed: np.ndarray | None = None):
         self.bm25 = bm25
         self.index = index
         self.vectors = vectors
+        # rows that may be retrieved (None: all); a delisted item keeps its row but is never found
+        self.listed = listed
+
+    def within(self, mask: np.ndarray | None) -> np.ndarray | None:
+        """``mask`` restricted to the listed rows (None: every row qualifies)."""
+        if self.listed is None:
+            return mask
+        return self.listed if mask is None else mask & self.listed
 
     @property
     def size(self) -> int:
@@ -82,6 +90,7 @@ class HybridRetriever:
         if not tokens:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         scores = self.bm25.get_scores(tokens)
+        mask = self.within(mask)
         if mask is not None:
             scores = np.where(mask, scores, 0.0)
         n = min(n, len(scores))
@@ -107,6 +116,7 @@ class HybridRetriever:
 
         q = np.ascontiguousarray(vectors, dtype=np.float32)
         params = None
+        mask = self.within(mask)
         if mask is not None:
             allowed = np.flatnonzero(mask).astype(np.int64)
             if len(allowed) == 0:
