@@ -127,8 +127,9 @@ def test_a_new_item_is_scored_by_the_model_and_can_fill_an_exploration_slot(rank
         codes = ranker.fast._item_arrays()[0]
         assert codes[row, ranker.fast.item_cat.index(ranker.fast.spec.item_id)] == UNKNOWN
     s.scores[-1] = s.scores.min() / 2  # exploitation alone would leave it out of a page of 4
-    order, explored = ranker.page(s, 4)
-    assert 5 in order[explored].tolist()  # the new item, index 5 of the candidates, explores
+    page = ranker.arrange(s, 4)
+    assert 5 in page.order[page.explored].tolist()  # the new item, index 5 of the candidates, explores
+    assert 0 < page.propensity[page.order == 5][0] <= 1  # with the probability of its draw
 
 
 @pytest.mark.slow

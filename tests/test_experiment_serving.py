@@ -39,7 +39,9 @@ def ranker_for(serving_env, bundle: Path, tmp_path: Path, **experiment):
     from shoprank.ranking.ranker import Ranker
 
     params = load_params(serving_env.params_file)
-    paths = params.paths.model_copy(update={"feedback": tmp_path / "feedback"})
+    paths = params.paths.model_copy(
+        update={"feedback": tmp_path / "feedback", "catalog_updates": tmp_path / "updates"}
+    )
     params = params.model_copy(update={"experiment": Experiment(name="exp1", **experiment), "paths": paths})
     settings = params.serve.model_copy(update={"feature_ttl_s": 600.0, "reload_s": 0.0})
     return Ranker(bundle, params, settings=settings)
@@ -177,5 +179,27 @@ def test_an_arm_that_cannot_serve_is_dropped_and_the_champion_serves_its_traffic
         answers = [ranker.rank("tent", f"user_{i}", items) for i in range(20)]
         assert {a["experiment"]["arm"] for a in answers} == {"control"}
         assert all(a["degraded"] is False for a in answers)
+    finally:
+        ranker.stop_refresh()
+
+
+def test_an_item_listed_while_the_experiment_runs_is_ranked_by_every_arm(serving_env, bundle, tmp_path):
+    from shoprank.data.updates import submit
+    from tests.test_catalog_updates import catalog_row, write_jsonl
+
+    arms = [{**CONTROL, "share": 0.01}, {"name": "twin", "model": "bert_ctr", "share": 0.99}]
+    updates = tmp_path / "updates"
+    ranker = ranker_for(serving_env, bundle, tmp_path, arms=arms)
+    try:
+        source = write_jsonl(tmp_path / "new.jsonl", [catalog_row("new_arm_item", "Zorblax trail tent")])
+        assert not submit(source, updates)["rejected"]
+        ranker.refresh_catalog()
+        items = [*candidates(ranker, 8), "new_arm_item"]
+        body = ranker.rank("trail tent", "user_3", items)
+        assert body["experiment"]["arm"] == "twin" and body["degraded"] is False
+        s = ranker.score(ranker.rows_of(items), "trail tent", ranker.shopper("user_3"), "r_" + "3" * 32, {})
+        twin, failed = ranker.experiment.scorings["twin"].rescore(s)  # the arm's own model, no fallback
+        assert not failed
+        np.testing.assert_allclose(twin, s.scores, atol=1e-5)
     finally:
         ranker.stop_refresh()
