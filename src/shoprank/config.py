@@ -204,6 +204,7 @@ class Train(Strict):
     patience: int = Field(1, ge=0)  # early stopping on validation loss
     lr: float = Field(2e-3, gt=0)
     encoder_lr: float = Field(3e-5, gt=0)
+    lora_rank: int = Field(8, gt=0)  # lora: rank of the adapters on the attention projections
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(100, ge=0)
     d: int = Field(64, gt=0)  # projection width of the text towers
