@@ -3,10 +3,10 @@
 The tiny pipeline runs once through the CLI up to the training set, with a tiny random BERT
 as the text encoder (text.model_dir: a saved ``TextEncoder.tiny``). Each mode then trains
 bert_ctr alone into its own models and metrics folders (so it is promoted: the only
-candidate, and no champion before it), is evaluated, selected, packaged into a private
-BENTOML_HOME and served by an in-process Ranker. The served answers must come from the
-fine-tuned model (never the popularity fallback), and its served scores must be the ones
-evaluation computes for the same request.
+candidate, and no champion before it), is evaluated, checked for drift, selected, packaged
+into a private BENTOML_HOME and served by an in-process Ranker. The served answers must come
+from the fine-tuned model (never the popularity fallback), and its served scores must be the
+ones evaluation computes for the same request.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def served(request, pipeline):
     raw["paths"].update({"models": str(root / mode / "models"), "metrics": str(root / mode / "metrics")})
     params_file = root / f"params-{mode}.yaml"
     params_file.write_text(yaml.safe_dump(raw))
-    for name in ("train", "evaluate"):
+    for name in ("train", "evaluate", "drift"):
         step(name, params_file)
     assert "promoted" in step("select", params_file)
     step("understand", params_file)  # the heads `package` ships
@@ -101,6 +101,8 @@ def test_the_fine_tuned_champion_ships_its_encoder_and_tokenizer(served):
     mode, env, params, ranker = served
     report = json.loads((Path(params.paths.metrics) / "evaluate.json").read_text())
     assert report["winner"] == "bert_ctr" and 0.5 < report["candidates"]["bert_ctr"]["auc"] <= 1
+    drift = json.loads((Path(params.paths.metrics) / "drift.json").read_text())
+    assert drift["scores"]["candidate"] == "bert_ctr" and drift["scores"]["psi"] is not None
     manifest = json.loads((env.bundle / "manifest.json").read_text())
     assert manifest["champion"]["candidate"] == "bert_ctr" and manifest["text_mode"] == mode
     # the query encoder stays the stock one: the features and the retrieval index were built with it
