@@ -74,6 +74,7 @@ def finetune(rows: int, encoder, settings) -> float:
     """Impressions/s of one end-to-end epoch (the encoder trained too) over ``rows`` impressions."""
     frame, ids, table = synthetic(rows, items=400, dim=encoder.dim)
     frame.df["item_text"] = "trail running shoe " + frame.df["item_id"].astype(str) + ", light and waterproof"
+    frame.df["query_text"] = frame.df["query"]  # already normalised
     tuned = settings.model_copy(update={"mode": "finetune", "batch_size": 32})
     return measure(frame, ids, table, True, tuned, 1, encoder=encoder)
 

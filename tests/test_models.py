@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from shoprank.evaluation.metrics import auc, log_loss
+from shoprank.features.queries import normalise_query
 from shoprank.inputs.frame import Frame
 from shoprank.models.baselines import LightGBMModel, PopularityModel
 from shoprank.models.bert_ctr import BertCTR
@@ -42,6 +43,7 @@ def frames(tiny_sim, encoder):
     df["brand"] = cat["brand"].to_numpy()[row]
     df["log_price"] = np.log1p(cat["price"].to_numpy()[row])
     df["item_text"] = np.asarray(text, dtype=object)[row]
+    df["query_text"] = [normalise_query(x) for x in df["query"]]
     q = np.stack([qv[x] if x else np.zeros(encoder.dim, np.float32) for x in df["query"]])
     frame = Frame(df, {"item_embedding": item_vec[row], "query_embedding": q})
     split = time_split(df, 0.15, 0.15)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,11 @@ from shoprank.config import Params
 from shoprank.evaluation.evaluate import Pool, Truth, evaluate_scorer, not_computed
 from shoprank.inputs.apply import derive
 from shoprank.inputs.frame import VECTOR_COLUMNS, Frame, Vectors, dense, read_frame
+from shoprank.inputs.texts import batch_texts
 from shoprank.logs import log, timed
 from shoprank.models.objective import needs_purchase
-from shoprank.models.scorers import Scorer, load, purchase_given_click
+from shoprank.models.scorers import Scorer, load, purchase_given_click, reads_text
+from shoprank.quality import current_batch
 from shoprank.training.data import cold_items, read_split
 from shoprank.training.train import training_set_path
 
@@ -65,8 +68,11 @@ def load_truth(truth_dir: Path, test: pd.DataFrame) -> Truth | None:
     return Truth(p_click, cand, exam, covered)
 
 
-def candidate_frame(params: Params, test: pd.DataFrame, candidates: pd.DataFrame, store=None) -> Frame:
-    """Point-in-time features (Feast) of retrieved candidates (``request_id``, ``item_id``) of test rows."""
+def candidate_frame(
+    params: Params, test: pd.DataFrame, candidates: pd.DataFrame, store=None, texts: pd.Series | None = None
+) -> Frame:
+    """Point-in-time features (Feast) of retrieved candidates (``request_id``, ``item_id``) of test rows,
+    and the item texts (``texts``: see :func:`texts_for`) as the test rows have them."""
     from shoprank.features import open_store
     from shoprank.features.pit import historical_features
     from shoprank.features.queries import query_ids
@@ -83,7 +89,7 @@ def candidate_frame(params: Params, test: pd.DataFrame, candidates: pd.DataFrame
     for name, (pos, column) in arrays.items():  # each distinct vector once: codes into its table
         table = dense(column)
         vectors[name] = Vectors(pos + 1, np.concatenate([np.zeros((1, table.shape[1]), np.float32), table]))
-    return derive(Frame(df, vectors))
+    return derive(Frame(df, vectors), texts=texts)
 
 
 def candidate_scores(
@@ -93,6 +99,7 @@ def candidate_scores(
     scorers: dict[str, Scorer],
     chunk_rows: int = CANDIDATE_CHUNK,
     purchase: bool = True,
+    texts: pd.Series | None = None,
 ) -> dict[str, Pool]:
     """Every scorer's position-free P(click) of every retrieved candidate, aligned with
     ``truth.candidates``, and its P(purchase | click) where it has a purchase head (and
@@ -110,6 +117,8 @@ def candidate_scores(
     if not len(cand):
         return {name: Pool(click[name]) for name in scorers}
     store = open_store(params.features)
+    if texts is None:
+        texts = texts_for(params, scorers.values())
     request = cand["request_id"].to_numpy()
     # chunk boundaries fall between requests: candidates of one request stay together
     starts = np.flatnonzero(np.r_[True, request[1:] != request[:-1]])
@@ -120,7 +129,7 @@ def candidate_scores(
     bounds.append(len(cand))
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         with timed(logger, "candidate chunk scored", rows=hi - lo, done=hi, of=len(cand)):
-            frame = candidate_frame(params, test, cand.iloc[lo:hi], store)
+            frame = candidate_frame(params, test, cand.iloc[lo:hi], store, texts)
             for name, scorer in scorers.items():
                 click[name][lo:hi] = scorer.predict(frame, with_position=False)
                 got = purchase_given_click(scorer, frame) if purchase else None
@@ -129,6 +138,13 @@ def candidate_scores(
                         buy[name] = np.empty(len(cand), dtype=np.float64)
                     buy[name][lo:hi] = got  # type: ignore[index]
     return {name: Pool(click[name], buy[name]) for name in scorers}
+
+
+def texts_for(params: Params, scorers: Iterable[Scorer | None]) -> pd.Series | None:
+    """The validated batch's item texts (what training read) when a scorer tokenizes them, else None."""
+    if not any(reads_text(s) for s in scorers):
+        return None
+    return batch_texts(current_batch(params.paths.validated))
 
 
 def champion_scorer(models_dir: Path) -> tuple[dict | None, Scorer | None, str]:
@@ -164,7 +180,6 @@ def run_evaluate(params: Params) -> dict:
     cold = cold_items(keys)[split["test"]]
     del keys
     test = read_frame(path, rows=split["test"])  # only the test rows: training splits are never held
-    derive(test)
     truth = load_truth(params.paths.truth, test.df)
     scorers: dict[str, Scorer] = {}
     for name in s.candidates:
@@ -173,6 +188,8 @@ def run_evaluate(params: Params) -> dict:
             raise FileNotFoundError(f"{model}: candidate {name!r} is not trained (run `shoprank train`)")
         scorers[name] = load(model)[1]
     record, champion, why = champion_scorer(Path(params.paths.models))
+    texts = texts_for(params, [*scorers.values(), champion])
+    derive(test, texts=texts)
     if champion is not None:
         try:  # a champion trained on other inputs may not read today's rows: then it is not compared
             champion.predict(test.take(np.arange(min(len(test), 8))), with_position=False)
@@ -183,7 +200,7 @@ def run_evaluate(params: Params) -> dict:
     if truth is not None:
         with timed(logger, "candidate features and scores", rows=len(truth.candidates)):
             pool = candidate_scores(
-                params, test.df, truth, everyone, purchase=needs_purchase(params.serve.objective)
+                params, test.df, truth, everyone, purchase=needs_purchase(params.serve.objective), texts=texts
             )
     report: dict = {
         "objective": params.serve.objective,

@@ -24,6 +24,7 @@ from shoprank.features.history import (
     windows,
 )
 from shoprank.inputs.declare import SHOP
+from shoprank.inputs.texts import item_text_inputs
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) float32, input order
 ATTRIBUTE_FIELDS = ("colour", "material", "size")  # parsed from the attributes JSON
@@ -132,11 +133,6 @@ def expected_clicks(imp: pd.DataFrame) -> np.ndarray:
     shown = np.bincount(cell)
     clicked = np.bincount(cell, weights=imp["clicked"].to_numpy(np.float64), minlength=len(shown))
     return (clicked / np.maximum(shown, 1))[cell]
-
-
-def item_text_inputs(catalog: pd.DataFrame) -> list[str]:
-    """The text each item is embedded from: title, then description."""
-    return (catalog["title"].astype(str) + ". " + catalog["description"].astype(str)).tolist()
 
 
 def vectors(matrix: np.ndarray) -> pa.Array:

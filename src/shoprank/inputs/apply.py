@@ -1,4 +1,4 @@
-"""Add the declared derived inputs to a frame: what training, evaluation and serving call."""
+"""Add the declared derived inputs and the item texts to a frame: what training, evaluation, serving call."""
 
 from __future__ import annotations
 
@@ -10,14 +10,21 @@ import pandas as pd
 from shoprank.inputs.declare import inputs
 from shoprank.inputs.derive import DERIVATIONS
 from shoprank.inputs.frame import Frame, Vectors
+from shoprank.inputs.texts import add_item_texts
 
 
-def derive(frame: Frame | pd.DataFrame, names: Iterable[str] | None = None) -> Any:
+def derive(
+    frame: Frame | pd.DataFrame, names: Iterable[str] | None = None, texts: pd.Series | None = None
+) -> Any:
     """Add the declared derived inputs that ``frame`` has the columns for (or just ``names``).
 
+    ``texts``: the catalog's item texts by item id (:mod:`shoprank.inputs.texts`); with them
+    the item text input is added too, which a fine-tuned BERT-CTR tokenizes.
     Returns ``frame`` (a :class:`Frame` or a DataFrame, changed in place). Written once here
     and used by training, evaluation and serving alike.
     """
+    if texts is not None:
+        add_item_texts(frame, texts)
     df = frame.df if isinstance(frame, Frame) else frame
     vectors: dict[str, Vectors] = frame.vectors if isinstance(frame, Frame) else {}
     wanted = None if names is None else set(names)

@@ -1,7 +1,8 @@
 """Every model input, declared once: its name, kind, source, explanation group and users.
 
-An input comes either from a field of a Feast feature view (``view``) or from other
-columns by a named derivation (``derive``, see :mod:`shoprank.inputs.derive`). The
+An input comes from a field of a Feast feature view (``view``), from other columns by a
+named derivation (``derive``, see :mod:`shoprank.inputs.derive`) or from the catalog by
+item id (``catalog``, see :mod:`shoprank.inputs.texts`). The
 training frames, the :class:`~shoprank.models.preprocess.FeatureSpec` of each
 candidate, the serving fast path, the explanation groups, the Feast feature services
 (features/feature_services.py) and the feature table in docs/features.md are all built
@@ -22,7 +23,7 @@ from typing import Literal
 
 from shoprank.inputs.derive import DERIVATIONS, Derivation
 
-Kind = Literal["numeric", "categorical", "id", "text_vector", "sequence", "cross"]
+Kind = Literal["numeric", "categorical", "id", "text_vector", "text", "sequence", "cross"]
 Window = int | str  # days, or "all"
 Entity = Literal["item", "user", "query", "request"]
 
@@ -47,7 +48,11 @@ class Input:
     ``view``: the Feast feature view holding it (a stored input); ``derive``: the name of
     its derivation in :data:`shoprank.inputs.derive.DERIVATIONS` (a derived input); neither:
     a value of the request itself (entity ``request``: an impression column of the shop's,
-    sent as ``context`` when serving).
+    sent as ``context`` when serving). ``catalog``: the catalog's value of the item, joined
+    by item id (:mod:`shoprank.inputs.texts`): a text a Feast view would copy onto every
+    impression of a training set.
+    A ``text`` input is what the encoder tokenizes itself when ``train.mode`` is finetune
+    or lora; frozen, the network reads the ``text_vector`` of the same text instead.
     ``entity``: whose value it is (item inputs are precomputed per item in serving;
     user and query inputs are one value per request). ``uses``: the candidates that read it.
     ``bias``: a value that shifts every candidate of a request alike (the shopper's day so
@@ -64,11 +69,13 @@ class Input:
     group: str | None = None
     uses: frozenset[str] = TABULAR
     bias: bool = False
+    catalog: bool = False
 
     def __post_init__(self) -> None:
-        if self.view is not None and self.derive is not None:
-            raise ValueError(f"input {self.name!r}: give one source, a view or a derivation")
-        if self.view is None and self.derive is None and self.entity != "request" and self.kind != "id":
+        sources = (self.view is not None) + (self.derive is not None) + self.catalog
+        if sources > 1:
+            raise ValueError(f"input {self.name!r}: give one source, a view, a derivation or the catalog")
+        if not sources and self.entity != "request" and self.kind != "id":
             raise ValueError(
                 f"input {self.name!r}: only a request's own value has neither view nor derivation"
             )
@@ -131,6 +138,8 @@ INPUTS: list[Input] = [
             "clicks over expected clicks at the positions shown, window w"),
     _stored("item_embedding", "text_vector", "item", "item_text", None, "encoded title + description",
             uses=BERT),
+    Input("item_text", "text", "item", "title + description, tokenized (train.mode finetune, lora)",
+          uses=BERT, catalog=True),
     _id("item_id", "item"),
     # the shopper: user_profile, user_stats, user_history
     _stored("region", "categorical", "user", "user_profile", None, "region"),
@@ -152,6 +161,8 @@ INPUTS: list[Input] = [
     # the query: query_text
     _stored("query_embedding", "text_vector", "query", "query_text", "query_match", "encoded query",
             uses=BERT),
+    _stored("query_text", "text", "query", "query_text", "query_match",
+            "the normalised query, tokenized (train.mode finetune, lora)", uses=BERT),
     # crosses of query, shopper and item: shoprank.inputs.derive
     _derived("query_item_cosine", "query_item_cosine", "query_match", "cosine of query and item vectors",
              uses=frozenset({"lightgbm"})),
@@ -296,6 +307,11 @@ def present(columns: Iterable[str], candidate: str | None = None) -> list[Input]
     return out
 
 
+def texts() -> dict[Entity, str]:
+    """Whose text -> the name of its ``text`` input (what a fine-tuned encoder tokenizes)."""
+    return {x.entity: x.name for x in INPUTS if x.kind == "text"}
+
+
 def by_name(name: str) -> Input:
     for x in INPUTS:
         if x.name == name or (x.family and _pattern(x).match(name)):
@@ -338,7 +354,7 @@ def markdown() -> str:
     ]
     for x in (x for x in INPUTS if x not in SHOP):  # the shop's own columns are its params', not ours
         reads = "" if x.derive is None else ", ".join(DERIVATIONS[x.derive].reads)
-        own = "the key" if x.kind == "id" else "the request"
+        own = "the key" if x.kind == "id" else "the catalog" if x.catalog else "the request"
         source = f"view `{x.view}`" if x.view else f"`{x.derive}({reads})`" if x.derive else own
         lines.append(
             f"| `{x.name}` | {x.kind} | {x.entity} | {source} | {x.group or '-'} "

@@ -133,9 +133,21 @@ class BertCTR(nn.Module):
         """(q, i) text embeddings (B, D), from the batch or from the encoder."""
         if self.cfg.mode == "frozen" or self.encoder is None:
             return batch["q_emb"], batch["i_emb"]
-        q = mean_pool(self.encoder(input_ids=batch["q_ids"], attention_mask=batch["q_mask"]), batch["q_mask"])
-        i = mean_pool(self.encoder(input_ids=batch["i_ids"], attention_mask=batch["i_mask"]), batch["i_mask"])
+        q = self.encode(batch["q_ids"], batch["q_mask"])
+        i = self.encode(batch["i_ids"], batch["i_mask"])
         return q * batch["has_query"][:, None], i
+
+    def encode(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """(B, D) pooled encoder states of token rows, each distinct row encoded once.
+
+        Rows repeat (a request's query on every one of its candidates, an item on many
+        impressions), and the encoder is nearly all of the cost of a fine-tuned pass.
+        """
+        encoder = cast(nn.Module, self.encoder)
+        width = ids.shape[1]
+        rows, inverse = torch.unique(torch.cat([ids, mask], dim=1), dim=0, return_inverse=True)
+        u_ids, u_mask = rows[:, :width], rows[:, width:]
+        return mean_pool(encoder(input_ids=u_ids, attention_mask=u_mask), u_mask)[inverse]
 
     def shared(self, batch: dict[str, Tensor]) -> Tensor:
         """(B, width) the inputs after the cross network: what both heads read."""

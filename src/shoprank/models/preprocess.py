@@ -7,13 +7,13 @@ and serving, so offline and online inputs cannot drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from shoprank.inputs.frame import Frame, Vectors
+from shoprank.text.tokenizer import PackedTokenizer
 
 UNKNOWN = 0  # code of unseen categories and of history padding
 
@@ -30,8 +30,9 @@ class FeatureSpec:
     history: str = "recent_items"  # array of item ids, most recent first
     item_id: str = "item_id"
     user_id: str = "user_id"
-    item_text: str = "item_text"  # title + description, read in fine-tune / LoRA modes
-    query: str = "query"
+    item_text: str = "item_text"  # the texts the encoder tokenizes in fine-tune / LoRA modes
+    query_text: str = "query_text"
+    query: str = "query"  # "" for a feed: has_query
     position: str = "position"
     label: str = "clicked"
     purchased: str = "purchased"  # the purchase head's label (ESMM: over every impression)
@@ -42,10 +43,11 @@ def feature_spec(columns: list[str], candidate: str = "bert_ctr", ids: bool = Tr
 
     ``ids``: the id inputs (item and user embeddings) too; off when ``train.id_min_count`` is 0.
     """
-    from shoprank.inputs.declare import present
+    from shoprank.inputs.declare import present, texts
 
     have = [x for x in present(columns, candidate) if ids or x.kind != "id"]
     vectors = {x.entity: x.name for x in present(columns) if x.kind == "text_vector"}
+    text = texts()
     id_names = tuple(x.name for x in have if x.kind == "id")
     return FeatureSpec(
         numeric=tuple(x.name for x in have if x.kind in ("numeric", "cross")),
@@ -53,6 +55,8 @@ def feature_spec(columns: list[str], candidate: str = "bert_ctr", ids: bool = Tr
         ids=id_names,
         query_embedding=vectors.get("query", "query_embedding"),
         item_embedding=vectors.get("item", "item_embedding"),
+        item_text=text["item"],
+        query_text=text["query"],
     )
 
 
@@ -70,8 +74,7 @@ class Preprocessor:
     mean: dict[str, float] = field(default_factory=dict)
     std: dict[str, float] = field(default_factory=dict)
     item_rows: dict[str, int] = field(default_factory=dict)  # item id -> row of the item table (1..)
-    tokenizer_dir: str | None = None  # set in fine-tune / LoRA modes: texts become token ids
-    max_tokens: int = 32
+    tokenizer: PackedTokenizer | None = None  # fine-tune / LoRA modes: texts become token ids
     id_min_count: int = 1  # training rows an id needs for a code of its own; rarer ids share code 0
 
     def fit(self, df: pd.DataFrame, item_ids: list[str]) -> Preprocessor:
@@ -89,6 +92,11 @@ class Preprocessor:
             self.std[col] = float(x.std()) if x.std() > 0 else 1.0
         self.item_rows = {item: i + 1 for i, item in enumerate(item_ids)}
         return self
+
+    @property
+    def reads_text(self) -> bool:
+        """Does the network tokenize texts (fine-tune, LoRA) rather than read their vectors?"""
+        return self.tokenizer is not None
 
     @property
     def cardinalities(self) -> tuple[int, ...]:
@@ -127,13 +135,9 @@ class Preprocessor:
             out["i_emb"] = frame.vectors[s.item_embedding]
         out["has_query"] = (df[s.query].fillna("") != "").to_numpy(np.float32)
         out["hist"] = self.history(df.get(s.history), len(df), history_length)
-        if self.tokenizer_dir is not None:  # fine-tune / LoRA: the encoder reads tokens
-            out["q_ids"], out["q_mask"] = tokenize(
-                self.tokenizer_dir, df[s.query].fillna("").tolist(), self.max_tokens
-            )
-            out["i_ids"], out["i_mask"] = tokenize(
-                self.tokenizer_dir, df[s.item_text].tolist(), self.max_tokens
-            )
+        if self.tokenizer is not None:  # fine-tune / LoRA: the encoder reads tokens
+            out["q_ids"], out["q_mask"] = self.tokenizer(text_column(df, s.query_text))
+            out["i_ids"], out["i_mask"] = self.tokenizer(text_column(df, s.item_text))
         n = len(df)
         out["position"] = (
             df[s.position].fillna(0).to_numpy(np.int64) if s.position in df else np.zeros(n, np.int64)
@@ -156,14 +160,11 @@ class Preprocessor:
         return hist
 
 
-def tokenize(tokenizer_dir: str, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, attention mask), each (n, max_length) int64; each distinct text tokenized once."""
-    from shoprank.text.encoder import load_tokenizer
-
-    tok = load_tokenizer(Path(tokenizer_dir))
-    uniq, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
-    enc = tok(list(uniq), padding="max_length", truncation=True, max_length=max_length, return_tensors="np")
-    return enc["input_ids"].astype(np.int64)[inverse], enc["attention_mask"].astype(np.int64)[inverse]
+def text_column(df: pd.DataFrame, name: str) -> list[str]:
+    """A text input's values (``""`` where missing: a feed's query); an error names the absent column."""
+    if name not in df:
+        raise KeyError(f"{name!r} missing: a fine-tuned BERT-CTR tokenizes it (see shoprank.inputs.texts)")
+    return df[name].astype("string").fillna("").tolist()
 
 
 class TensorData(torch.utils.data.Dataset):

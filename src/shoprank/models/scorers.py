@@ -5,7 +5,9 @@ click) per row, or None when it was trained on a log without purchases;
 :func:`purchase_given_click` asks any scorer.
 
 A scorer is saved as a single file (``torch.save`` of a plain dict), so selection can
-checksum it and serving can load it without the training code path.
+checksum it and serving can load it without the training code path. A fine-tuned or
+LoRA BERT-CTR keeps everything it needs in that file: its encoder's weights in the state,
+the encoder's architecture, and its tokenizer in the preprocessor.
 """
 
 from __future__ import annotations
@@ -72,6 +74,11 @@ class NeuralScorer:
             for batch in loader(data, self.batch_size, shuffle=False)
         ]
         return np.concatenate(out) if out else np.zeros(0)
+
+
+def reads_text(scorer: object) -> bool:
+    """Does ``scorer`` tokenize the query and item texts itself (BERT-CTR fine-tuned or with LoRA)?"""
+    return bool(getattr(getattr(scorer, "pre", None), "reads_text", False))
 
 
 def purchase_given_click(scorer: object, frame: Frame) -> np.ndarray | None:

@@ -80,6 +80,7 @@ def summary(report: dict) -> dict:
 
 
 def run_drift(params: Params) -> dict:
+    from shoprank.evaluation.step import texts_for
     from shoprank.inputs.apply import derive
     from shoprank.inputs.frame import read_frame
     from shoprank.models.scorers import load
@@ -95,8 +96,12 @@ def run_drift(params: Params) -> dict:
     split, _ = read_split(path, params.train.val_share, params.train.test_share)
     rows = {side: split[name] for side, name in SPLITS.items()}
     rng = np.random.default_rng(s.seed)
-    frames = {side: derive(read_frame(path, rows=sample(r, s.sample_rows, rng))) for side, r in rows.items()}
     scorer = load(model)[1]
+    texts = texts_for(params, [scorer])  # what a fine-tuned winner tokenizes
+    frames = {
+        side: derive(read_frame(path, rows=sample(r, s.sample_rows, rng)), texts=texts)
+        for side, r in rows.items()
+    }
     scores = {side: scorer.predict(frame, with_position=False) for side, frame in frames.items()}
     outcomes = split_outcomes(path, rows)
     report: dict = {

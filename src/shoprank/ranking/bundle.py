@@ -3,14 +3,16 @@
 The folder (a "bundle") holds:
 
     manifest.json        champion record and lineage, feature service, encoder reference, columns
-    scorer.pt            the champion artifact (checksum verified against the champion record)
+    scorer.pt            the champion artifact (checksum verified against the champion record); a
+                         fine-tuned or LoRA BERT-CTR holds its own encoder and tokenizer in it
     items.parquet        catalog facts + each item's latest features: display, filters, fallbacks
     users.parquet        each user's latest features: the fallback when the online store is down
     retrieval/           BM25 index (bm25s) and the faiss index of item embeddings
     recommend/           the feeds' click tables: co-clicked neighbours and recent clicks per item
     understanding.pkl    intent and attribute heads of `shoprank understand` (when it had labels)
     encoder/             the query encoder as an ONNX graph + tokenizer, checked against PyTorch
-                         (serving's one-query encodes are faster on ONNX Runtime)
+                         (serving's one-query encodes are faster on ONNX Runtime): always the
+                         stock encoder the features and the retrieval index were built with
     arms/                an online experiment's challenger models (experiments/arms.py), if any
 
 :func:`package` writes it into the BentoML model store as ``shoprank-ranker:<version>-<sha>``
@@ -147,7 +149,8 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
     artifact = models / record["artifact"]
     if not artifact.is_file() or sha256_of(artifact) != record["sha256"]:
         raise PackageError(f"{artifact}: champion artifact missing or not matching its recorded sha256")
-    kind, _ = load(artifact)  # must load before it ships
+    kind, scorer = load(artifact)  # must load before it ships
+    text_mode = champion_text(scorer)
     features_dir = Path(params.paths.features)
     try:
         batch = current_batch(params.paths.validated)
@@ -198,6 +201,8 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
         "version": record["version"],
         "lineage": record["lineage"],
         "feature_service": FEATURE_SERVICE,
+        # frozen: the champion reads the stock vectors; finetune, lora: its own encoder, in scorer.pt
+        "text_mode": text_mode,
         "encoder": {
             "model_dir": str(params.text.model_dir) if params.text.model_dir else None,
             "max_length": params.text.max_length,
@@ -231,6 +236,23 @@ def catalog_as_of(batch: Path) -> str | None:
         return str(json.loads((batch / RESULT).read_text())["validated_at"])
     except (OSError, ValueError, KeyError):
         return None
+
+
+def champion_text(scorer: Any) -> str | None:
+    """How the champion reads texts (a BERT-CTR's mode, None for other kinds); one that tokenizes
+    them must build and tokenize offline from its own file before it ships."""
+    from shoprank.models.scorers import reads_text
+
+    cfg = getattr(scorer, "cfg", None)
+    mode: str | None = getattr(cfg, "mode", None) if getattr(cfg, "use_text", False) else None
+    if reads_text(scorer):
+        try:
+            scorer.model()
+            scorer.pre.tokenizer(["a query"])
+        except Exception as exc:  # whatever fails here would fail every request
+            why = f"the {mode} champion cannot build or tokenize offline: {exc!r}"
+            raise PackageError(why[:500]) from None
+    return mode
 
 
 def click_tables(params: Params, batch: Path, items: pd.DataFrame, out: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from shoprank.inputs.declare import longest_window
+from shoprank.inputs.texts import item_texts
 from shoprank.ranking.features import is_user_column
 
 DISPLAY = ("item_id", "title", "description", "created_at")  # shown, never a model input
@@ -33,6 +34,7 @@ class Catalog:
     category_lower: np.ndarray
     price: np.ndarray
     popularity: np.ndarray  # the scores when the model fails
+    texts: pd.Series  # item id -> its text (title, description): what a fine-tuned champion tokenizes
 
     @classmethod
     def build(cls, items: pd.DataFrame, users: pd.DataFrame, vectors: np.ndarray) -> Catalog:
@@ -50,6 +52,7 @@ class Catalog:
             category_lower=np.char.lower(category.astype(str)),
             price=items["price"].astype(float).to_numpy(),
             popularity=popularity(items),
+            texts=item_texts(items),
         )
 
     def __len__(self) -> int:

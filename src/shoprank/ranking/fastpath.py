@@ -6,7 +6,9 @@ are transformed once per refresh of the item table (all items at once), together
 the item parts of every derived input, and a request only gathers its rows, adds the
 user's columns and runs each derivation's ``cross`` on the rows (the derivations are the
 declared ones, never copied here). The arithmetic is the preprocessor's own (its fitted
-vocabularies, means, scales and clipping). tests/test_serving_ranker.py checks that inputs and
+vocabularies, means, scales and clipping). A champion that tokenizes texts (fine-tuned or
+LoRA BERT-CTR) gets its items' tokens once, from the catalog's texts, and the query's per
+request. tests/test_serving_ranker.py checks that inputs and
 scores equal those of ``scorer.predict`` on the full frame, and the service checks the
 same at start-up: on any difference it uses the pandas path instead.
 """
@@ -14,12 +16,13 @@ same at start-up: on any difference it uses the pandas path instead.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import torch
 
+from shoprank.features.queries import normalise_query
 from shoprank.inputs.declare import by_name, groups
 from shoprank.inputs.derive import DERIVATIONS, Derivation, repeat
 from shoprank.models.preprocess import UNKNOWN
@@ -27,15 +30,19 @@ from shoprank.ranking.features import Lookup
 
 
 def supports(scorer) -> bool:
-    """Frozen-text neural scorers (BERT-CTR, no-text); fine-tune/LoRA read tokens: the generic path."""
-    pre = getattr(scorer, "pre", None)
-    return pre is not None and hasattr(scorer, "model") and pre.tokenizer_dir is None
+    """The neural scorers (BERT-CTR in every mode, no-text)."""
+    return getattr(scorer, "pre", None) is not None and hasattr(scorer, "model")
 
 
 class FastScorer:
-    def __init__(self, scorer, features):
+    def __init__(self, scorer, features, texts: np.ndarray | None = None):
+        """``texts``: each item's text, in the item table's order (a champion that tokenizes them)."""
         self.scorer, self.features = scorer, features
         self.pre, self.spec = scorer.pre, scorer.pre.spec
+        if self.pre.reads_text and texts is None:
+            raise ValueError("this champion tokenizes the item texts: give them")
+        self.texts = texts
+        self._item_tokens: tuple[np.ndarray, np.ndarray] | None = None
         self.model = scorer.model()
         have = set(features.values.columns)
         # the item id is an item column here (the table's rows); the user id a request value
@@ -47,7 +54,8 @@ class FastScorer:
         }
         self.item_num = [c for c in self.spec.numeric if c in have and c not in self.derived]
         s = self.spec  # the explanation groups of the model's inputs, as declared
-        self.groups = groups([*s.numeric, *s.categorical, s.query_embedding, s.history])
+        read = [s.query_text] if self.pre.reads_text else []
+        self.groups = groups([*s.numeric, *s.categorical, s.query_embedding, *read, s.history])
         self.user_num = [c for c in self.spec.numeric if c not in have and c not in self.derived]
         self._version = -1
         self._lock = threading.Lock()
@@ -80,6 +88,19 @@ class FastScorer:
                 self._arrays = (cat, num, parts)
                 self._version = version
         return self._arrays
+
+    def item_tokens(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every item's (ids, mask), tokenized once: a bundle's texts do not change."""
+        if self._item_tokens is None:
+            with self._lock:
+                if self._item_tokens is None and self.pre.tokenizer is not None:
+                    self._item_tokens = self.pre.tokenizer([str(t) for t in np.asarray(self.texts)])
+        return cast(tuple[np.ndarray, np.ndarray], self._item_tokens)
+
+    def query_tokens(self, query: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (ids, mask) of the request's normalised query (the query_text input), on ``n`` rows."""
+        ids, mask = cast(Any, self.pre.tokenizer)([normalise_query(query)])
+        return np.repeat(ids, n, axis=0), np.repeat(mask, n, axis=0)
 
     def _item_column(self, values: pd.DataFrame, name: str) -> pd.Series:
         return values[name] if name in values else pd.Series(self.features.item_ids)
@@ -154,6 +175,10 @@ class FastScorer:
         out["q_emb"] = np.repeat(q_vec[None, :].astype(np.float32), n, axis=0)
         out["i_emb"] = item_vecs
         out["has_query"] = np.full(n, float(bool(query)), dtype=np.float32)
+        if self.pre.reads_text:
+            out["q_ids"], out["q_mask"] = self.query_tokens(query, n)
+            ids, mask = self.item_tokens()
+            out["i_ids"], out["i_mask"] = ids[rows], mask[rows]
         hist = np.zeros((1, self.scorer.history_length), dtype=np.int64)
         items = user.get("recent_items")
         if items is not None and not isinstance(items, float) and len(items):
@@ -170,8 +195,9 @@ class FastScorer:
         """:func:`shoprank.ranking.explain.impacts` on model inputs: blank each group, one forward pass.
 
         A blanked number is a missing value (0 after scaling, as the preprocessor fills it),
-        a blanked category is ``<na>``, the query embedding is zero and the history empty:
-        what the frame-level occlusion produces after :meth:`Preprocessor.transform`.
+        a blanked category is ``<na>``, the query embedding is zero, the query text empty and
+        the history empty: what the frame-level occlusion produces after
+        :meth:`Preprocessor.transform`.
         """
         n = len(arrays["has_query"])
         num = {c: j for j, c in enumerate(self.spec.numeric)}
@@ -185,6 +211,9 @@ class FastScorer:
             for c in cols:
                 if c == self.spec.query_embedding:
                     a["q_emb"], touched = np.zeros_like(arrays["q_emb"]), True
+                elif c == self.spec.query_text and "q_ids" in arrays:
+                    a["q_ids"], a["q_mask"] = self.query_tokens("", n)
+                    touched = True
                 elif c == self.spec.history:
                     a["hist"], touched = np.zeros_like(arrays["hist"]), True
                 elif c in num:

@@ -4,9 +4,14 @@ Features are built by the same code as training and evaluation: the online store
 the Feast feature service's values (the columns of the point-in-time training set),
 :func:`shoprank.inputs.apply.derive` adds the cross features, and the champion's own
 ``predict`` (with its fitted preprocessing) scores every candidate in one batched call.
-A frozen-text neural champion skips the frame: :mod:`shoprank.ranking.fastpath` builds
-the same inputs from arrays, and :meth:`Scoring.check_fast_path` makes sure at start-up
-that they are the same (else the pandas path serves).
+A neural champion skips the frame: :mod:`shoprank.ranking.fastpath` builds the same
+inputs from arrays, and :meth:`Scoring.check_fast_path` makes sure at start-up that they
+are the same (else the pandas path serves).
+
+A fine-tuned (or LoRA) champion tokenizes texts with its own encoder: the frame carries
+them as training had them (:mod:`shoprank.inputs.texts`), the normalised query and the
+catalog's item text. Query vectors (retrieval, the frozen inputs, the reasons' similarity)
+stay the stock encoder's: the features and the retrieval index were built with it.
 
 ``serve.objective`` turns the champion's P(click), and its P(purchase | click) where the
 objective reads it, into the score a page is ordered by (models/objective.py, the same
@@ -23,9 +28,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shoprank.features.queries import normalise_query
 from shoprank.features.queries import query_id as query_id_of
 from shoprank.inputs.apply import derive
-from shoprank.inputs.declare import request_columns
+from shoprank.inputs.declare import request_columns, texts
 from shoprank.inputs.frame import Frame
 from shoprank.logs import log
 from shoprank.models.objective import needs_purchase, objective_scores
@@ -78,7 +84,7 @@ class Scoring:
         self.day: DaySoFar | None = None  # the shoppers' day so far (see session.py)
         self.fast: fastpath.FastScorer | None = None
         if fast_path and fastpath.supports(scorer):
-            self.fast = fastpath.FastScorer(scorer, features)
+            self.fast = fastpath.FastScorer(scorer, features, catalog.texts.to_numpy())
 
     def score(
         self,
@@ -179,6 +185,7 @@ class Scoring:
         df["user_id"] = user_id or ""
         df["query"] = query
         df["query_id"] = query_id
+        df[texts()["query"]] = normalise_query(query)  # the query_text view's value of query_id
         df["is_search"] = int(bool(query_id))
         for c in self.catalog.user_columns:
             v = lookup.user.get(c)
@@ -194,7 +201,7 @@ class Scoring:
             "item_embedding": self.catalog.vectors[rows],
             "query_embedding": np.repeat(q_vec[None, :], n, axis=0),
         }
-        return derive(Frame(df, vectors))
+        return derive(Frame(df, vectors), texts=self.catalog.texts)
 
     def frame_of(self, s: Scored, idx: np.ndarray | None = None) -> Frame:
         """The (sub)set ``idx`` of a request's candidates as a training-set frame."""

@@ -35,6 +35,7 @@ from shoprank.models.bert_ctr import CTRConfig
 from shoprank.models.cf import CollaborativeModel
 from shoprank.models.preprocess import FeatureSpec, Preprocessor, TensorData, feature_spec, loader
 from shoprank.models.scorers import NeuralScorer, save
+from shoprank.text.tokenizer import PackedTokenizer
 
 logger = logging.getLogger(__name__)
 CANDIDATES = ("bert_ctr", "no_text", "lightgbm", "popularity", "cf")
@@ -104,7 +105,8 @@ def fit_neural(
     """Train BertCTR with Lightning; returns the best checkpoint (validation loss) as a scorer.
 
     ``encoder`` (a :class:`~shoprank.text.TextEncoder`) is required in fine-tune and LoRA
-    modes; the frames then need an ``item_text`` column (title + description).
+    modes; the frames then need the declared text inputs (:mod:`shoprank.inputs.texts`), and
+    the scorer carries the encoder's tokenizer, so it tokenizes offline wherever it goes.
     ``purchase``: with the purchase head (the frames need a ``purchased`` column).
     """
     import lightning as L
@@ -118,7 +120,12 @@ def fit_neural(
     if end_to_end:
         if encoder is None:
             raise ValueError(f"train.mode={settings.mode} needs the text encoder")
-        pre.tokenizer_dir, pre.max_tokens = str(encoder.tokenizer.name_or_path), encoder.max_length
+        if encoder.dim != item_table.shape[1]:  # the history reads the stored vectors beside its own
+            raise ValueError(
+                f"the encoder gives {encoder.dim}-d vectors, the features hold {item_table.shape[1]}-d ones "
+                "(text.model_dir changed since `shoprank features`?)"
+            )
+        pre.tokenizer = PackedTokenizer.of(encoder.tokenizer, encoder.max_length)
     tr = TensorData(pre.transform(train, history_length))
     va = TensorData(pre.transform(val, history_length))
     cfg = CTRConfig(
@@ -131,6 +138,7 @@ def fit_neural(
         dropout=settings.dropout,
         use_text=use_text,
         mode=settings.mode if use_text else "frozen",
+        lora_rank=settings.lora_rank,
         page_size=int(max(train.df["position"].max(), 1)),
         purchase_head=purchase,
         bias_numeric=tuple(j for j, name in enumerate(spec.numeric) if by_name(name).bias),
@@ -252,26 +260,19 @@ def train_candidate(
     return result
 
 
-def item_texts(batch_dir: Path) -> dict[str, str]:
-    """Title + description per item (fine-tune and LoRA modes read text, not cached vectors)."""
-    import pandas as pd
-
-    from shoprank.features.items import item_text_inputs
-
-    cat = pd.read_parquet(Path(batch_dir) / "catalog.parquet")
-    return dict(zip(cat["item_id"].astype(str), item_text_inputs(cat), strict=True))
-
-
 def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict:
     """The `train` step: fit the candidates on the training split of the training set."""
     from shoprank.inputs.apply import derive
     from shoprank.inputs.frame import read_frame
+    from shoprank.inputs.texts import batch_texts
     from shoprank.quality import current_batch
     from shoprank.training.data import time_split
 
     s = params.train
     frame = read_frame(training_set_path(params))
-    derive(frame)
+    # fine-tune and LoRA tokenize the item texts: the validated batch's, as evaluation reads them
+    texts = batch_texts(current_batch(params.paths.validated)) if s.mode != "frozen" else None
+    derive(frame, texts=texts)
     split = time_split(frame.df, s.val_share, s.test_share)
     train, val = frame.take(split["train"]), frame.take(split["val"])
     del frame  # the test rows are evaluate's; holding the whole table here doubled peak memory
@@ -280,9 +281,6 @@ def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict
     if s.mode != "frozen":
         from shoprank.text import load_encoder
 
-        texts = item_texts(current_batch(params.paths.validated))
-        for f in (train, val):
-            f.df["item_text"] = f.df["item_id"].map(texts)
         encoder = load_encoder(params.text)
     out_dir = Path(params.paths.models) / "candidates"
     results = {}
