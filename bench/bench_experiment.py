@@ -232,6 +232,7 @@ class Target:
         return {
             "target": TARGET,
             "estimated_ctr": est.ctr,
+            "ci95": [est.ctr - 1.96 * est.se, est.ctr + 1.96 * est.se],
             "true_ctr": truth,
             "relative_error": (est.ctr - truth) / truth,
             "logged_ctr": est.logged_ctr,
@@ -306,7 +307,7 @@ def report(figures: dict) -> dict:
         print(
             f"off-policy CTR per slot (top 10) of {ope['target']} from an A/B log with "
             f"{figures['offpolicy']['shuffle_share']:.0%} shuffled requests: "
-            f"{ope['estimated_ctr']:.4f}, "
+            f"{ope['estimated_ctr']:.4f} (95% CI {ope['ci95'][0]:.4f} to {ope['ci95'][1]:.4f}), "
             f"truth {ope['true_ctr']:.4f} (logged {ope['logged_ctr']:.4f}; {ope['matched_slots']:,} of "
             f"{ope['slots']:,} slots matched, effective sample size {ope['effective_sample_size']:,})"
         )

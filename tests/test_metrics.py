@@ -202,6 +202,9 @@ def test_snips_top_positions_only():
     assert est.logged_ctr == pytest.approx(1 / 3)
     assert est.ess == pytest.approx(10.5625 / 5.5625)
     assert (est.n_slots, est.n_matched) == (3, 2)
+    # delta method: sqrt(1.25^2 (1 - c)^2 + 2^2 (0 - c)^2) / 3.25 with c = 1.25 / 3.25
+    c = 1.25 / 3.25
+    assert est.se == pytest.approx(math.sqrt(1.25**2 * (1 - c) ** 2 + 4 * c**2) / 3.25)
 
 
 def test_snips_without_matches_and_bad_propensities():

@@ -53,6 +53,7 @@ class OffPolicyEstimate:
     ess: float  # effective sample size (sum w)^2 / sum w^2; 0 without matches
     n_slots: int  # logged (request, position) slots evaluated
     n_matched: int  # slots where the target puts the logged item at its logged position
+    se: float = float("nan")  # standard error of the SNIPS estimate (delta method)
 
 
 def rank_within_requests(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -104,8 +105,12 @@ def snips_ctr(
     n_slots = int(slot.sum())
     w = np.where(slot & (target == pos), 1.0 / p0, 0.0)
     w_sum, wc_sum, w2_sum = float(w.sum()), float(w @ click), float(w @ w)
+    ctr = wc_sum / w_sum if w_sum > 0 else float("nan")
+    # a ratio of two sums over the slots: its delta-method variance is sum w^2 (c - ctr)^2 / (sum w)^2
+    se = float(np.sqrt(w**2 @ (click - ctr) ** 2)) / w_sum if w_sum > 0 else float("nan")
     return OffPolicyEstimate(
-        ctr=wc_sum / w_sum if w_sum > 0 else float("nan"),
+        se=se,
+        ctr=ctr,
         ips_ctr=wc_sum / n_slots if n_slots else float("nan"),
         logged_ctr=float(click[slot].mean()) if n_slots else float("nan"),
         ess=w_sum**2 / w2_sum if w2_sum > 0 else 0.0,
