@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from bench.hardware import describe
-from bench.results import row
+from bench.results import printed, row
 
 CHALLENGER = "popularity"
 TARGET = "lightgbm"  # a ranking no arm serves, estimated off-policy from the A/B log
@@ -320,10 +320,7 @@ def report(figures: dict) -> dict:
                 ope["true_ctr"],
             )
         )
-    for r in rows:
-        ratio = "" if r["ratio"] is None else f"  ratio {r['ratio']:.4f}"
-        print(f"{r['measure']}: {r['value']}{ratio}")
-    return {"rows": rows, "figures": figures}
+    return printed(rows, figures)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import yaml
 
 from bench.hardware import describe
 from bench.project import run_steps, write_params
-from bench.results import ROOT, row
+from bench.results import ROOT, printed, row
 
 STEPS = ("raw", "validate", "features", "materialize", "training-set", "train")
 CANDIDATES = ("bert_ctr", "lightgbm")
@@ -162,10 +162,7 @@ def report(figures: dict) -> dict:
             "share",
         )
     )
-    for r in rows:
-        ratio = "" if r["ratio"] is None else f"  ratio {r['ratio']:.4f}"
-        print(f"{r['measure']}: {r['value']}{ratio}")
-    return {"rows": rows, "figures": figures}
+    return printed(rows, figures)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,14 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def printed(rows: list[dict[str, Any]], figures: dict[str, Any]) -> dict[str, Any]:
+    """Print each row (its ratio to the baseline where it has one); a module's return value."""
+    for r in rows:
+        ratio = "" if r["ratio"] is None else f"  ratio {r['ratio']:.4f}"
+        print(f"{r['measure']}: {r['value']}{ratio}")
+    return {"rows": rows, "figures": figures}
+
+
 def row(
     measure: str,
     value: float | None,

@@ -56,6 +56,24 @@ class ServingEnv:
     bundle: Path
     tag: str
 
+    def package(self) -> ServingEnv:
+        """`shoprank package` of the champion into this environment's own BentoML store."""
+        done = subprocess.run(
+            [str(VENV_BIN / "shoprank"), "package", "--params", str(self.params_file)],
+            env=self.env(),
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "packaged" in done.stdout, done.stdout
+        self.tag = done.stdout.split(" as ")[1].split()[0]
+        name, version = self.tag.split(":")
+        self.bundle = self.bentoml_home / "models" / name / version
+        assert (self.bundle / "manifest.json").is_file()
+        return self
+
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPRANK_", "PROMETHEUS_MULTIPROC"))}
         env.update(
@@ -185,23 +203,7 @@ def package_tiny_champion(tmp: Path) -> ServingEnv:
     result = runner.invoke(app, ["understand", "--params", str(params_file)])  # the heads `package` ships
     assert result.exit_code == 0, result.output
     home = tmp / "bentoml"
-    env = ServingEnv(tmp, params_file, raw, home, Path(), "")
-    done = subprocess.run(
-        [str(VENV_BIN / "shoprank"), "package", "--params", str(params_file)],
-        env=env.env(),
-        cwd=tmp,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "packaged" in done.stdout, done.stdout
-    tag = done.stdout.split(" as ")[1].split()[0]
-    env.tag = tag
-    name, version = tag.split(":")
-    env.bundle = home / "models" / name / version
-    assert (env.bundle / "manifest.json").is_file()
-    return env
+    return ServingEnv(tmp, params_file, raw, home, Path(), "").package()
 
 
 def logged_queries(env: ServingEnv) -> list[str]:

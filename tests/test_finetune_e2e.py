@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from typer.testing import CliRunner
 from shoprank.cli import app
 from shoprank.ranking.explain import impacts
 from tests.conftest import tiny_raw_params
-from tests.serving_fixtures import VENV_BIN, ServingEnv, logged_queries
+from tests.serving_fixtures import ServingEnv, logged_queries
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 runner = CliRunner()
@@ -75,19 +74,7 @@ def served(request, pipeline):
         step(name, params_file)
     assert "promoted" in step("select", params_file)
     step("understand", params_file)  # the heads `package` ships
-    env = ServingEnv(root, params_file, raw, root / "bentoml", Path(), "")
-    done = subprocess.run(
-        [str(VENV_BIN / "shoprank"), "package", "--params", str(params_file)],
-        env=env.env(),
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    tag = done.stdout.split(" as ")[1].split()[0]
-    name, version = tag.split(":")
-    env.bundle, env.tag = env.bentoml_home / "models" / name / version, tag
+    env = ServingEnv(root, params_file, raw, root / "bentoml", Path(), "").package()
     params = load_params(params_file)
     settings = params.serve.model_copy(update={"feature_ttl_s": 600.0})  # no refresh during the tests
     ranker = Ranker(env.bundle, params, settings=settings)
