@@ -20,28 +20,22 @@ Daily, one run at a time, no catchup. See docs/experiments.md.
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # shoprank_wiring, beside this file
+from shoprank_wiring import RETRIES, START  # noqa: E402
 
 with DAG(
     dag_id="shoprank_experiment",
     description="Read the online experiment from the feedback log: arms, split check, sequential decision",
     doc_md=__doc__,
     schedule="@daily",
-    start_date=datetime(2025, 1, 1, tzinfo=UTC),
+    start_date=START,
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "shoprank",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=10),
-    },
+    default_args=RETRIES,
     tags=["shoprank", "experiment"],
 ) as dag:
 

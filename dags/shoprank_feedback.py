@@ -21,13 +21,13 @@ Hourly, one run at a time, no catchup. See docs/orchestration.md.
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Asset, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # shoprank_wiring, beside this file
+from shoprank_wiring import RETRIES, START  # noqa: E402
 
 FEEDBACK_ASSET = Asset(name="shoprank_feedback_impressions", uri="shoprank://feedback/impressions")
 
@@ -36,16 +36,10 @@ with DAG(
     description="Ingest the service's feedback log; schedule training when enough new impressions arrived",
     doc_md=__doc__,
     schedule="@hourly",
-    start_date=datetime(2025, 1, 1, tzinfo=UTC),
+    start_date=START,
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "shoprank",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=10),
-    },
+    default_args=RETRIES,
     tags=["shoprank", "feedback"],
 ) as dag:
 

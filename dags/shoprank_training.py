@@ -29,28 +29,21 @@ See docs/orchestration.md.
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, TaskGroup, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # shoprank_wiring, beside this file
-from shoprank_wiring import Stage, pipeline  # noqa: E402
+from shoprank_wiring import RETRIES, START, Stage, pipeline  # noqa: E402
 
 FEEDBACK_ASSET = Asset(name="shoprank_feedback_impressions", uri="shoprank://feedback/impressions")
 STAGES = pipeline()  # dvc.yaml's stages, one task each
 BOOKKEEPING = ("record",)  # tasks that are not dvc.yaml stages
 TASK_ARGS: dict[str, dict[str, Any]] = {"validate": {"retries": 0}}  # bad data does not improve on retry
 
-default_args = {
-    "owner": "shoprank",
-    "retries": 2,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": 2.0,  # 30 s, then 60 s, ... capped below
-    "max_retry_delay": timedelta(minutes=10),
-    "execution_timeout": timedelta(hours=6),
-}
+default_args = {**RETRIES, "execution_timeout": timedelta(hours=6)}
 
 
 def stage_task(stage: Stage, group: TaskGroup | None):
@@ -74,7 +67,7 @@ with DAG(
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("@daily", timezone="UTC"), assets=[FEEDBACK_ASSET]
     ),
-    start_date=datetime(2025, 1, 1, tzinfo=UTC),
+    start_date=START,
     catchup=False,
     max_active_runs=1,
     default_args=default_args,

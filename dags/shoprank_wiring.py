@@ -24,12 +24,22 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger("shoprank.dags")
 
+START = datetime(2025, 1, 1, tzinfo=UTC)  # every DAG's start date (no catch-up runs)
+# every task's retries: 30 s, then 60 s, ... capped at 10 minutes
+RETRIES: dict[str, Any] = {
+    "owner": "shoprank",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+}
 VALIDATION_FAILED = 1  # exit status of `shoprank validate` when the batch was quarantined
 PIPELINE_CACHE = ".dvc/tmp/shoprank-pipeline.json"  # under the root: DVC's rendering, by input digest
 

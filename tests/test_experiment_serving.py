@@ -164,7 +164,7 @@ def test_interleaving_merges_both_rankings_and_logs_each_slots_team(serving_env,
 
 
 @pytest.mark.parametrize(
-    "model, needle", [("broken", "broken.pt does not load as a model"), ("missing", "not in the bundle")]
+    "model, needle", [("broken", "its model does not load (broken.pt)"), ("missing", "not in the bundle")]
 )
 def test_an_arm_that_cannot_serve_is_dropped_and_the_champion_serves_its_traffic(
     serving_env, bundle, tmp_path, model, needle
@@ -175,6 +175,7 @@ def test_an_arm_that_cannot_serve_is_dropped_and_the_champion_serves_its_traffic
         state = ranker.ready()["experiment"]
         assert state["running"] is True and state["arms"] == ["control"]
         assert list(state["dropped"]) == [model] and needle in state["dropped"][model]
+        assert "Error" not in state["dropped"][model]  # readiness tells why in words; the log has the error
         items = candidates(ranker)
         answers = [ranker.rank("tent", f"user_{i}", items) for i in range(20)]
         assert {a["experiment"]["arm"] for a in answers} == {"control"}

@@ -28,6 +28,7 @@ def _degraded_but_answering(server: Server) -> None:
         "understanding",
         "encoder_runtime",
         "shoppers",
+        "experiment",
     }  # no error text
     assert ready.json()["shoppers"] == "ok"  # the service holds the key the bundle's shoppers were named with
     for path, body in (

@@ -81,14 +81,15 @@ class OnlineExperiment:
             else:
                 try:
                     self.scorings[arm.name] = load_arm(bundle / ARMS_DIR / f"{arm.name}.pt", make_scoring)
-                except Exception as exc:
-                    self.dropped[arm.name] = str(exc)[:300]
+                except ArmUnusable as exc:
+                    self.dropped[arm.name] = str(exc)  # what readiness shows: no error text
                     log(
                         logger,
                         "experiment arm dropped: the champion serves its traffic",
                         arm=arm.name,
                         model=arm.model,
-                        reason=self.dropped[arm.name],
+                        reason=str(exc),
+                        error=repr(exc.__cause__)[:300],
                         level=logging.ERROR,
                     )
         self.champion_arm = next((a.name for a in experiment.arms if a.model == CHAMPION), None)
@@ -225,20 +226,24 @@ class OnlineExperiment:
         return explore(order, scores, self.catalog.is_new[rows], self.settings.explore_share, rng)
 
 
+class ArmUnusable(Exception):
+    """An arm cannot serve; the message says why in a few words (the cause has the details)."""
+
+
 def load_arm(path: Path, make_scoring: Callable[[Any], Scoring]) -> Scoring:
     """A challenger's scoring, checked: it loads and scores a few items without falling back."""
     from shoprank.models.scorers import load
 
     if not path.is_file():
-        raise FileNotFoundError(f"{path.name} is not in the bundle (run `shoprank package`)")
+        raise ArmUnusable(f"not in the bundle ({path.name}; run `shoprank package`)")
     try:
         _, scorer = load(path)
+        scoring = make_scoring(scorer)
     except Exception as exc:
-        raise ValueError(f"{path.name} does not load as a model ({type(exc).__name__}: {exc})") from exc
-    scoring = make_scoring(scorer)
+        raise ArmUnusable(f"its model does not load ({path.name})") from exc
     rows = np.arange(min(len(scoring.catalog), 8))
     s = scoring.score(rows, "warm up", None, CHECK_REQUEST, {})
     if "popularity_scores" in s.fallback:
-        raise ValueError("it fails to score the catalog's items (see the error above)")
+        raise ArmUnusable("its model fails to score the catalog's items (the error is logged above)")
     scoring.settle_fast_path()
     return scoring
