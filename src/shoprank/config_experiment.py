@@ -69,5 +69,15 @@ class Experiment(BaseModel):
         return self
 
     @property
+    def champion(self) -> Arm:
+        """The arm that serves the champion (the first, should several)."""
+        return next(a for a in self.arms if a.model == CHAMPION)
+
+    @property
+    def challengers(self) -> list[Arm]:
+        """Every other arm."""
+        return [a for a in self.arms if a is not self.champion]
+
+    @property
     def active(self) -> bool:
         return bool(self.name)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from shoprank.config_experiment import CHAMPION, Arm, Experiment
+from shoprank.config_experiment import Arm, Experiment
 from shoprank.experiments.outcomes import Outcomes
 from shoprank.experiments.sequential import replay_one_sample, replay_two_arms
 from shoprank.experiments.stats import Estimate, difference, ratio_estimate, sample_ratio
@@ -39,15 +39,6 @@ RATIOS = {
     "purchases_per_request": ("purchases", "requests"),
     "revenue_per_request": ("revenue", "requests"),
 }
-
-
-def champion_arm(experiment: Experiment) -> Arm:
-    return next(a for a in experiment.arms if a.model == CHAMPION)
-
-
-def challengers(experiment: Experiment) -> list[Arm]:
-    champion = champion_arm(experiment)
-    return [a for a in experiment.arms if a is not champion]
 
 
 def estimates(req: pd.DataFrame, alpha: float, priced: bool) -> dict[str, Estimate]:
@@ -82,7 +73,7 @@ def arm_summary(req: pd.DataFrame, arm: Arm, role: str, alpha: float, priced: bo
 def ab_report(out: Outcomes, experiment: Experiment) -> dict:
     """The A/B report of ``out`` (see the module)."""
     e, req = experiment, out.requests
-    champion, rivals = champion_arm(e), challengers(e)
+    champion, rivals = e.champion, e.challengers
     of = {a.name: req[(req["arm"] == a.name).fillna(False).to_numpy(dtype=bool)] for a in e.arms}
     base = estimates(of[champion.name], e.alpha, out.priced)
     arms = {champion.name: arm_summary(of[champion.name], champion, "champion", e.alpha, out.priced)}
@@ -107,7 +98,7 @@ def ab_report(out: Outcomes, experiment: Experiment) -> dict:
 
 def interleave_credit(out: Outcomes, experiment: Experiment) -> pd.DataFrame:
     """Per request (time order): the clicks credited to each team and the win indicator."""
-    champion, (rival,) = champion_arm(experiment), challengers(experiment)
+    champion, (rival,) = experiment.champion, experiment.challengers
     imp = out.impressions
     credit = pd.DataFrame({"request_id": imp["request_id"]})
     for side, arm in (("champion", champion), ("challenger", rival)):
@@ -124,7 +115,7 @@ def interleave_credit(out: Outcomes, experiment: Experiment) -> pd.DataFrame:
 def interleave_report(out: Outcomes, experiment: Experiment) -> dict:
     """The interleaving report of ``out`` (see the module)."""
     e = experiment
-    champion, (rival,) = champion_arm(e), challengers(e)
+    champion, (rival,) = e.champion, e.challengers
     req = interleave_credit(out, e)
     credited = req[req["credited"].to_numpy(dtype=bool)]
     per_unit = credited.assign(requests=1).groupby("unit")[["win", "requests"]].sum()

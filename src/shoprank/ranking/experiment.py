@@ -92,7 +92,7 @@ class OnlineExperiment:
                         error=repr(exc.__cause__)[:300],
                         level=logging.ERROR,
                     )
-        self.champion_arm = next((a.name for a in experiment.arms if a.model == CHAMPION), None)
+        self.champion_arm = experiment.champion.name if experiment.active else None
         self.shares: dict[str, float] = {}  # the arms that serve, a dropped arm's share the champion's
         for arm in experiment.arms if experiment.active else []:
             name = self.champion_arm if arm.name in self.dropped else arm.name
