@@ -196,7 +196,16 @@ def package_tiny_champion(tmp: Path) -> ServingEnv:
     params_file.write_text(yaml.safe_dump(raw))
     runner = CliRunner()
     # understand before train: its filled attributes are inputs; its heads `package` ships
-    steps = ("simulate", "validate", "features", "materialize", "training-set", "understand", "train", "evaluate")
+    steps = (
+        "simulate",
+        "validate",
+        "features",
+        "materialize",
+        "training-set",
+        "understand",
+        "train",
+        "evaluate",
+    )
     for step in steps:
         result = runner.invoke(app, [step, "--params", str(params_file)])
         assert result.exit_code == 0, f"{step} failed:\n{result.output}"

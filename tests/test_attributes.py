@@ -182,3 +182,20 @@ def test_every_filled_column_is_an_item_input_with_a_query_match(column):
 
     assert by_name(column).entity == "item" and by_name(f"query_{column}_match").derive
     assert column in Understand().fill.columns
+
+
+def test_the_openapi_document_describes_inferred_attributes():
+    from starlette.testclient import TestClient
+
+    from shoprank.config import Serve
+    from tests.test_serving_http import _app
+
+    doc = TestClient(_app(key="", settings=Serve())).get("/openapi.json").json()
+    attribute = doc["components"]["schemas"]["Attributes"]["additionalProperties"]
+    assert set(attribute["required"]) == {"value", "inferred"}
+    for path in ("/search", "/recommend", "/rank"):
+        answer = doc["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+        result = answer["properties"]["results"]["items"]["properties"]
+        assert result["attributes"] == {"$ref": "#/components/schemas/Attributes"}
+    intent = doc["paths"]["/intent"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert "results" not in intent.get("properties", {})

@@ -273,7 +273,9 @@ class Fill(Strict):
 
     columns: list[str] = ["colour", "material", "size", "brand"]  # item columns filled where missing
     min_confidence: float = Field(0.8, ge=0, le=1)  # a prediction below this leaves the field missing
-    method: Literal["auto", "embedding", "words", "both"] = "auto"  # each head's input; auto: picked per column
+    method: Literal["auto", "embedding", "words", "both"] = (
+        "auto"  # each head's input; auto: picked per column
+    )
 
 
 class Understand(Strict):

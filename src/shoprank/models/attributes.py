@@ -1,11 +1,9 @@
 """Attribute filling: the catalogue's missing attribute values, predicted from the item's text.
 
-A catalogue leaves many structured attribute values empty (colour, material, size, ...)
-although the title or description names them. One head per attribute column learns the
-column from the items whose field is filled (weak supervision: the catalogue labels
-itself, so an imported catalogue is filled the same way as a simulated one) and predicts
-it for the items whose field is empty. A prediction fills the field only when its
-probability reaches ``understand.fill.min_confidence``; the rest stays missing.
+One head per attribute column (colour, material, size, ...) learns the column from the
+items whose field is filled (weak supervision: the catalogue labels itself, so an imported
+catalogue is filled like a simulated one) and predicts it where the field is empty; a
+prediction fills it only at ``understand.fill.min_confidence`` or above.
 
 Each head is a multinomial logistic regression over one of three inputs, chosen per
 column on a validation part of the fitting items (``understand.fill.method: auto``):
@@ -15,17 +13,18 @@ column on a validation part of the fitting items (``understand.fill.method: auto
   items) the lower-cased text names as whole words;
 - ``both``: the two side by side.
 
-Its accuracy and macro-F1 are measured on items whose field is known and that were held
-out of the fit (``understand.holdout_share``); the shipped heads are then fitted on every
-known item. `shoprank understand` writes the filled table (:data:`FILLED_FILE`, one row
-per filled item) under ``<paths.models>/attributes/``; training, evaluation and serving
-write it into the item's columns where they are missing with :func:`fill_missing`, and
-the API returns the filled values marked as inferred.
+Accuracy and macro-F1 are measured on known items held out of the fit
+(``understand.holdout_share``); the heads that fill are then fitted on every known item.
+`shoprank understand` writes the filled table (:data:`FILLED_FILE`: item_id, one column per
+attribute, null where not filled) under ``<paths.models>/attributes/``; training,
+evaluation and serving write it into the item's empty fields with :func:`fill_missing`.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,18 +33,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from shoprank.artifacts import ATTRIBUTES as FILLED_FILE  # the same file name in the bundle
+
 if TYPE_CHECKING:
     from shoprank.config import Understand
 
-from shoprank.artifacts import ATTRIBUTES as FILLED_FILE  # the same file name in the bundle
-
-ARTIFACT = "attributes"  # the step's folder under paths.models; FILLED_FILE: item_id, then one
-# column per attribute (null: not filled), one row per item with a filled value
+ARTIFACT = "attributes"  # the step's folder under paths.models
 REPORT_FILE = "report.json"
 METHODS = ("embedding", "words", "both")
 VALIDATION_SHARE = 0.25  # of the fitting items: what `auto` picks a head's input on
 
 Filled = dict[str, pd.Series]  # attribute -> its filled value by item id (only the items it fills)
+Texts = Sequence[str] | np.ndarray  # each item's title and description, as a list or an object array
 
 
 # --- applying the filled table: training, evaluation and serving -------------------------------
@@ -69,7 +68,9 @@ def read_filled(path: Path | str) -> Filled | None:
     return filled_of(pd.read_parquet(path)) if path.is_file() else None
 
 
-def fill_missing(df: pd.DataFrame, filled: Filled | None, item_ids: Sequence[str] | None = None) -> pd.DataFrame:
+def fill_missing(
+    df: pd.DataFrame, filled: Filled | None, item_ids: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Write each filled value into ``df``'s attribute column where the row's own value is missing.
 
     Rows are matched by ``item_ids`` (default: ``df["item_id"]``); a value the catalogue has
@@ -87,25 +88,13 @@ def fill_missing(df: pd.DataFrame, filled: Filled | None, item_ids: Sequence[str
         if not missing.any():
             continue
         got = pd.Series(ids[missing]).map(values).to_numpy(dtype=object)
-        if current.dtype == object:
-            new = current.to_numpy(dtype=object).copy()
-        else:
-            new = current.astype(object).to_numpy()
+        new = current.to_numpy(dtype=object, copy=True)
         new[np.flatnonzero(missing)] = got
         df[column] = pd.Series(new, index=df.index).astype(current.dtype)
     return df
 
 
-def inferred_mask(values: pd.DataFrame, filled: Filled | None, item_ids: Sequence[str]) -> dict[str, np.ndarray]:
-    """Per attribute: which rows hold a filled value (the item's own field was empty)."""
-    ids = pd.Series(item_ids).astype(str)
-    return {c: ids.isin(v.index).to_numpy() for c, v in (filled or {}).items()}
-
-
-# --- the heads -------------------------------------------------------------------------------------
-
-
-def mention_matrix(texts: Sequence[str], vocab: Sequence[str]) -> np.ndarray:
+def mention_matrix(texts: Texts, vocab: Sequence[str]) -> np.ndarray:
     """(n, len(vocab)): 1.0 where the lower-cased text names the value as a whole word."""
     out = np.zeros((len(texts), len(vocab)), dtype=np.float32)
     lowered = [t.lower() for t in texts]
@@ -124,20 +113,20 @@ class AttributeHead:
     vocab: list[str]
     model: Any = None  # a fitted scikit-learn LogisticRegression
 
-    def inputs(self, vecs: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-        words = mention_matrix(texts, self.vocab) if self.method != "embedding" else None
-        if self.method == "words":
-            return words
-        return np.asarray(vecs, np.float32) if words is None else np.hstack([vecs, words])
+    def inputs(self, vecs: np.ndarray, texts: Texts) -> np.ndarray:
+        if self.method == "embedding":
+            return np.asarray(vecs, np.float32)
+        words = mention_matrix(texts, self.vocab)
+        return words if self.method == "words" else np.hstack([np.asarray(vecs, np.float32), words])
 
-    def fit(self, vecs: np.ndarray, texts: Sequence[str], labels: np.ndarray, s: Understand) -> AttributeHead:
+    def fit(self, vecs: np.ndarray, texts: Texts, labels: np.ndarray, s: Understand) -> AttributeHead:
         from sklearn.linear_model import LogisticRegression
 
         model = LogisticRegression(max_iter=s.max_iter, C=s.c, random_state=s.seed)
         self.model = model.fit(self.inputs(vecs, texts), labels)
         return self
 
-    def predict(self, vecs: np.ndarray, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, vecs: np.ndarray, texts: Texts) -> tuple[np.ndarray, np.ndarray]:
         """The most probable value of each item and its probability (the confidence)."""
         if not len(texts):
             return np.array([], dtype=object), np.array([], dtype=np.float64)
@@ -147,13 +136,13 @@ class AttributeHead:
 
 
 def fit_head(
-    name: str, method: str, vecs: np.ndarray, texts: Sequence[str], labels: np.ndarray, s: Understand
+    name: str, method: str, vecs: np.ndarray, texts: Texts, labels: np.ndarray, s: Understand
 ) -> AttributeHead:
     vocab = sorted({str(v) for v in labels})
     return AttributeHead(name, method, vocab).fit(vecs, texts, labels, s)
 
 
-def scores(head: AttributeHead, vecs: np.ndarray, texts: Sequence[str], labels: np.ndarray, threshold: float) -> dict:
+def scores(head: AttributeHead, vecs: np.ndarray, texts: Texts, labels: np.ndarray, threshold: float) -> dict:
     """Accuracy and macro-F1 of ``head`` on labelled items, and of its confident predictions alone."""
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -194,8 +183,9 @@ def pick_method(
 
 
 def fill_column(
-    name: str, vecs: np.ndarray, texts: np.ndarray, column: np.ndarray, s: Understand, rng: np.random.Generator
-) -> tuple[np.ndarray, dict[str, Any]]:
+    name: str, vecs: np.ndarray, texts: np.ndarray, column: np.ndarray, s: Understand,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
     """One attribute column: (its filled values, null where not filled; its report)."""
     known = pd.notna(column)
     missing = int((~known).sum())
@@ -203,7 +193,11 @@ def fill_column(
     out = np.full(len(column), None, dtype=object)
     fit, held = split_known(known, s.holdout_share, rng)
     if len(set(labels[fit])) < 2 or not held.any():
-        return out, {"trained": False, "reason": "fewer than two known values to learn from", "missing": missing}
+        return out, {
+            "trained": False,
+            "reason": "fewer than two known values to learn from",
+            "missing": missing,
+        }
     method, validation = pick_method(name, vecs, texts, labels, fit, s, rng)
     head = fit_head(name, method, vecs[fit], texts[fit], labels[fit], s)
     held_out = scores(head, vecs[held], texts[held], labels[held], s.fill.min_confidence)
@@ -227,13 +221,10 @@ def fill_column(
 
 
 def fill_catalogue(
-    item_ids: Sequence[str], vecs: np.ndarray, texts: Sequence[str], columns: Mapping[str, np.ndarray],
+    item_ids: Sequence[str], vecs: np.ndarray, texts: Texts, columns: Mapping[str, np.ndarray],
     s: Understand,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:  # fmt: skip
-    """Fill every column of ``columns`` (aligned with ``item_ids``): (the filled table, the report).
-
-    The table holds one row per item with at least one filled value.
-    """
+    """Fill each of ``columns`` (aligned with ``item_ids``): (the table of items filled, the report)."""
     rng = np.random.default_rng(s.seed)
     text_arr = np.asarray(list(texts), dtype=object)
     table = pd.DataFrame({"item_id": pd.Series(list(item_ids), dtype=str)})
@@ -249,7 +240,9 @@ def fill_catalogue(
 # --- the step: part of `shoprank understand` --------------------------------------------------------
 
 
-def catalogue_columns(features_dir: Path, columns: Sequence[str], item_ids: Sequence[str]) -> dict[str, np.ndarray]:
+def catalogue_columns(
+    features_dir: Path, columns: Sequence[str], item_ids: Sequence[str]
+) -> dict[str, np.ndarray]:
     """Each attribute column's catalogue value per item (latest profile row; null where missing).
 
     A configured column the catalogue does not have (an imported shop without it) is left out.
@@ -258,7 +251,7 @@ def catalogue_columns(features_dir: Path, columns: Sequence[str], item_ids: Sequ
     columns = [c for c in columns if c in profile.columns]
     latest = profile.sort_values("event_timestamp", kind="stable").drop_duplicates("item_id", keep="last")
     latest = latest.astype({"item_id": str}).set_index("item_id").reindex(list(item_ids))
-    return {c: latest[c].astype(object).where(latest[c].notna(), None).to_numpy(dtype=object) for c in columns}
+    return {c: latest[c].astype(object).where(latest[c].notna(), None).to_numpy(object) for c in columns}
 
 
 def truth_agreement(table: pd.DataFrame, truth_items: Path) -> dict[str, float] | None:
@@ -277,9 +270,6 @@ def truth_agreement(table: pd.DataFrame, truth_items: Path) -> dict[str, float] 
 
 def run_fill(features_dir: Path, batch_dir: Path, models_dir: Path, truth_dir: Path, s: Understand) -> dict:
     """Fit the heads on the catalogue's filled fields and write ``<models>/attributes/`` (table, report)."""
-    import json
-    import shutil
-
     from shoprank.inputs.items import item_embeddings
     from shoprank.inputs.texts import batch_texts
 

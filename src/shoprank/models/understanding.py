@@ -238,7 +238,9 @@ def run_understand(params: Params) -> dict[str, Any]:
     metrics = Path(params.paths.metrics) / METRICS_FILE
     metrics.parent.mkdir(parents=True, exist_ok=True)
     scores = report["scores"] or {"trained": report["trained"]}
-    metrics.write_text(json.dumps(scores | {"filled": filling_metrics(report["attributes"])}, indent=2) + "\n")
+    metrics.write_text(
+        json.dumps(scores | {"filled": filling_metrics(report["attributes"])}, indent=2) + "\n"
+    )
     return report
 
 
@@ -249,7 +251,11 @@ def fill_attributes(params: Params) -> dict[str, Any]:
 
     paths = params.paths
     return run_fill(
-        Path(paths.features), current_batch(paths.validated), Path(paths.models), Path(paths.truth), params.understand
+        Path(paths.features),
+        current_batch(paths.validated),
+        Path(paths.models),
+        Path(paths.truth),
+        params.understand,
     )
 
 

@@ -81,9 +81,9 @@ def summary(report: dict) -> dict:
 
 def run_drift(params: Params) -> dict:
     from shoprank.evaluation.step import texts_for
-    from shoprank.models.attributes import pipeline_filled
     from shoprank.inputs.apply import derive
     from shoprank.inputs.frame import read_frame
+    from shoprank.models.attributes import pipeline_filled
     from shoprank.models.scorers import load
     from shoprank.training.data import read_split
     from shoprank.training.train import training_set_path

@@ -52,8 +52,8 @@ from shoprank.config import Params
 from shoprank.config_experiment import Experiment
 from shoprank.data.io import table_path
 from shoprank.experiments.arms import ArmError, digest, package_arms
-from shoprank.models.attributes import ARTIFACT as FILLED_DIR
 from shoprank.logs import log
+from shoprank.models.attributes import ARTIFACT as FILLED_DIR
 from shoprank.privacy import fingerprint, load_key
 
 logger = logging.getLogger(__name__)
