@@ -113,6 +113,8 @@ def test_filled_values_never_replace_the_catalogues_and_reach_the_query_match():
     assert before == [0, 0, 0, 0]
     assert out["query_colour_match"].tolist() == [1, 0, 0, 0]  # "b" keeps its own red: not green
     assert fill_missing(df.copy(), None).equals(df)
+    categories = pd.DataFrame({"item_id": ["a", "b"], "colour": pd.Categorical([None, "red"])})
+    assert fill_missing(categories, filled)["colour"].tolist() == ["blue", "red"]  # a new category too
 
 
 def items_table() -> pd.DataFrame:

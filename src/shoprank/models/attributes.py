@@ -64,8 +64,7 @@ def filled_of(table: pd.DataFrame) -> Filled:
 
 def read_filled(path: Path | str) -> Filled | None:
     """:func:`filled_of` of a filled table file; None when there is none (nothing is filled)."""
-    path = Path(path)
-    return filled_of(pd.read_parquet(path)) if path.is_file() else None
+    return filled_of(pd.read_parquet(path)) if Path(path).is_file() else None
 
 
 def fill_missing(
@@ -90,7 +89,8 @@ def fill_missing(
         got = pd.Series(ids[missing]).map(values).to_numpy(dtype=object)
         new = current.to_numpy(dtype=object, copy=True)
         new[np.flatnonzero(missing)] = got
-        df[column] = pd.Series(new, index=df.index).astype(current.dtype)
+        keep = not isinstance(current.dtype, pd.CategoricalDtype)  # a filled value may be a new category
+        df[column] = pd.Series(new, index=df.index).astype(current.dtype if keep else object)
     return df
 
 
