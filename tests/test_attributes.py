@@ -38,10 +38,9 @@ def catalogue(n: int = 90) -> tuple[list[str], np.ndarray, list[str], np.ndarray
     ids = [f"item_{i}" for i in range(n)]
     colour = [COLOURS[i % 3] for i in range(n)]
     texts = [f"Trail tent {i}, {c}. Sleeps two." for i, c in enumerate(colour)]
-    field = np.array([None if i % 4 == 1 else c for i, c in enumerate(colour)], dtype=object)
     ids.append("item_nameless")
     texts.append("Trail tent, sleeps two.")
-    field = np.append(field, None)
+    field = np.array([None if i % 4 == 1 else c for i, c in enumerate(colour)] + [None], dtype=object)
     vecs = np.random.default_rng(0).normal(size=(len(ids), DIM)).astype(np.float32)
     return ids, vecs, texts, field
 
