@@ -268,6 +268,16 @@ class Feedback(Strict):
     )  # new impressions that make the feedback DAG schedule training
 
 
+class Fill(Strict):
+    """Attribute filling of `shoprank understand`: catalogue fields predicted from the item's text."""
+
+    columns: list[str] = ["colour", "material", "size", "brand"]  # item columns filled where missing
+    min_confidence: float = Field(0.8, ge=0, le=1)  # a prediction below this leaves the field missing
+    method: Literal["auto", "embedding", "words", "both"] = (
+        "auto"  # each head's input; auto: picked per column
+    )
+
+
 class Understand(Strict):
     """The query-intent and product-attribute heads of `shoprank understand` (linear probes)."""
 
@@ -275,6 +285,7 @@ class Understand(Strict):
     max_iter: int = Field(400, gt=0)  # solver iterations per head
     holdout_share: float = Field(0.2, gt=0, lt=1)  # labelled queries and items kept out for the scores
     seed: int = 0
+    fill: Fill = Fill()
 
 
 class Drift(Strict):

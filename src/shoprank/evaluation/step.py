@@ -25,6 +25,7 @@ from shoprank.inputs.apply import derive
 from shoprank.inputs.frame import VECTOR_COLUMNS, Frame, Vectors, dense, read_frame
 from shoprank.inputs.texts import batch_texts
 from shoprank.logs import log, timed
+from shoprank.models.attributes import pipeline_filled
 from shoprank.models.objective import needs_purchase
 from shoprank.models.scorers import Scorer, load, purchase_given_click, reads_text
 from shoprank.quality import current_batch
@@ -89,7 +90,7 @@ def candidate_frame(
     for name, (pos, column) in arrays.items():  # each distinct vector once: codes into its table
         table = dense(column)
         vectors[name] = Vectors(pos + 1, np.concatenate([np.zeros((1, table.shape[1]), np.float32), table]))
-    return derive(Frame(df, vectors), texts=texts)
+    return derive(Frame(df, vectors), texts=texts, filled=pipeline_filled(params.paths.models))
 
 
 def candidate_scores(
@@ -189,7 +190,7 @@ def run_evaluate(params: Params) -> dict:
         scorers[name] = load(model)[1]
     record, champion, why = champion_scorer(Path(params.paths.models))
     texts = texts_for(params, [*scorers.values(), champion])
-    derive(test, texts=texts)
+    derive(test, texts=texts, filled=pipeline_filled(params.paths.models))
     if champion is not None:
         try:  # a champion trained on other inputs may not read today's rows: then it is not compared
             champion.predict(test.take(np.arange(min(len(test), 8))), with_position=False)
