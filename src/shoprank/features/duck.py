@@ -48,7 +48,11 @@ def connect() -> Any:
             f"{SETTING} is duckdb, but the duckdb package is not installed: run `make setup` "
             f"(it is in requirements.lock), or set {SETTING}: feast in params.yaml"
         ) from exc
-    return duckdb.connect(":memory:")
+    con = duckdb.connect(":memory:")
+    # Arrow tables registered with DuckDB carry no row count, so its planner takes them for a
+    # few rows and would answer the ASOF join with a nested loop over every pair of rows of a key
+    con.execute("SET asof_loop_join_threshold = 0")
+    return con
 
 
 def _epoch_ns(column: pa.ChunkedArray | pa.Array) -> pa.Array:
