@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -32,11 +32,19 @@ import pyarrow.parquet as pq
 
 from shoprank.features.store import FeatureRepoError
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from shoprank.features.pit import ViewJoin
-
 ENGINES = ("duckdb", "feast")
 SETTING = "features.offline_engine"
+
+
+class View(Protocol):
+    """What a join needs of a feature view (pit.ViewJoin): its table, keys and time columns."""
+
+    name: str
+    keys: list[str]
+    path: Path
+    timestamp: str
+    created: str | None
+    ttl: timedelta | None
 
 
 def connect() -> Any:
@@ -69,7 +77,7 @@ def _entity_ns(stamps: pd.Series) -> pa.Array:
     return _epoch_ns(pa.array(stamps, type=pa.timestamp("ns", tz="UTC")))
 
 
-def view_index(view: ViewJoin) -> pa.Table:
+def view_index(view: View) -> pa.Table:
     """The view's keys, stamps and row numbers: the side of the join DuckDB sorts."""
     path = Path(view.path)
     if not path.is_file():
@@ -93,7 +101,7 @@ def _ttl_ns(ttl: timedelta | None) -> int | None:
     return int(ttl / timedelta(microseconds=1)) * 1000
 
 
-def positions(view: ViewJoin, rows: pd.DataFrame, con: Any = None) -> np.ndarray:
+def positions(view: View, rows: pd.DataFrame, con: Any = None) -> np.ndarray:
     """The row of the view's table that each of ``rows`` (keys + ``event_timestamp``) gets; -1: none."""
     con = con if con is not None else connect()
     n = len(rows)
