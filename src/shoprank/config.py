@@ -154,6 +154,8 @@ class Features(Strict):
     repo: Path = Path("features")  # the Feast feature repository
     online_store: str = Field("sqlite", pattern="^(sqlite|redis)$")
     redis_url: str = "127.0.0.1:6379"
+    # engine of the point-in-time joins (training set, evaluation's candidates): duckdb | feast
+    offline_engine: str = Field("duckdb", pattern="^(duckdb|feast)$")
 
     @field_validator("windows_days")
     @classmethod

@@ -72,8 +72,9 @@ def load_truth(truth_dir: Path, test: pd.DataFrame) -> Truth | None:
 def candidate_frame(
     params: Params, test: pd.DataFrame, candidates: pd.DataFrame, store=None, texts: pd.Series | None = None
 ) -> Frame:
-    """Point-in-time features (Feast) of retrieved candidates (``request_id``, ``item_id``) of test rows,
-    and the item texts (``texts``: see :func:`texts_for`) as the test rows have them."""
+    """Point-in-time features (on ``features.offline_engine``) of retrieved candidates
+    (``request_id``, ``item_id``) of test rows, and the item texts (``texts``: see
+    :func:`texts_for`) as the test rows have them."""
     from shoprank.features import open_store
     from shoprank.features.pit import historical_features
     from shoprank.features.queries import query_ids
@@ -83,7 +84,9 @@ def candidate_frame(
     rows["query_id"] = query_ids(rows["query"].fillna(""))
     store = store if store is not None else open_store(params.features)
     keys = rows[["user_id", "item_id", "query_id", "event_timestamp"]]
-    feats, arrays = historical_features(store, keys, FEATURE_SERVICE, positions=VECTOR_COLUMNS)
+    feats, arrays = historical_features(
+        store, keys, FEATURE_SERVICE, positions=VECTOR_COLUMNS, engine=params.features.offline_engine
+    )
     df = pd.concat([rows.reset_index(drop=True), feats.drop(columns=list(keys.columns))], axis=1)
     df["position"], df["clicked"], df["propensity"] = 0, 0, np.nan
     vectors = {}
