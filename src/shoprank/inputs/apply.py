@@ -11,15 +11,21 @@ from shoprank.inputs.declare import inputs
 from shoprank.inputs.derive import DERIVATIONS
 from shoprank.inputs.frame import Frame, Vectors
 from shoprank.inputs.texts import add_item_texts
+from shoprank.inputs.understood import UNDERSTOOD, QueryReader
 
 
 def derive(
-    frame: Frame | pd.DataFrame, names: Iterable[str] | None = None, texts: pd.Series | None = None
+    frame: Frame | pd.DataFrame,
+    names: Iterable[str] | None = None,
+    texts: pd.Series | None = None,
+    reader: QueryReader | None = None,
 ) -> Any:
     """Add the declared derived inputs that ``frame`` has the columns for (or just ``names``).
 
     ``texts``: the catalog's item texts by item id (:mod:`shoprank.inputs.texts`); with them
-    the item text input is added too, which a fine-tuned BERT-CTR tokenizes.
+    the item text input is added too, which a fine-tuned BERT-CTR tokenizes. ``reader``: the
+    query-understanding heads and item lexicon; with it each row's query is read
+    (:meth:`QueryReader.column`) and the inputs of its understanding are added too.
     Returns ``frame`` (a :class:`Frame` or a DataFrame, changed in place). Written once here
     and used by training, evaluation and serving alike.
     """
@@ -27,6 +33,8 @@ def derive(
         add_item_texts(frame, texts)
     df = frame.df if isinstance(frame, Frame) else frame
     vectors: dict[str, Vectors] = frame.vectors if isinstance(frame, Frame) else {}
+    if reader is not None and UNDERSTOOD not in df.columns and "query" in df.columns:
+        df[UNDERSTOOD] = reader.column(df["query"].to_numpy(), vectors.get("query_embedding"))
     wanted = None if names is None else set(names)
     for x in inputs():
         if x.derive is None or (wanted is not None and x.name not in wanted):

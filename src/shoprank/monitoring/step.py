@@ -85,6 +85,7 @@ def run_drift(params: Params) -> dict:
     from shoprank.inputs.frame import read_frame
     from shoprank.models.scorers import load
     from shoprank.training.data import read_split
+    from shoprank.training.query_reader import pipeline_reader
     from shoprank.training.train import training_set_path
 
     s = params.drift
@@ -98,8 +99,9 @@ def run_drift(params: Params) -> dict:
     rng = np.random.default_rng(s.seed)
     scorer = load(model)[1]
     texts = texts_for(params, [scorer])  # what a fine-tuned winner tokenizes
+    reader = pipeline_reader(params)  # the query-understanding heads the winner was trained with
     frames = {
-        side: derive(read_frame(path, rows=sample(r, s.sample_rows, rng)), texts=texts)
+        side: derive(read_frame(path, rows=sample(r, s.sample_rows, rng)), texts=texts, reader=reader)
         for side, r in rows.items()
     }
     scores = {side: scorer.predict(frame, with_position=False) for side, frame in frames.items()}

@@ -10,6 +10,7 @@ The folder (a "bundle") holds:
     retrieval/           BM25 index (bm25s) and the faiss index of item embeddings
     recommend/           the feeds' click tables: co-clicked neighbours and recent clicks per item
     understanding.pkl    intent and attribute heads of `shoprank understand` (when it had labels)
+    query_category.pkl   the query-category head of `shoprank understand` (when it had the clicks)
     encoder/             the query encoder as an ONNX graph + tokenizer, checked against PyTorch
                          (serving's one-query encodes are faster on ONNX Runtime): always the
                          stock encoder the features and the retrieval index were built with
@@ -135,7 +136,9 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
     recorded by its key and exported to ONNX for serving; without it neither happens.
     """
     from shoprank.inputs.items import item_embeddings
+    from shoprank.models.query_category import load_query_category, save_query_category
     from shoprank.models.scorers import load
+    from shoprank.models.understanding import ARTIFACT as UNDERSTOOD_DIR
     from shoprank.models.understanding import load_understanding
     from shoprank.quality import current_batch
     from shoprank.retrieval import HybridRetriever, item_document
@@ -192,6 +195,9 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
     if understanding is not None:
         with open(out / UNDERSTANDING, "wb") as f:
             pickle.dump(understanding, f)
+    category = load_query_category(models / UNDERSTOOD_DIR)  # the query-category inputs' head
+    if category is not None:
+        save_query_category(category, out)
     onnx = export_encoder(encoder, out / ENCODER_DIR, features_dir, items) if encoder is not None else None
     manifest = {
         "format": FORMAT,
@@ -216,6 +222,7 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
         "recommend": feed,
         "understanding": report["scores"] if understanding is not None else None,  # held-out scores
         "understanding_missing": None if understanding is not None else report["reason"],
+        "query_category": report.get("query_category"),  # the head's report (None: an older step)
         "data_batch": batch.name,
         "experiment": arms,  # the challenger arms' models in arms/ (None: no experiment)
         # catalogue updates that landed before the batch was accepted are taken to be in it

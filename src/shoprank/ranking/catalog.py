@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from shoprank.inputs.declare import longest_window
+from shoprank.inputs.lexical import Lexicon
 from shoprank.inputs.texts import item_texts
 from shoprank.ranking.features import is_user_column
 
@@ -35,6 +36,7 @@ class Catalog:
     price: np.ndarray
     popularity: np.ndarray  # the scores when the model fails
     texts: pd.Series  # item id -> its text (title, description): what a fine-tuned champion tokenizes
+    lexicon: Lexicon  # the items' words: the query's lexical match inputs (inputs/lexical.py)
 
     @classmethod
     def build(cls, items: pd.DataFrame, users: pd.DataFrame, vectors: np.ndarray) -> Catalog:
@@ -53,6 +55,7 @@ class Catalog:
             price=items["price"].astype(float).to_numpy(),
             popularity=popularity(items),
             texts=item_texts(items),
+            lexicon=Lexicon.of(items),
         )
 
     def __len__(self) -> int:
