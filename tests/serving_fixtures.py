@@ -188,20 +188,29 @@ class Server:
 
 
 def package_tiny_champion(tmp: Path) -> ServingEnv:
-    """The tiny pipeline (simulate .. select, understand) by the CLI, then `shoprank package` into ``tmp``."""
+    """The tiny pipeline (simulate .. understand .. select) by the CLI, then `shoprank package`."""
     raw = tiny_raw_params(tmp)
     # the production champion kind, and quick to train
     raw["train"]["candidates"] = {"bert_ctr": raw["train"]["candidates"]["bert_ctr"]}
     params_file = tmp / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw))
     runner = CliRunner()
-    for step in ("simulate", "validate", "features", "materialize", "training-set", "train", "evaluate"):
+    # understand after the training set: its heads are what train, evaluate and `package` read
+    steps = (
+        "simulate",
+        "validate",
+        "features",
+        "materialize",
+        "training-set",
+        "understand",
+        "train",
+        "evaluate",
+    )
+    for step in steps:
         result = runner.invoke(app, [step, "--params", str(params_file)])
         assert result.exit_code == 0, f"{step} failed:\n{result.output}"
     result = runner.invoke(app, ["select", "--params", str(params_file)])
     assert result.exit_code == 0 and "promoted" in result.output, result.output
-    result = runner.invoke(app, ["understand", "--params", str(params_file)])  # the heads `package` ships
-    assert result.exit_code == 0, result.output
     home = tmp / "bentoml"
     return ServingEnv(tmp, params_file, raw, home, Path(), "").package()
 
