@@ -168,7 +168,10 @@ def test_fast_path_equals_the_frame_path_for_the_new_inputs(params):
     assert {"query_bm25", "query_category_prob"} <= set(trees.booster.feature_name())
 
     features = SimpleNamespace(
-        values=items.set_index("item_id", drop=False), version=1, item_ids=list(items["item_id"])
+        # the served item table holds no id column: its rows are the items of ``item_ids``
+        values=items.drop(columns=["item_id"]),
+        version=1,
+        item_ids=list(items["item_id"]),
     )
     fast = FastScorer(scorer, features)
     rows = np.array([0, 3, 7, 11, 19])
