@@ -188,14 +188,15 @@ class Server:
 
 
 def package_tiny_champion(tmp: Path) -> ServingEnv:
-    """The tiny pipeline (simulate .. select, understand) by the CLI, then `shoprank package` into ``tmp``."""
+    """The tiny pipeline (simulate .. understand .. select) by the CLI, then `shoprank package`."""
     raw = tiny_raw_params(tmp)
     # the production champion kind, and quick to train
     raw["train"]["candidates"] = {"bert_ctr": raw["train"]["candidates"]["bert_ctr"]}
     params_file = tmp / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw))
     runner = CliRunner()
-    # understand before train: its filled attributes are inputs; its heads `package` ships
+    # understand after the training set: its filled attributes and heads are what train, evaluate
+    # and `package` read
     steps = (
         "simulate",
         "validate",

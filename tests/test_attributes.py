@@ -148,8 +148,12 @@ def test_answers_carry_filled_attributes_marked_inferred():
     assert "colour" not in plain.attributes(0)  # nothing filled: a missing field stays absent
 
 
-def test_understand_writes_the_filled_table_and_its_held_out_scores(tmp_path):
+def test_understand_writes_the_filled_table_and_its_held_out_scores(tmp_path, monkeypatch):
     """The step on files: the item profile's fields and the validated catalogue's texts."""
+    import shoprank.training.query_category as query_category
+
+    # the step's query-category head reads a training set (tests/test_query_understanding.py)
+    monkeypatch.setattr(query_category, "fit_query_category", lambda p: (None, {"trained": False, "reason": "not under test"}))
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["paths"] = {k: str(tmp_path / v) for k, v in raw["paths"].items()}
     params_file = tmp_path / "params.yaml"

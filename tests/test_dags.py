@@ -155,7 +155,9 @@ def test_training_edges_follow_the_dvc_graph(dagbag):
     for a in candidates:  # trained in parallel
         assert not any(b in ancestors(dag_edges, a) for b in candidates)
     assert "understand" in ancestors(dag_edges, "package")
-    assert not {"understand", "package"} & ancestors(dag_edges, "understand")  # it needs only features
+    # it reads the features and the training set, and the candidates' training reads its heads
+    assert not {"understand", "package"} & ancestors(dag_edges, "understand")
+    assert "understand" in ancestors(dag_edges, "train@bert_ctr")
 
 
 def test_tasks_run_the_command_dvc_renders(monkeypatch):

@@ -74,7 +74,11 @@ def test_understand_is_a_step_that_package_reads():
     outs = {str(o.def_path) for o in understand.outs}
     assert {"models/understanding", "metrics/understand.json"} <= outs
     assert "models/understanding" in {str(d.def_path) for d in package.deps}
-    assert stage_params(understand) == ["understand"]
+    # the query-category head is fitted on the training split: it reads the split's settings
+    assert stage_params(understand) == ["understand", "train.val_share", "train.test_share"]
+    assert "data/training" in {str(d.def_path) for d in understand.deps}
+    for reader in ("train@bert_ctr", "evaluate", "drift"):  # each derives the inputs the heads feed
+        assert "models/understanding" in {str(d.def_path) for d in stages[reader].deps}, reader
 
 
 def _repo_copy(tmp: Path) -> Path:

@@ -75,6 +75,22 @@ def write_items(truth: Path, features: Path, batch: Path, rng: np.random.Generat
     (batch.parent / "CURRENT").write_text(batch.name + "\n")
 
 
+def write_training_set(training: Path, rng: np.random.Generator, n: int = 30) -> None:
+    """A few clicked searches: fewer than `understand.category_min_clicks`, so no query-category
+    head (tests/test_query_understanding.py covers that head)."""
+    training.mkdir(parents=True)
+    table = {
+        "request_id": [f"r{i}" for i in range(n)],
+        "event_timestamp": [NOW + pd.Timedelta(hours=i) for i in range(n)],
+        "query": [f"buy query {i % 12}" for i in range(n)],
+        "item_id": [f"item_{i}" for i in range(n)],
+        "clicked": [1] * n,
+        "category": ["outdoor"] * n,
+        "query_embedding": _vectors(rng, [[8]] * n),
+    }
+    pq.write_table(pa.table(table), training / "training_set.parquet")
+
+
 def write_project(tmp: Path) -> Path:
     """A params file with every path under ``tmp``, and the truth, features and batch it points at."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -87,6 +103,7 @@ def write_project(tmp: Path) -> Path:
     rng = np.random.default_rng(0)
     write_queries(truth, features, rng)
     write_items(truth, features, Path(raw["paths"]["validated"]) / "b1", rng)
+    write_training_set(Path(raw["paths"]["training"]), rng)
     return params
 
 
@@ -115,7 +132,11 @@ def test_understand_writes_the_heads_and_their_held_out_scores(project):
     assert scores["intent"]["accuracy"] > 0.9 and scores["product_type"]["accuracy"] > 0.9
     assert set(scores) == {"intent", "product_type", "colour", "material"}
     metrics = json.loads((Path(p.paths.metrics) / "understand.json").read_text())
-    assert {k: v for k, v in metrics.items() if k != "filled"} == scores
+    assert {k: v for k, v in metrics.items() if k not in ("filled", "query_category")} == scores
+    assert (
+        metrics["query_category"]["trained"] is False
+        and "category_min_clicks" in metrics["query_category"]["reason"]
+    )
     assert set(metrics["filled"]) == set(p.understand.fill.columns)  # tests/test_attributes.py: the filling
     assert "held out" in output and f"{scores['intent']['accuracy']:.4f}" in output
     # the shipped heads are fitted on everything, with params.yaml's `understand` settings

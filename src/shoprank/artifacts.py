@@ -30,6 +30,7 @@ RETRIEVAL_DIR = "retrieval"  # BM25 and nearest-neighbour indexes
 RECOMMEND_DIR = "recommend"  # the feeds' click tables: co-clicked neighbours, recent clicks per item
 UNDERSTANDING = "understanding.pkl"  # intent and attribute heads (optional)
 ATTRIBUTES = "attributes.parquet"  # the catalogue's missing attribute values filled from the item's text
+QUERY_CATEGORY = "query_category.pkl"  # the query-category head, from clicks (optional)
 ENCODER_DIR = "encoder"  # the query encoder as ONNX (optional)
 ARMS_DIR = "arms"  # an online experiment's challenger models, one <arm name>.pt each (optional)
 

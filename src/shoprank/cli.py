@@ -275,12 +275,14 @@ def select(params: ParamsOpt = None) -> None:
 
 @app.command()
 def understand(params: ParamsOpt = None) -> None:
-    """Train the query-intent and product-attribute heads on the text embeddings (simulator labels)."""
-    from shoprank.models.understanding import ARTIFACT, METRICS_FILE, run_understand
+    """Train the query-intent and product-attribute heads on the text embeddings (simulator labels),
+    and the query-category head on the training split's clicks."""
+    from shoprank.models.understanding import ARTIFACT, METRICS_FILE
+    from shoprank.training.query_category import run_understand_step
 
     p = _params(params)
     try:
-        report = run_understand(p)
+        report = run_understand_step(p)
     except FileNotFoundError as exc:
         _fail(str(exc), 2)
     text.understanding(report, Path(p.paths.models) / ARTIFACT, Path(p.paths.metrics) / METRICS_FILE)

@@ -61,6 +61,17 @@ def evaluation(report: dict, metric: str) -> None:
 
 def understanding(report: dict, out: Path, scores_file: Path) -> None:
     """The query-understanding heads' held-out scores, or why there are none, and the attributes filled."""
+    category = report.get("query_category")
+    if category is not None:
+        if category["trained"]:
+            v = category["validation"]
+            typer.echo(
+                f"query-category head: {category['categories']} categories from {category['clicks']:,} "
+                f"clicked searches; validation top-1 {v.get('accuracy', float('nan')):.4f}, "
+                f"top category {v.get('top_accuracy', float('nan')):.4f}"
+            )
+        else:
+            typer.echo(f"no query-category head: {category['reason']}")
     filled = report.get("attributes")
     if filled:
         head = f"{'filled column':14s} {'input':>9s} {'accuracy':>9s} {'macro_f1':>9s} {'filled':>7s}"

@@ -287,6 +287,8 @@ class Understand(Strict):
     max_iter: int = Field(400, gt=0)  # solver iterations per head
     holdout_share: float = Field(0.2, gt=0, lt=1)  # labelled queries and items kept out for the scores
     seed: int = 0
+    # clicked searches in the training split below which no query-category head is fitted
+    category_min_clicks: int = Field(50, gt=0)
     fill: Fill = Fill()
 
 

@@ -24,12 +24,14 @@ from shoprank.evaluation.evaluate import Pool, Truth, evaluate_scorer, not_compu
 from shoprank.inputs.apply import derive
 from shoprank.inputs.frame import VECTOR_COLUMNS, Frame, Vectors, dense, read_frame
 from shoprank.inputs.texts import batch_texts
+from shoprank.inputs.understood import QueryReader
 from shoprank.logs import log, timed
 from shoprank.models.attributes import pipeline_filled
 from shoprank.models.objective import needs_purchase
 from shoprank.models.scorers import Scorer, load, purchase_given_click, reads_text
 from shoprank.quality import current_batch
 from shoprank.training.data import cold_items, read_split
+from shoprank.training.query_reader import pipeline_reader
 from shoprank.training.train import training_set_path
 
 logger = logging.getLogger(__name__)
@@ -70,11 +72,17 @@ def load_truth(truth_dir: Path, test: pd.DataFrame) -> Truth | None:
 
 
 def candidate_frame(
-    params: Params, test: pd.DataFrame, candidates: pd.DataFrame, store=None, texts: pd.Series | None = None
+    params: Params,
+    test: pd.DataFrame,
+    candidates: pd.DataFrame,
+    store=None,
+    texts: pd.Series | None = None,
+    reader: QueryReader | None = None,
 ) -> Frame:
     """Point-in-time features (on ``features.offline_engine``) of retrieved candidates
     (``request_id``, ``item_id``) of test rows, and the item texts (``texts``: see
-    :func:`texts_for`) as the test rows have them."""
+    :func:`texts_for`) as the test rows have them; ``reader``: the query-understanding heads
+    (None: :func:`pipeline_reader`'s)."""
     from shoprank.features import open_store
     from shoprank.features.pit import historical_features
     from shoprank.features.queries import query_ids
@@ -93,7 +101,12 @@ def candidate_frame(
     for name, (pos, column) in arrays.items():  # each distinct vector once: codes into its table
         table = dense(column)
         vectors[name] = Vectors(pos + 1, np.concatenate([np.zeros((1, table.shape[1]), np.float32), table]))
-    return derive(Frame(df, vectors), texts=texts, filled=pipeline_filled(params.paths.models))
+    return derive(
+        Frame(df, vectors),
+        texts=texts,
+        filled=pipeline_filled(params.paths.models),
+        reader=reader or pipeline_reader(params),
+    )
 
 
 def candidate_scores(
@@ -104,6 +117,7 @@ def candidate_scores(
     chunk_rows: int = CANDIDATE_CHUNK,
     purchase: bool = True,
     texts: pd.Series | None = None,
+    reader: QueryReader | None = None,
 ) -> dict[str, Pool]:
     """Every scorer's position-free P(click) of every retrieved candidate, aligned with
     ``truth.candidates``, and its P(purchase | click) where it has a purchase head (and
@@ -123,6 +137,8 @@ def candidate_scores(
     store = open_store(params.features)
     if texts is None:
         texts = texts_for(params, scorers.values())
+    if reader is None:
+        reader = pipeline_reader(params)
     request = cand["request_id"].to_numpy()
     # chunk boundaries fall between requests: candidates of one request stay together
     starts = np.flatnonzero(np.r_[True, request[1:] != request[:-1]])
@@ -133,7 +149,7 @@ def candidate_scores(
     bounds.append(len(cand))
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         with timed(logger, "candidate chunk scored", rows=hi - lo, done=hi, of=len(cand)):
-            frame = candidate_frame(params, test, cand.iloc[lo:hi], store, texts)
+            frame = candidate_frame(params, test, cand.iloc[lo:hi], store, texts, reader)
             for name, scorer in scorers.items():
                 click[name][lo:hi] = scorer.predict(frame, with_position=False)
                 got = purchase_given_click(scorer, frame) if purchase else None
@@ -193,7 +209,8 @@ def run_evaluate(params: Params) -> dict:
         scorers[name] = load(model)[1]
     record, champion, why = champion_scorer(Path(params.paths.models))
     texts = texts_for(params, [*scorers.values(), champion])
-    derive(test, texts=texts, filled=pipeline_filled(params.paths.models))
+    reader = pipeline_reader(params)
+    derive(test, texts=texts, filled=pipeline_filled(params.paths.models), reader=reader)
     if champion is not None:
         try:  # a champion trained on other inputs may not read today's rows: then it is not compared
             champion.predict(test.take(np.arange(min(len(test), 8))), with_position=False)
@@ -204,7 +221,13 @@ def run_evaluate(params: Params) -> dict:
     if truth is not None:
         with timed(logger, "candidate features and scores", rows=len(truth.candidates)):
             pool = candidate_scores(
-                params, test.df, truth, everyone, purchase=needs_purchase(params.serve.objective), texts=texts
+                params,
+                test.df,
+                truth,
+                everyone,
+                purchase=needs_purchase(params.serve.objective),
+                texts=texts,
+                reader=reader,
             )
     report: dict = {
         "objective": params.serve.objective,

@@ -11,6 +11,7 @@ from shoprank.inputs.declare import inputs
 from shoprank.inputs.derive import DERIVATIONS
 from shoprank.inputs.frame import Frame, Vectors
 from shoprank.inputs.texts import add_item_texts
+from shoprank.inputs.understood import UNDERSTOOD, QueryReader
 from shoprank.models.attributes import Filled, fill_missing
 
 
@@ -19,6 +20,7 @@ def derive(
     names: Iterable[str] | None = None,
     texts: pd.Series | None = None,
     filled: Filled | None = None,
+    reader: QueryReader | None = None,
 ) -> Any:
     """Add the declared derived inputs that ``frame`` has the columns for (or just ``names``).
 
@@ -26,6 +28,8 @@ def derive(
     the item text input is added too, which a fine-tuned BERT-CTR tokenizes. ``filled``: the
     catalogue's missing attribute values filled from the item's text (:mod:`shoprank.models.attributes`),
     written into the item's columns where they are missing, before anything is derived from them.
+    ``reader``: the query-understanding heads and item lexicon; with it each row's query is read
+    (:meth:`QueryReader.column`) and the inputs of its understanding are added too.
     Returns ``frame`` (a :class:`Frame` or a DataFrame, changed in place). Written once here
     and used by training, evaluation and serving alike.
     """
@@ -34,6 +38,8 @@ def derive(
     df = frame.df if isinstance(frame, Frame) else frame
     fill_missing(df, filled)
     vectors: dict[str, Vectors] = frame.vectors if isinstance(frame, Frame) else {}
+    if reader is not None and UNDERSTOOD not in df.columns and "query" in df.columns:
+        df[UNDERSTOOD] = reader.column(df["query"].to_numpy(), vectors.get("query_embedding"))
     wanted = None if names is None else set(names)
     for x in inputs():
         if x.derive is None or (wanted is not None and x.name not in wanted):

@@ -108,6 +108,7 @@ def _derived(name: str, derivation: str, group: str | None, description: str,
 
 
 BERT = frozenset({"bert_ctr"})
+TEXT_HEADS = frozenset({"bert_ctr", "lightgbm"})  # inputs of heads over the query embedding
 
 
 def _id(name: str, entity: Entity) -> Input:
@@ -174,6 +175,17 @@ INPUTS: list[Input] = [
     _derived("query_material_match", "query_material_match", "query_match", "the query names its material"),
     _derived("query_size_match", "query_size_match", "query_match", "the query names its size"),
     _derived("query_over_price_cap", "over_price_cap", "price", "price above the cap the query names"),
+    # the query's understanding against the item: shoprank.inputs.understood (NaN: no query or head)
+    _derived("query_category_prob", "query_category_prob", "query_match",
+             "P(the query asks for the item's category), head learned from clicked items", uses=TEXT_HEADS),
+    _derived("query_top_prob", "query_top_prob", "query_match",
+             "P(the query asks for the item's top category), the same head", uses=TEXT_HEADS),
+    _derived("query_bm25", "query_bm25", "query_match", "BM25 of the query in the item's title, "
+             "description and attributes"),
+    _derived("query_word_overlap", "query_word_overlap", "query_match",
+             "share of the query's words in the item's title, description and attributes"),
+    Input("query_intent", "categorical", "query", "the query's intent, from the understand step's head "
+          "(none: no head or no query)", derive="query_intent", uses=TEXT_HEADS),
 ]
 # fmt: on
 
@@ -183,6 +195,7 @@ SOURCES: dict[str, str] = {
     "recent_categories": "user_history",
     "user_price_pref": "user_stats",
     "query": "the request",
+    "query_understood": "the request",  # the query read by the understanding heads (inputs/understood.py)
 }
 
 

@@ -23,6 +23,14 @@ import numpy as np
 import pandas as pd
 
 from shoprank.inputs.frame import rowwise_cosine
+from shoprank.inputs.understood import (
+    UNDERSTOOD,
+    query_bm25,
+    query_category_prob,
+    query_intent,
+    query_top_prob,
+    query_word_overlap,
+)
 
 Columns = Mapping[str, Any]  # name -> (n,) array, or Vectors for a text embedding
 
@@ -174,6 +182,10 @@ def _query_match(column: str) -> Derivation:
     return Derivation(("query", column), cross, parts)
 
 
+def _item_id_parts(cols: Columns) -> dict[str, Any]:
+    return {"item_id:str": strings(cols["item_id"])}
+
+
 def query_item_cosine(cols: Columns) -> np.ndarray:
     return rowwise_cosine(cols["query_embedding"], cols["item_embedding"])
 
@@ -185,4 +197,10 @@ DERIVATIONS: dict[str, Derivation] = {
     "over_price_cap": Derivation(("query", "price"), over_price_cap, _price_parts),
     **{f"query_{c}_match": _query_match(c) for c in QUERY_MATCH_COLUMNS},
     "query_item_cosine": Derivation(("query_embedding", "item_embedding"), query_item_cosine),
+    # the query's understanding (shoprank.inputs.understood) against the item
+    "query_category_prob": Derivation((UNDERSTOOD, "category"), query_category_prob, _category_parts),
+    "query_top_prob": Derivation((UNDERSTOOD, "category"), query_top_prob, _top_parts),
+    "query_bm25": Derivation((UNDERSTOOD, "item_id"), query_bm25, _item_id_parts),
+    "query_word_overlap": Derivation((UNDERSTOOD, "item_id"), query_word_overlap, _item_id_parts),
+    "query_intent": Derivation((UNDERSTOOD,), query_intent),
 }

@@ -6,8 +6,10 @@ attributes) or on any labelled data in the same shape. Linear probes are the rig
 size here: the labels are few and the encoder already separates them; they train in
 seconds on CPU and serve in microseconds.
 
-:func:`run_understand` is the pipeline step `shoprank understand` (the dvc.yaml stage and
-the Airflow task of the same name): it fits the heads on the current features' embeddings
+:func:`run_understand` is the first part of the pipeline step `shoprank understand` (the
+dvc.yaml stage and the Airflow task of the same name; the step,
+:func:`shoprank.training.query_category.run_understand_step`, then fits the query-category
+head beside these): it fits the heads on the current features' embeddings
 and writes ``<paths.models>/understanding/`` (the pickled heads and ``report.json``) and
 ``<paths.metrics>/understand.json`` (held-out scores). `shoprank package` ships that
 artifact through :func:`load_understanding`.

@@ -86,6 +86,7 @@ def run_drift(params: Params) -> dict:
     from shoprank.models.attributes import pipeline_filled
     from shoprank.models.scorers import load
     from shoprank.training.data import read_split
+    from shoprank.training.query_reader import pipeline_reader
     from shoprank.training.train import training_set_path
 
     s = params.drift
@@ -100,8 +101,11 @@ def run_drift(params: Params) -> dict:
     scorer = load(model)[1]
     texts = texts_for(params, [scorer])  # what a fine-tuned winner tokenizes
     filled = pipeline_filled(params.paths.models)  # the catalogue's attributes filled from the text
+    reader = pipeline_reader(params)  # the query-understanding heads the winner was trained with
     frames = {
-        side: derive(read_frame(path, rows=sample(r, s.sample_rows, rng)), texts=texts, filled=filled)
+        side: derive(
+            read_frame(path, rows=sample(r, s.sample_rows, rng)), texts=texts, filled=filled, reader=reader
+        )
         for side, r in rows.items()
     }
     scores = {side: scorer.predict(frame, with_position=False) for side, frame in frames.items()}

@@ -12,6 +12,7 @@ The folder (a "bundle") holds:
     understanding.pkl    intent and attribute heads of `shoprank understand` (when it had labels)
     attributes.parquet   the catalogue's missing attribute values filled from the item's text by
                          `shoprank understand` (when it filled any): model inputs and shown as inferred
+    query_category.pkl   the query-category head of `shoprank understand` (when it had the clicks)
     encoder/             the query encoder as an ONNX graph + tokenizer, checked against PyTorch
                          (serving's one-query encodes are faster on ONNX Runtime): always the
                          stock encoder the features and the retrieval index were built with
@@ -139,7 +140,9 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
     recorded by its key and exported to ONNX for serving; without it neither happens.
     """
     from shoprank.inputs.items import item_embeddings
+    from shoprank.models.query_category import load_query_category, save_query_category
     from shoprank.models.scorers import load
+    from shoprank.models.understanding import ARTIFACT as UNDERSTOOD_DIR
     from shoprank.models.understanding import load_understanding
     from shoprank.quality import current_batch
     from shoprank.retrieval import HybridRetriever, item_document
@@ -199,6 +202,9 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
     filled = models / FILLED_DIR / ATTRIBUTES
     if filled.is_file():  # what training and evaluation filled the item columns with
         shutil.copy2(filled, out / ATTRIBUTES)
+    category = load_query_category(models / UNDERSTOOD_DIR)  # the query-category inputs' head
+    if category is not None:
+        save_query_category(category, out)
     onnx = export_encoder(encoder, out / ENCODER_DIR, features_dir, items) if encoder is not None else None
     manifest = {
         "format": FORMAT,
@@ -224,6 +230,7 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
         "understanding": report["scores"] if understanding is not None else None,  # held-out scores
         "understanding_missing": None if understanding is not None else report["reason"],
         "attributes_filled": filled.is_file(),
+        "query_category": report.get("query_category"),  # the head's report (None: an older step)
         "data_batch": batch.name,
         "experiment": arms,  # the challenger arms' models in arms/ (None: no experiment)
         # catalogue updates that landed before the batch was accepted are taken to be in it

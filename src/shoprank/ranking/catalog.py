@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from shoprank.inputs.declare import longest_window
+from shoprank.inputs.lexical import Lexicon
 from shoprank.inputs.texts import item_texts
 from shoprank.models.attributes import Filled
 from shoprank.ranking.features import is_user_column
@@ -37,6 +38,7 @@ class Catalog:
     price: np.ndarray
     popularity: np.ndarray  # the scores when the model fails
     texts: pd.Series  # item id -> its text (title, description): what a fine-tuned champion tokenizes
+    lexicon: Lexicon  # the items' words: the query's lexical match inputs (inputs/lexical.py)
     filled: Filled | None = None  # attribute -> value by item id, where the catalogue's field is empty
 
     @classmethod
@@ -59,6 +61,7 @@ class Catalog:
             popularity=popularity(items),
             texts=item_texts(items),
             filled=filled,
+            lexicon=Lexicon.of(items),
         )
 
     def __len__(self) -> int:

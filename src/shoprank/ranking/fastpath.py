@@ -30,6 +30,14 @@ from shoprank.models.preprocess import UNKNOWN
 from shoprank.ranking.features import Lookup
 
 
+def _derivation(name: str) -> str | None:
+    """The derivation of a declared input (None: stored, a request value, or not declared)."""
+    try:
+        return by_name(name).derive
+    except KeyError:
+        return None
+
+
 def supports(scorer) -> bool:
     """The neural scorers (BERT-CTR in every mode, no-text)."""
     return getattr(scorer, "pre", None) is not None and hasattr(scorer, "model")
@@ -54,6 +62,11 @@ class FastScorer:
         self.derived: dict[str, Derivation] = {
             c: DERIVATIONS[x.derive] for c, x in declared.items() if x.derive is not None
         }
+        # derived categories (the query's intent): crossed per request, then coded like any category
+        self.derived_cat: dict[str, Derivation] = {
+            c: DERIVATIONS[d] for c in self.spec.categorical if (d := _derivation(c)) is not None
+        }
+        self.user_cat = [c for c in self.user_cat if c not in self.derived_cat]
         self.item_num = [c for c in self.spec.numeric if c in have and c not in self.derived]
         s = self.spec  # the explanation groups of the model's inputs, as declared
         read = [s.query_text] if self.pre.reads_text else []
@@ -85,8 +98,10 @@ class FastScorer:
                     else None
                 )
                 parts: dict[str, Any] = {}  # the item columns the derivations read, and their parts
-                for d in self.derived.values():
+                for d in [*self.derived.values(), *self.derived_cat.values()]:
                     raw = {c: v[c].to_numpy() for c in d.reads if c in have}
+                    if "item_id" in d.reads:  # the table's rows are the items: their ids
+                        raw["item_id"] = np.asarray(self.features.item_ids, dtype=object)
                     parts.update(raw)
                     parts.update(d.item_parts(raw))
                 self._arrays = (cat, num, parts)
@@ -144,8 +159,9 @@ class FastScorer:
         n = len(rows)
         cols: dict[str, Any] = {k: v[rows] for k, v in self._item_arrays()[2].items()}
         out: dict[str, np.ndarray] = {}
-        for name in self.derived if names is None else names:
-            d = self.derived[name]
+        every = {**self.derived, **self.derived_cat}
+        for name in every if names is None else names:
+            d = every[name]
             for r in d.reads:  # what the item parts do not hold: the request's own values, once
                 if r not in cols:
                     cols[r] = repeat(query if r == "query" else lookup.user.get(r), n)
@@ -166,13 +182,17 @@ class FastScorer:
                     "<na>" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
                 )
                 cols[c] = np.full(n, self.pre.vocab[c].get(key, UNKNOWN), dtype=np.int64)
+            if self.derived_cat:
+                crossed_cat = self.cross_arrays(rows, lookup, query, list(self.derived_cat))
+                for c, values in crossed_cat.items():
+                    cols[c] = self._codes(pd.Series(values, dtype=object), c)
             out["cat"] = np.stack([cols[c] for c in self.spec.categorical], axis=1)
         if self.spec.numeric:
             cols = {c: num_all[rows, j] for j, c in enumerate(self.item_num)}
             for c in self.user_num:
                 cols[c] = np.full(n, self._scalar(user.get(c), c), dtype=np.float32)
             if self.derived:
-                crossed = self.cross_arrays(rows, lookup, query)
+                crossed = self.cross_arrays(rows, lookup, query, list(self.derived))
                 for c in self.derived:
                     cols[c] = self._scaled(crossed[c], c)
             out["num"] = np.stack([cols[c] for c in self.spec.numeric], axis=1)

@@ -32,8 +32,10 @@ from shoprank.artifacts import (
     USERS,
 )
 from shoprank.config import Params, Serve, Text
+from shoprank.inputs.understood import QueryReader
 from shoprank.logs import log
 from shoprank.models.attributes import read_filled
+from shoprank.models.query_category import load_query_category
 from shoprank.privacy import fingerprint
 from shoprank.ranking.catalog import Catalog
 from shoprank.ranking.features import OnlineFeatures, open_online_store
@@ -57,6 +59,7 @@ class Loaded:
     understanding: Any  # QueryUnderstanding, or None when the bundle has none
     features: OnlineFeatures
     encoder: Any
+    reader: QueryReader | None = None  # the heads the query-understanding inputs read
 
 
 def load(
@@ -89,6 +92,8 @@ def load(
     )
     path = bundle / UNDERSTANDING
     understanding = pickle.loads(path.read_bytes()) if path.is_file() else None
+    intent = understanding.intent if understanding is not None else None
+    reader = QueryReader(load_query_category(bundle), intent)  # the lexicon is the catalog's
     service = manifest["feature_service"]
     if open_store is None:
 
@@ -108,7 +113,9 @@ def load(
     )
     if encoder is None:
         encoder = load_encoder(bundle, manifest["encoder"], params.text, settings)
-    return Loaded(bundle, manifest, kind, scorer, catalog, retriever, feed, understanding, features, encoder)
+    return Loaded(
+        bundle, manifest, kind, scorer, catalog, retriever, feed, understanding, features, encoder, reader
+    )
 
 
 def load_encoder(bundle: Path, packaged: dict[str, Any], text: Text, settings: Serve) -> Any:

@@ -72,6 +72,7 @@ class Ranker:
         self.catalog, self.retriever, self.features = loaded.catalog, loaded.retriever, loaded.features
         self.feed = loaded.feed
         self.understanding = loaded.understanding
+        self.reader = loaded.reader
         self.vocab = understand.vocabulary(self.catalog.items)
         self.encoder_runtime = runtime_of(loaded.encoder)
         self.query_vectors = QueryVectors(
@@ -335,6 +336,7 @@ class Ranker:
             self.query_vectors,
             self.settings.fast_path,
             self.settings.objective,
+            self.reader,
         )
 
     def intent(self, query: str) -> dict:

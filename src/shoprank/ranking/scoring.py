@@ -32,7 +32,9 @@ from shoprank.features.queries import normalise_query
 from shoprank.features.queries import query_id as query_id_of
 from shoprank.inputs.apply import derive
 from shoprank.inputs.declare import request_columns, texts
+from shoprank.inputs.derive import repeat
 from shoprank.inputs.frame import Frame
+from shoprank.inputs.understood import UNDERSTOOD, QueryReader, Understood
 from shoprank.logs import log
 from shoprank.models.objective import needs_purchase, objective_scores
 from shoprank.models.scorers import purchase_given_click
@@ -77,8 +79,12 @@ class Scoring:
         query_vectors: QueryVectors,
         fast_path: bool = True,
         objective: str = "clicks",
+        reader: QueryReader | None = None,
     ):
+        """``reader``: the query-understanding heads (the catalog's lexicon is added per request,
+        so a refreshed catalogue is read at once); None: those inputs are neutral."""
         self.catalog, self.scorer, self.features = catalog, scorer, features
+        self.reader = reader
         self.objective = objective
         self.query_vectors = query_vectors
         self.day: DaySoFar | None = None  # the shoppers' day so far (see session.py)
@@ -119,6 +125,7 @@ class Scoring:
         if q_vec is None:
             with stage("embed", timings):
                 q_vec, source = self.query_vectors.resolve(query, lookup.query_embedding, timings)
+        lookup = replace(lookup, user={**lookup.user, UNDERSTOOD: self.understood(query, q_vec)})
         item_vecs = self.catalog.vectors[rows]
         fallback = [lookup.fallback] if lookup.fallback else []
         s = Scored(
@@ -140,6 +147,13 @@ class Scoring:
         if failed:
             fallback.append("popularity_scores")
         return s
+
+    def understood(self, query: str, q_vec: np.ndarray) -> Understood | None:
+        """The request's query as the heads and the catalog's lexicon read it (the request
+        column every row of its frame and of the fast path's arrays carries)."""
+        if self.reader is None:
+            return None
+        return replace(self.reader, lexicon=self.catalog.lexicon).understood(query, q_vec)
 
     def _predict(self, s: Scored) -> tuple[np.ndarray, np.ndarray, bool]:
         """(P(click), the objective's scores, whether the model failed) of ``s``'s candidates."""
@@ -196,6 +210,7 @@ class Scoring:
                 df[c] = v if v is not None else np.nan if c not in ("region", "device") else None
         for c in request_columns():  # the shop's impression columns: the request's context
             df[c] = lookup.user.get(c)
+        df[UNDERSTOOD] = repeat(lookup.user.get(UNDERSTOOD), n)
         df["position"], df["clicked"], df["propensity"] = 0, 0, np.nan
         vectors = {
             "item_embedding": self.catalog.vectors[rows],

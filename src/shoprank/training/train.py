@@ -268,12 +268,13 @@ def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict
     from shoprank.models.attributes import pipeline_filled
     from shoprank.quality import current_batch
     from shoprank.training.data import time_split
+    from shoprank.training.query_reader import pipeline_reader
 
     s = params.train
     frame = read_frame(training_set_path(params))
     # fine-tune and LoRA tokenize the item texts: the validated batch's, as evaluation reads them
     texts = batch_texts(current_batch(params.paths.validated)) if s.mode != "frozen" else None
-    derive(frame, texts=texts, filled=pipeline_filled(params.paths.models))
+    derive(frame, texts=texts, filled=pipeline_filled(params.paths.models), reader=pipeline_reader(params))
     split = time_split(frame.df, s.val_share, s.test_share)
     train, val = frame.take(split["train"]), frame.take(split["val"])
     del frame  # the test rows are evaluate's; holding the whole table here doubled peak memory
