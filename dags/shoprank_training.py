@@ -1,7 +1,7 @@
 """
 ### shoprank_training: the whole pipeline, one task per dvc.yaml stage
 
-`raw` (simulate or import, by `data.source`) → `ingest-feedback` → `validate` → `features`
+`raw` (simulate or import, by `data.source`) → `ingest-feedback` → `validate` → `adapt` → `features`
 → `materialize` → `training-set` → `train.<candidate>` for each of params.yaml's `train.candidates`
 (in parallel) → `evaluate`
 → `select` → `package` → `record`; `understand` runs once `features` is done and feeds `package`;

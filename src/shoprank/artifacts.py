@@ -30,6 +30,9 @@ RETRIEVAL_DIR = "retrieval"  # BM25 and nearest-neighbour indexes
 RECOMMEND_DIR = "recommend"  # the feeds' click tables: co-clicked neighbours, recent clicks per item
 UNDERSTANDING = "understanding.pkl"  # intent and attribute heads (optional)
 ENCODER_DIR = "encoder"  # the query encoder as ONNX (optional)
+ENCODER_WEIGHTS_DIR = (
+    "encoder_weights"  # an adapted encoder's own weights: PyTorch's fallback (text.encoder adapted)
+)
 ARMS_DIR = "arms"  # an online experiment's challenger models, one <arm name>.pt each (optional)
 
 CHECKSUM_SUFFIX = ".sha256"

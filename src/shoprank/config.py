@@ -141,6 +141,31 @@ class Text(Strict):
     # what runs batch encoding (`shoprank features`): onnx (ONNX Runtime, checked against
     # PyTorch; faster on CPU), torch, or auto (onnx on CPU, torch on a GPU)
     runtime: Literal["auto", "torch", "onnx"] = "auto"
+    # what features, package and the service encode with: stock (model_dir's weights) or adapted
+    # (`shoprank adapt`'s contrastive fine-tune of them on the shop's clicks)
+    encoder: Literal["stock", "adapted"] = "stock"
+    # `shoprank adapt` writes adapted/ (weights, tokenizer, onnx/) and <encoder>.json (each one's key)
+    encoders_dir: Path = Path("models/encoders")
+
+    @property
+    def adapted_dir(self) -> Path:
+        return self.encoders_dir / "adapted"
+
+
+class Adapt(Strict):
+    """`shoprank adapt`: the text encoder fine-tuned on (query, clicked item) pairs of the training split."""
+
+    max_pairs: int = Field(1000, gt=1)  # distinct training pairs kept (a seeded sample of them when more)
+    eval_pairs: int = Field(1000, gt=0)  # distinct validation pairs both encoders are scored on
+    epochs: int = Field(2, gt=0)
+    batch_size: int = Field(32, gt=1)  # pairs per step: each query's negatives are the other items in it
+    max_length: int = Field(32, gt=1)  # tokens per text while fine-tuning
+    lr: float = Field(3.0e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_share: float = Field(0.1, ge=0, lt=1)  # share of the steps the learning rate ramps up over
+    scale: float = Field(20.0, gt=0)  # cosine similarities times this are the logits of the loss
+    log_every: int = Field(20, gt=0)  # steps between progress lines
+    seed: int = 0
 
 
 class Features(Strict):
@@ -301,6 +326,7 @@ class Params(Strict):
     import_: Import = Field(Import(), alias="import")
     validate_: Validate = Field(Validate(), alias="validate")
     text: Text = Text()
+    adapt: Adapt = Adapt()
     features: Features = Features()
     train: Train = Train()
     lightgbm: LightGBM = LightGBM()
