@@ -86,9 +86,12 @@ def tiny_raw_params(root: Path | None = None) -> dict:
     raw["simulate"]["profile"] = "tiny"
     raw["train"].update({"max_epochs": 2, "batch_size": 512, "mlp": [32], "d": 16})
     raw["lightgbm"]["rounds"] = 50
+    raw["adapt"].update({"max_pairs": 256, "eval_pairs": 128, "epochs": 1})
     if root is not None:
         raw["paths"] = {k: str(root / v) for k, v in raw["paths"].items()}
-        raw["text"]["cache_dir"] = str(root / "cache")
+        raw["text"].update(
+            {"cache_dir": str(root / "cache"), "encoders_dir": str(root / "models" / "encoders")}
+        )
         # the Feast repo reads its tables from ../data/features: a copy beside root/data
         raw["features"]["repo"] = str(copy_repo(ROOT / "features", root))
     return raw

@@ -153,7 +153,8 @@ def test_understand_writes_the_filled_table_and_its_held_out_scores(tmp_path, mo
     import shoprank.training.query_category as query_category
 
     # the step's query-category head reads a training set (tests/test_query_understanding.py)
-    monkeypatch.setattr(query_category, "fit_query_category", lambda p: (None, {"trained": False, "reason": "not under test"}))
+    no_head = (None, {"trained": False, "reason": "not under test"})
+    monkeypatch.setattr(query_category, "fit_query_category", lambda p: no_head)
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["paths"] = {k: str(tmp_path / v) for k, v in raw["paths"].items()}
     params_file = tmp_path / "params.yaml"

@@ -81,6 +81,26 @@ def test_understand_is_a_step_that_package_reads():
         assert "models/understanding" in {str(d.def_path) for d in stages[reader].deps}, reader
 
 
+def test_adapt_runs_upstream_of_what_encodes_and_switching_encoder_reruns_them():
+    """features and package read the identity file of text.encoder's encoder, which adapt writes."""
+    from dvc.repo import Repo
+
+    stages = dvc_stages()
+    adapt = stages["adapt"]
+    assert {str(o.def_path) for o in adapt.outs} >= {"models/encoders", "metrics/adapt.json"}
+    assert {"adapt", "train.val_share", "train.test_share", "text.model_dir"} <= set(stage_params(adapt))
+    assert "text.encoder" not in stage_params(adapt)  # it trains and compares whichever is in use
+    for name in ("features", "package"):
+        assert "models/encoders/stock.json" in {str(d.def_path) for d in stages[name].deps}, name
+    assert {"text.encoder", "text.encoders_dir"} <= set(stage_params(stages["package"]))
+    assert "text" in stage_params(stages["features"])
+    with Repo(str(ROOT)) as repo:
+        graph = repo.index.graph  # edges point from a stage to the stages it depends on
+        by_name = {s.addressing: s for s in graph.nodes}
+        assert graph.has_edge(by_name["features"], by_name["adapt"])
+        assert graph.has_edge(by_name["package"], by_name["adapt"])
+
+
 def _repo_copy(tmp: Path) -> Path:
     """A git repository of the project's tracked files, on the tiny profile with small models."""
     files = subprocess.run(

@@ -32,6 +32,9 @@ UNDERSTANDING = "understanding.pkl"  # intent and attribute heads (optional)
 ATTRIBUTES = "attributes.parquet"  # the catalogue's missing attribute values filled from the item's text
 QUERY_CATEGORY = "query_category.pkl"  # the query-category head, from clicks (optional)
 ENCODER_DIR = "encoder"  # the query encoder as ONNX (optional)
+ENCODER_WEIGHTS_DIR = (
+    "encoder_weights"  # an adapted encoder's own weights: PyTorch's fallback (text.encoder adapted)
+)
 ARMS_DIR = "arms"  # an online experiment's challenger models, one <arm name>.pt each (optional)
 
 CHECKSUM_SUFFIX = ".sha256"

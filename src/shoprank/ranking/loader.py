@@ -137,7 +137,9 @@ def load_encoder(bundle: Path, packaged: dict[str, Any], text: Text, settings: S
                 level=logging.WARNING,
             )
     if encoder is None:
-        update = {"model_dir": packaged["model_dir"], "max_length": packaged["max_length"]}
+        # an adapted encoder's weights travel in the bundle; the stock ones with the weights package
+        weights = bundle / packaged["weights"] if packaged.get("weights") else packaged["model_dir"]
+        update = {"model_dir": weights, "max_length": packaged["max_length"], "encoder": "stock"}
         encoder = load_torch_encoder(text.model_copy(update=update), device="cpu")
     if packaged.get("key") and packaged["key"] != encoder.key:
         log(

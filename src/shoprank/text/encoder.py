@@ -147,10 +147,15 @@ class TextEncoder:
         """The BERT model and tokenizer of ``model_dir`` (default: the packaged MiniLM), offline."""
         path = resolve_model_dir(model_dir)
         _offline()
+        import torch
         from transformers import AutoModel
 
         tokenizer = load_tokenizer(path)
-        model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        # seeded: weights the folder lacks (a pooler mean pooling never reads) start the same on
+        # every load, so the fingerprint, and with it the key, names the folder's weights
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = AutoModel.from_pretrained(str(path), local_files_only=True)
         name = "all-MiniLM-L6-v2" if path == _packaged_or_none() else path.name
         return cls(model, tokenizer, name, max_length, batch_size, device)
 
@@ -238,6 +243,19 @@ def encode_batched(
     return out
 
 
+def encoder_dir(settings: Text) -> Path | None:
+    """The weights ``text.encoder`` names: model_dir (stock) or the folder `shoprank adapt` wrote."""
+    if settings.encoder == "stock":
+        return settings.model_dir
+    folder = settings.adapted_dir
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"{folder}: no adapted encoder here, but text.encoder is adapted "
+            "(run `shoprank adapt` first, or set text.encoder: stock)"
+        )
+    return folder
+
+
 def load_encoder(settings: Text, device: str | None = None) -> TextEncoder:
-    """The encoder described by the ``text`` section of params.yaml."""
-    return TextEncoder.load(settings.model_dir, settings.max_length, settings.batch_size, device)
+    """The encoder described by the ``text`` section of params.yaml (``text.encoder``: stock or adapted)."""
+    return TextEncoder.load(encoder_dir(settings), settings.max_length, settings.batch_size, device)
