@@ -41,7 +41,7 @@ def test_additive_diversity_swaps_near_ties_only():
 def page_maker(categories: list[str], settings: Serve) -> OnlineExperiment:
     """The service's page step (no experiment) over a stand-in catalogue of ``categories``."""
     catalog = SimpleNamespace(category=np.array(categories), is_new=np.zeros(len(categories), bool))
-    return OnlineExperiment(Experiment(), Path("."), catalog, settings, None, lambda _: None)  # type: ignore[arg-type]
+    return OnlineExperiment(Experiment(), Path("."), catalog, settings, None, lambda _: None)  # type: ignore[arg-type, return-value]
 
 
 def test_a_search_page_keeps_the_requested_category_and_a_feed_page_spreads_categories():
