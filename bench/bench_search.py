@@ -25,7 +25,10 @@ Rankings of each request, all in the same run:
   retrieval component the service calls, in-process on the same bundle and query vector
   (the answer of ``/search`` carries only the page, not the candidate order);
 - the retrieved candidates **shuffled** (seeded by the request): the floor of a ranking
-  that ignores everything.
+  that ignores everything;
+- **page variants** (bench/search_pages.py): the top 10 the page step makes of the /rank
+  scores under other settings (category diversity multiplicative or additive, exploration
+  on or off), each row against the ranker's order, so each part of the page shows its cost.
 
 Figures are printed for every held-out query and for the queries that name a product type.
 
@@ -52,14 +55,16 @@ import yaml
 from bench.bench_serving import private_params, start_server
 from bench.hardware import describe
 from bench.results import ROOT, printed, row
+from bench.search_pages import VARIANTS, pages
 from bench.search_truth import Request, SearchTruth
 
-RANKINGS = ("search", "ranker", "retrieval", "shuffled")
+RANKINGS = ("search", "ranker", "retrieval", "shuffled", *VARIANTS)
 NAMES = {
     "search": "/search page",
     "ranker": "ranker's order (/rank)",
     "retrieval": "retrieval alone",
     "shuffled": "retrieved, shuffled",
+    **{v: v for v in VARIANTS},
 }
 GROUPS = {"product-type queries": "product_type", "all held-out queries": None}
 
@@ -75,7 +80,8 @@ def measure(url: str, ranker: Any, truth: SearchTruth, requests: list[Request]) 
     """Per request: the scores (bench/search_truth.py) of /search's top 10, of the champion's
     score order of the retrieved candidates (/rank of them all: no diversity, no exploration
     slots), of retrieval's own order and of the retrieved candidates in random order (seeded
-    by the request: what a ranking that ignores everything scores)."""
+    by the request: what a ranking that ignores everything scores), and of the page variants
+    (bench/search_pages.py) made from the /rank scores."""
     import httpx
 
     out = []
@@ -95,6 +101,7 @@ def measure(url: str, ranker: Any, truth: SearchTruth, requests: list[Request]) 
             shuffled = list(np.random.default_rng(req.index).permutation(candidates))
             got: dict[str, Any] = {"request_id": req.request_id, "level": req.target_level}
             rankings = {"search": served, "ranker": scored, "retrieval": candidates, "shuffled": shuffled}
+            rankings.update(pages(ranker, candidates, answer.json()["results"], req.index))
             for name, ranked in rankings.items():
                 got[name] = truth.scores(req, ranked)
                 got[name]["ndcg@10 over candidates"] = truth.scores(req, ranked, candidates)["ndcg@10"]
@@ -193,11 +200,21 @@ def rows(results: dict[str, dict]) -> list[dict]:
                             g["retrieval"][key],
                         )
                     )
+                for name in VARIANTS:  # what each page setting costs against the plain score order
+                    out.append(
+                        row(
+                            f"{prefix}{name}, {group}: {what}",
+                            g[name][key],
+                            unit,
+                            NAMES["ranker"],
+                            g["ranker"][key],
+                        )
+                    )
     return out
 
 
 def report(results: dict[str, dict]) -> None:
-    print(f"\n{'requests':44s} {'ranking':24s} {'NDCG@10':>8s} {'NDCG@10 cand.':>13s} {'type share':>10s}")
+    print(f"\n{'requests':44s} {'ranking':48s} {'NDCG@10':>8s} {'NDCG@10 cand.':>13s} {'type share':>10s}")
     for label, figures in results.items():
         for group in GROUPS:
             g = figures[group]
@@ -205,7 +222,7 @@ def report(results: dict[str, dict]) -> None:
             for name in RANKINGS:
                 m = g[name]
                 print(
-                    f"{what:44s} {NAMES[name]:24s} {m['ndcg@10']:8.4f} {m['ndcg@10 over candidates']:13.4f} "
+                    f"{what:44s} {NAMES[name]:48s} {m['ndcg@10']:8.4f} {m['ndcg@10 over candidates']:13.4f} "
                     f"{m['type@10']:10.3f}"
                 )
 

@@ -78,7 +78,7 @@ def test_environment_overrides_any_key_with_its_type():
         },
     )
     assert params.serve.max_k == 7 and params.serve.fast_path is False
-    assert params.serve.diversity == Serve().diversity  # keys not named keep the file's values
+    assert params.serve.search_diversity == Serve().search_diversity  # keys not named keep the file's values
     assert params.simulate.market.page_size == 10
     assert params.simulate.market.candidates_per_request == 50
     assert params.features.redis_url == "redis:6379,db=0"
@@ -108,10 +108,10 @@ def test_overrides_come_from_the_process_environment(monkeypatch):
 )
 def test_a_bad_override_names_its_variable(var, value, needle):
     with pytest.raises(ParamsError) as caught:
-        load_params(ROOT / "params.yaml", env={var: value, "SHOPRANK__SERVE__DIVERSITY": "0.5"})
+        load_params(ROOT / "params.yaml", env={var: value, "SHOPRANK__SERVE__FEED_DIVERSITY": "0.5"})
     message = str(caught.value)
     assert needle in message and f"${var}" in message
-    assert "SHOPRANK__SERVE__DIVERSITY" not in message  # a good override is not blamed
+    assert "SHOPRANK__SERVE__FEED_DIVERSITY" not in message  # a good override is not blamed
 
 
 def test_two_variables_for_one_key_are_an_error():

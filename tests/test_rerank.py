@@ -5,11 +5,18 @@ No model and no server: stand-in scores and a stand-in scorer.
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from shoprank.config import load_params
+from shoprank.config_experiment import Experiment
+from shoprank.config_serve import Serve
 from shoprank.inputs.frame import Frame
+from shoprank.ranking.experiment import OnlineExperiment
 from shoprank.ranking.explain import impacts, reasons
 from shoprank.ranking.rerank import diverse_order, exploration_slots, rerank
 from shoprank.retrieval import HybridRetriever
@@ -20,6 +27,37 @@ def test_diverse_order_is_score_order_without_diversity_and_spreads_categories_w
     groups = np.array(["a", "a", "a", "b"])
     assert diverse_order(scores, groups, 3, 0.0).tolist() == [0, 1, 2]
     assert diverse_order(scores, groups, 3, 0.5).tolist() == [0, 3, 1]  # b (0.6) beats a's second (0.4)
+
+
+def test_additive_diversity_swaps_near_ties_only():
+    scores = np.array([0.30, 0.29, 0.28, 0.10, 0.279])
+    groups = np.array(["a", "a", "a", "b", "c"])
+    # 0.01 per shown group-mate: c's 0.279 overtakes a's third (0.28 - 0.02), b's 0.10 never does
+    assert diverse_order(scores, groups, 4, 0.01, additive=True).tolist() == [0, 1, 4, 2]
+    # the multiplicative discount at a usual setting lets the far worse b in
+    assert 3 in diverse_order(scores, groups, 4, 0.5).tolist()
+
+
+def page_maker(categories: list[str], settings: Serve) -> OnlineExperiment:
+    """The service's page step (no experiment) over a stand-in catalogue of ``categories``."""
+    catalog = SimpleNamespace(category=np.array(categories), is_new=np.zeros(len(categories), bool))
+    return OnlineExperiment(Experiment(), Path("."), catalog, settings, None, lambda _: None)  # type: ignore[arg-type, return-value]
+
+
+def test_a_search_page_keeps_the_requested_category_and_a_feed_page_spreads_categories():
+    # the six best-scored candidates are all the product type the query asks for
+    categories = ["shoes"] * 6 + ["bags", "hats", "belts", "socks"]
+    scored = SimpleNamespace(scores=np.linspace(0.5, 0.3, 10), rows=np.arange(10))
+    pages = page_maker(categories, load_params(Path(__file__).resolve().parents[1] / "params.yaml").serve)
+    search = pages.arrange(scored, 5, np.random.default_rng(0))  # type: ignore[arg-type]
+    assert search.order.tolist() == [0, 1, 2, 3, 4]
+    feed = pages.arrange(scored, 5, np.random.default_rng(0), feed=True)  # type: ignore[arg-type]
+    assert len({categories[i] for i in feed.order.tolist()}) > 1
+    assert feed.propensity.tolist() == [1.0] * 5  # no new items: every slot is certain
+    spread = page_maker(categories, Serve(search_diversity=0.5, feed_diversity=0.0))
+    assert len({categories[i] for i in spread.arrange(scored, 5, np.random.default_rng(0)).order}) > 1  # type: ignore[arg-type]
+    flat = spread.arrange(scored, 5, np.random.default_rng(0), feed=True)  # type: ignore[arg-type]
+    assert flat.order.tolist() == [0, 1, 2, 3, 4]
 
 
 def test_exploration_slots_are_spread_and_filled_with_new_items():

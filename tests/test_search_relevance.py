@@ -7,9 +7,12 @@ noise-free utility, as `python -m bench.bench_search` does on the default profil
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from bench.bench_search import encoder_runs, held_out, in_process_ranker, measure, rows, summary
+from bench.search_pages import VARIANTS, pages
 from bench.search_truth import SearchTruth
 
 from shoprank.config import load_params
@@ -28,6 +31,7 @@ def test_rows_put_each_ranking_beside_retrieval_alone_and_the_page_first():
             "ranker": scored(0.8),
             "retrieval": scored(0.4),
             "shuffled": scored(0.1),
+            **{name: scored(0.7) for name in VARIANTS},
         }
         for level in ("product_type", "product_type", "category")
     ]
@@ -36,7 +40,33 @@ def test_rows_put_each_ranking_beside_retrieval_alone_and_the_page_first():
     out = rows({"": got})
     assert out[0]["measure"] == "/search page, product-type queries: NDCG@10 (true utility, catalogue oracle)"
     assert out[0]["ratio"] == 1.5 and out[0]["baseline"]["measure"] == "retrieval alone"
-    assert {r["baseline"]["measure"] for r in out} == {"retrieval alone"}
+    assert {r["baseline"]["measure"] for r in out if not r["measure"].startswith("page:")} == {
+        "retrieval alone"
+    }
+    variants = [r for r in out if r["measure"].startswith("page:")]
+    assert len(variants) == len(VARIANTS) * 2 * 3  # per group and metric
+    assert {r["baseline"]["measure"] for r in variants} == {
+        "ranker's order (/rank)"
+    }  # what each setting costs
+
+
+def test_page_variants_rearrange_the_ranker_scores_as_their_settings_say():
+    """Six candidates, the top four of one category, none new: without diversity a variant's
+    page is the score order; diversity brings the other categories up; exploration has no
+    new item to show."""
+    ids = ["a", "b", "c", "d", "e", "f"]
+    catalog = SimpleNamespace(
+        rows_of=lambda got: np.array([ids.index(i) for i in got]),
+        category=np.array(["shoes"] * 4 + ["bags", "hats"]),
+        is_new=np.zeros(6, bool),
+    )
+    ranked = [
+        {"item_id": i, "score": s} for i, s in zip(ids, [0.5, 0.49, 0.48, 0.47, 0.3, 0.29], strict=True)
+    ]
+    got = pages(SimpleNamespace(catalog=catalog), ids[::-1], ranked, seed=0, k=4)
+    assert got["page: no diversity, exploration 0.1"] == ["a", "b", "c", "d"]
+    assert got["page: diversity 0.15, no exploration"] == ["a", "b", "c", "e"]  # d: 0.47 * 0.85**3 < 0.3
+    assert got["page: additive diversity 0.005, no exploration"] == ["a", "b", "c", "d"]  # no near-tie
 
 
 def test_a_stock_encoder_run_is_added_only_when_the_adapted_encoder_is_configured():

@@ -20,7 +20,9 @@ class Serve(Strict):
     feed_history: int = Field(10, gt=0)  # a shopper's latest clicks whose neighbours a feed retrieves
     # what a page is ordered by (models/objective.py): P(click), expected purchases or expected sales
     objective: Literal["clicks", "purchases", "revenue"] = "clicks"
-    diversity: float = Field(0.15, ge=0, le=1)  # score discount per shown item of the same category
+    # score discount per shown item of the same category: searches (they ask for what they want) and feeds
+    search_diversity: float = Field(0.0, ge=0, le=1)
+    feed_diversity: float = Field(0.15, ge=0, le=1)
     explore_share: float = Field(0.1, ge=0, le=1)  # share of a page reserved for new items (exploration)
     feature_ttl_s: float = Field(60.0, ge=0)  # online values are reused this long in-process (0: never)
     reload_s: float = Field(30.0, ge=0)  # how often a worker looks for a newly packaged champion (0: never)

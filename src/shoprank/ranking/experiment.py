@@ -143,31 +143,34 @@ class OnlineExperiment:
             return s.scores  # the champion's ranking rather than popularity's
         return scores
 
-    def arrange(self, s: Scored, k: int | None, rng: np.random.Generator) -> Arranged:
-        """The request's order: a page of ``k`` (diversity, exploration), or the whole list (None)."""
+    def arrange(self, s: Scored, k: int | None, rng: np.random.Generator, feed: bool = False) -> Arranged:
+        """The request's order: a page of ``k`` (diversity, exploration), or the whole list (None).
+        A feed's page spreads categories by ``serve.feed_diversity``, a search's by
+        ``serve.search_diversity``."""
+        d = self.settings.feed_diversity if feed else self.settings.search_diversity
         e = self.experiment
         if e is None:
-            page = self._page(s.scores, s.rows, k, rng)
+            page = self._page(s.scores, s.rows, k, rng, d)
             return Arranged(page[0], page[1], page[2], s.scores)
         if e.mode == "ab":
             arm = arm_for(e, unit_key(e, s.user_id, s.request_id)).name
             if arm in self.dropped:
                 arm = self.champion_arm or arm
             by_arm = {a: self.arm_scores(a, s) for a in self.shares}
-            order, explored, propensity = self._page(by_arm[arm], s.rows, k, rng)
-            propensity = self._marginal(s, k, by_arm, order, explored, propensity, arm)
+            order, explored, propensity = self._page(by_arm[arm], s.rows, k, rng, d)
+            propensity = self._marginal(s, k, d, by_arm, order, explored, propensity, arm)
             if e.shuffle_share > 0:  # some requests in random order: every item has a probability everywhere
                 eps, n = e.shuffle_share, len(s.rows)
                 if rng.random() < eps:
                     order, explored = rng.permutation(n)[: len(order)], np.zeros(len(order), bool)
-                    propensity = self._marginal(s, k, by_arm, order, explored, propensity, None)
+                    propensity = self._marginal(s, k, d, by_arm, order, explored, propensity, None)
                 propensity = (1 - eps) * propensity + eps / n
             arms = [None if x else arm for x in explored.tolist()]
             metrics.EXPERIMENT_REQUESTS.labels(e.name, arm).inc()
             return Arranged(order, explored, propensity, by_arm[arm], arms, arm)
         first, second = (a.name for a in e.arms)
-        a = self._exploit(self.arm_scores(first, s), s.rows, k)
-        b = self._exploit(self.arm_scores(second, s), s.rows, k)
+        a = self._exploit(self.arm_scores(first, s), s.rows, k, d)
+        b = self._exploit(self.arm_scores(second, s), s.rows, k, d)
         merged = team_draft(a, b, len(a), rng)
         team_of = {int(i): (first, second)[t] for i, t in zip(merged.order, merged.team, strict=True)}
         coin = dict(zip(merged.order.tolist(), merged.propensity.tolist(), strict=True))
@@ -188,6 +191,7 @@ class OnlineExperiment:
         self,
         s: Scored,
         k: int | None,
+        diversity: float,
         by_arm: dict[str, np.ndarray],
         order: np.ndarray,
         explored: np.ndarray,
@@ -203,24 +207,25 @@ class OnlineExperiment:
         out = np.where(explored, self.shares[served] * drawn, 0.0) if served else np.zeros(len(order))
         dummy = np.random.default_rng(0)  # an arm's exploitation slots do not depend on its draws
         for arm, share in self.shares.items():
-            page = self._page(by_arm[arm], s.rows, k, dummy) if arm != served else (order, explored, None)
+            mine = (order, explored, None)
+            page = self._page(by_arm[arm], s.rows, k, dummy, diversity) if arm != served else mine
             n = min(len(page[0]), len(order))
             same = np.zeros(len(order), bool)
             same[:n] = (page[0][:n] == order[:n]) & ~page[1][:n] & ~explored[:n]
             out += share * same
         return out
 
-    def _exploit(self, scores: np.ndarray, rows: np.ndarray, k: int | None) -> np.ndarray:
+    def _exploit(self, scores: np.ndarray, rows: np.ndarray, k: int | None, diversity: float) -> np.ndarray:
         """The ranking without exploration: the whole list by score, or a diverse page of ``k``."""
         if k is None:
             return np.argsort(-scores, kind="stable")
         groups = self.catalog.category[rows]
-        return diverse_order(scores, groups, min(k, len(scores)), self.settings.diversity)
+        return diverse_order(scores, groups, min(k, len(scores)), diversity)
 
     def _page(
-        self, scores: np.ndarray, rows: np.ndarray, k: int | None, rng: np.random.Generator
+        self, scores: np.ndarray, rows: np.ndarray, k: int | None, rng: np.random.Generator, diversity: float
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        order = self._exploit(scores, rows, k)
+        order = self._exploit(scores, rows, k, diversity)
         if k is None:
             return order, np.zeros(len(order), bool), np.ones(len(order))
         return explore(order, scores, self.catalog.is_new[rows], self.settings.explore_share, rng)

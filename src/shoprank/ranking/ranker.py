@@ -309,12 +309,12 @@ class Ranker:
         """The pseudonym of a request's user id: the only id features, scores and the log see."""
         return None if user_id is None else pseudonym(user_id, self.pseudonym_key)
 
-    def arrange(self, s: Scored, k: int | None) -> Arranged:
+    def arrange(self, s: Scored, k: int | None, feed: bool = False) -> Arranged:
         """The order shown: a page of ``k`` (diversity, exploration slots) or, for ``None``, the
-        whole list; by the request's experiment arm when one runs. Random draws are seeded by
-        the request id."""
+        whole list; by the request's experiment arm when one runs. ``feed``: a feed's page (its
+        own diversity setting). Random draws are seeded by the request id."""
         rng = np.random.default_rng(int(s.request_id[2:18], 16))
-        return self.experiment.arrange(s, k, rng)
+        return self.experiment.arrange(s, k, rng, feed)
 
     def slots(self, got: Arranged, shown: int | None = None) -> Slots:
         """What the served log records per shown slot: the arm and the logging probability."""

@@ -46,7 +46,7 @@ class Ranker(Protocol):
     explainer: Explainer
     served: ServedResponses
 
-    def arrange(self, s: Scored, k: int | None) -> Arranged: ...
+    def arrange(self, s: Scored, k: int | None, feed: bool = False) -> Arranged: ...
 
     def slots(self, got: Arranged, shown: int | None = None) -> Slots: ...
 
@@ -107,7 +107,7 @@ def recommend(
         }
     s = ranker.scoring.score(got.rows, FEED_QUERY, user_id, request_id, timings, context=context)
     with stage("rerank", timings):
-        page = ranker.arrange(s, k)
+        page = ranker.arrange(s, k, feed=True)
     order = page.order
     top = order[: ranker.settings.explain_top]
     why = ranker.explainer.reasons(s, top, timings) if explain_results else []

@@ -10,10 +10,17 @@ from typing import NamedTuple
 import numpy as np
 
 
-def diverse_order(scores: np.ndarray, groups: np.ndarray, k: int, diversity: float) -> np.ndarray:
-    """Greedy top ``k``: each pick discounts its group's other items by ``(1 - diversity)`` per pick.
+def diverse_order(
+    scores: np.ndarray, groups: np.ndarray, k: int, diversity: float, additive: bool = False
+) -> np.ndarray:
+    """Greedy top ``k``: each pick discounts the other items of its group, per pick.
 
-    ``diversity = 0`` is the plain score order. Returns indices into ``scores``.
+    Multiplicative (the default): by the factor ``(1 - diversity)``, so a high enough setting
+    lets any other group's item overtake, however far below it scores. ``additive``: by
+    ``diversity`` subtracted from the score (maximal marginal relevance on a probability
+    scale), so only items within ``diversity`` per shown group-mate trade places: a near-tie
+    goes to a group not yet shown, a clearly better item keeps its place. ``diversity = 0``
+    is the plain score order. Returns indices into ``scores``.
     """
     n = len(scores)
     k = min(k, n)
@@ -26,8 +33,9 @@ def diverse_order(scores: np.ndarray, groups: np.ndarray, k: int, diversity: flo
     taken = np.zeros(n, dtype=bool)
     out = np.empty(k, dtype=np.int64)
     for j in range(k):
-        adjusted = np.where(taken, -np.inf, base * decay ** counts[inverse])
-        pick = int(np.argmax(adjusted))
+        shown = counts[inverse]
+        discounted = base - diversity * shown if additive else base * decay**shown
+        pick = int(np.argmax(np.where(taken, -np.inf, discounted)))
         out[j], taken[pick] = pick, True
         counts[inverse[pick]] += 1
     return out
@@ -97,7 +105,9 @@ def rerank(
     diversity: float,
     explore_share: float,
     rng: np.random.Generator,
+    additive: bool = False,
 ) -> Page:
     """The page: exploitation by :func:`diverse_order`, then the exploration slots (:func:`explore`)."""
     k = min(k, len(scores))
-    return explore(diverse_order(scores, groups, k, diversity), scores, is_new, explore_share, rng)
+    order = diverse_order(scores, groups, k, diversity, additive)
+    return explore(order, scores, is_new, explore_share, rng)
