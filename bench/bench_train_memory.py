@@ -3,10 +3,10 @@
 Runs the real step (`shoprank train --candidate X`) in a child process on the current
 training set (data/training, the profile it was built from) twice per candidate: with
 ``train.chunk_rows`` at least the training split (one chunk: the whole split in memory,
-as training read it before it streamed) and at ``--chunk`` rows. Peak memory is the
-child's peak resident set (``wait4``'s ``ru_maxrss``). Models and metrics go to a
-temporary folder; ``--epochs`` (default 1) keeps the neural runs short, since the peak
-is reached in the first epoch. Run: `python -m bench.bench_train_memory [--chunk N]`.
+as training read it before it streamed) and at ``--chunk`` rows, one run at a time.
+Peak memory is the child's peak resident set (``wait4``'s ``ru_maxrss``). Models and
+metrics go to a temporary folder; ``--epochs`` (default 1) keeps the neural runs short,
+since the peak is reached in the first epoch. Run: `python -m bench.bench_train_memory [--chunk N]`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from bench.results import printed, row
 WHOLE = 10**12  # chunk_rows no split reaches: one chunk
 
 
-def train_once(candidate: str, chunk_rows: int, epochs: int, out: Path) -> dict:
-    """Wall seconds and peak RSS (GiB) of one `shoprank train --candidate` in a child process."""
+def start(candidate: str, chunk_rows: int, epochs: int, out: Path) -> tuple[subprocess.Popen, float]:
+    """One `shoprank train --candidate` in a child process, and when it started."""
     env = {
         **os.environ,
         "SHOPRANK__PATHS__MODELS": str(out / "models"),
@@ -35,13 +35,17 @@ def train_once(candidate: str, chunk_rows: int, epochs: int, out: Path) -> dict:
         "SHOPRANK__TRAIN__CHUNK_ROWS": str(chunk_rows),
     }
     cli = Path(sys.executable).with_name("shoprank")
-    start = time.perf_counter()
-    proc = subprocess.Popen([str(cli), "train", "--candidate", candidate], env=env, stdout=subprocess.PIPE)
+    log = (out.parent / f"{out.name}.log").open("w")
+    proc = subprocess.Popen([str(cli), "train", "--candidate", candidate], env=env, stdout=log, stderr=log)
+    return proc, time.perf_counter()
+
+
+def finish(proc: subprocess.Popen, started: float, log: Path) -> dict:
+    """Wall seconds and peak RSS (GiB) of a child started by :func:`start`, once it exits."""
     _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    printed_out = proc.stdout.read().decode() if proc.stdout else ""
+    seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"shoprank train --candidate {candidate} failed: {printed_out[-2000:]}")
+        raise RuntimeError(f"{' '.join(map(str, proc.args))} failed: {log.read_text()[-2000:]}")
     return {"seconds": round(seconds, 1), "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2)}
 
 
@@ -61,14 +65,12 @@ def run(candidates: list[str], chunk: int, epochs: int) -> dict:
     out: dict = {"hardware": describe(), "training_rows": len(split["train"]), "chunk_rows": chunk}
     out["epochs"], out["profile"] = epochs, params.simulate.profile
     with tempfile.TemporaryDirectory() as tmp:
-        for name in candidates:
-            for label, rows in (("whole", WHOLE), ("streamed", chunk)):
-                got = train_once(name, rows, epochs, Path(tmp) / f"{name}_{label}")
-                out[f"{name}_{label}"] = got
-                print(
-                    f"{name:9s} {label:8s} {got['seconds']:8.1f} s  peak {got['peak_rss_gib']:.2f} GiB",
-                    flush=True,
-                )
+        for name in candidates:  # one run at a time: each peak is its own, not the sum of two
+            for label, chunk_rows in (("whole", WHOLE), ("streamed", chunk)):
+                run_dir = Path(tmp) / f"{name}_{label}"
+                proc, t0 = start(name, chunk_rows, epochs, run_dir)
+                got = out[f"{name}_{label}"] = finish(proc, t0, run_dir.with_suffix(".log"))
+                print(f"{name:9s} {label:8s} {got['seconds']:8.1f} s  peak {got['peak_rss_gib']:.2f} GiB")
     return out
 
 
