@@ -40,12 +40,12 @@ def start(candidate: str, chunk_rows: int, epochs: int, out: Path) -> tuple[subp
     return proc, time.perf_counter()
 
 
-def finish(proc: subprocess.Popen, started: float, log: Path) -> dict:
+def finish(proc: subprocess.Popen, started: float, log: Path, candidate: str) -> dict:
     """Wall seconds and peak RSS (GiB) of a child started by :func:`start`, once it exits."""
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(map(str, proc.args))} failed: {log.read_text()[-2000:]}")
+        raise RuntimeError(f"shoprank train --candidate {candidate} failed: {log.read_text()[-2000:]}")
     return {"seconds": round(seconds, 1), "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2)}
 
 
@@ -69,7 +69,7 @@ def run(candidates: list[str], chunk: int, epochs: int) -> dict:
             for label, chunk_rows in (("whole", WHOLE), ("streamed", chunk)):
                 run_dir = Path(tmp) / f"{name}_{label}"
                 proc, t0 = start(name, chunk_rows, epochs, run_dir)
-                got = out[f"{name}_{label}"] = finish(proc, t0, run_dir.with_suffix(".log"))
+                got = out[f"{name}_{label}"] = finish(proc, t0, run_dir.with_suffix(".log"), name)
                 print(f"{name:9s} {label:8s} {got['seconds']:8.1f} s  peak {got['peak_rss_gib']:.2f} GiB")
     return out
 

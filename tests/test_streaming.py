@@ -50,7 +50,7 @@ def small_fixture() -> pd.DataFrame:
     x[rng.random(n) < 0.1] = np.nan
     return pd.DataFrame(
         {
-            "brand": rng.choice(["a", "b", "c", None], n),
+            "brand": np.asarray(["a", "b", "c", None], dtype=object)[rng.integers(4, size=n)],
             "item_id": rng.choice([f"i{k}" for k in range(40)], n),
             "price": x,
             "flat": np.full(n, 2.0),

@@ -310,6 +310,8 @@ def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict
     results = {}
     in_memory: dict[str, Frame] = {}
     for name in candidates or s.candidates:
+        train: Frame | Chunks
+        val: Frame | Chunks
         if name in STREAMED:
             train, val = (FileChunks(path, split[k], s.chunk_rows, texts) for k in ("train", "val"))
         else:
