@@ -5,7 +5,10 @@ subprocess (not timed, and not counted in this process's peak RSS), then
 ``build_features`` (the text encoder replaced by a 384-dim random stand-in, so the
 figure is the table computation alone: bench_embeddings measures encoding), then
 ``materialize`` into SQLite (and into Redis when ``redis-server`` is installed), then
-``training_set`` (for large only with ``--large-training-set``: the slowest step). Online latency: one
+``training_set`` on each offline engine (``features.offline_engine``): Feast's file store,
+then DuckDB, on the same tables in the same run, with DuckDB's time over Feast's (for large
+only with ``--large-training-set``: Feast's join is the slowest step; ``--engines duckdb``
+leaves it out). Online latency: one
 ``get_online_features`` call of the models' feature service for 1 and for 100 items of one user
 and query, p50/p99 over repeated calls, per online store; next to it the same lookups
 through ``OnlineReader`` (shoprank.features.online), interleaved with Feast's in three
@@ -16,7 +19,7 @@ reader's median, whose p99/p50 is what the shared cores do to any call that long
 reads the store on every call (its only memo is of decoded string values by their
 bytes, a pure function of the stored value).
 Run: `python -m bench.bench_features [--large [--large-training-set]] [--no-training-set] [--lookups N]
-[--profiles tiny,default]`.
+[--profiles tiny,default] [--engines feast,duckdb] [--no-online]`.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from shoprank.features.store import copy_repo
 ROOT = Path(__file__).resolve().parents[1]
 REPO = ROOT / "features"  # the project's Feast repository; tests and benchmarks use private copies
 DIM = 384  # all-MiniLM-L6-v2
+ENGINES = ("feast", "duckdb")  # features.offline_engine, in the order they are timed
 
 
 def stand_in_embed(texts: list[str]) -> np.ndarray:
@@ -106,7 +110,29 @@ def lookups(settings, batch: Path, repeats: int, rounds: int = 3) -> dict:
     return out
 
 
-def measure(profile: str, work: Path, redis_url: str | None, with_training: bool, repeats: int) -> dict:
+def training_sets(settings, batch: Path, tables: Path, root: Path, engines: tuple[str, ...]) -> dict:
+    """The training set's seconds on each engine, same tables, same run; the outputs must agree."""
+    out: dict[str, Any] = {}
+    shapes = set()
+    for engine in engines:
+        s = settings.model_copy(update={"offline_engine": engine})
+        got = training_set(s, batch, tables, root / f"train_{engine}.parquet")
+        out["training_set_s" if engine == "feast" else f"training_set_{engine}_s"] = got["seconds"]
+        shapes.add((got["rows"], tuple(got["columns"])))
+    if len(shapes) > 1:
+        raise RuntimeError(f"the engines {engines} wrote training sets of different shapes")
+    return out
+
+
+def measure(
+    profile: str,
+    work: Path,
+    redis_url: str | None,
+    with_training: bool,
+    repeats: int,
+    engines: tuple[str, ...] = ENGINES,
+    online: bool = True,
+) -> dict:
     params = load_params(ROOT / "params.yaml")
     per_profile = reset_peak()
     batch = work / profile / "batch"
@@ -118,9 +144,10 @@ def measure(profile: str, work: Path, redis_url: str | None, with_training: bool
     built = build_features(batch, tables, settings, stand_in_embed)
     out = {"profile": profile, "impressions": built["impressions"], "features_s": built["seconds"]["total"]}
     out["feature_rows"] = sum(built["rows"].values())
-    out["materialize_sqlite_s"] = materialize(settings, tables)["seconds"]
-    out["lookup_sqlite"] = lookups(settings, batch, repeats)
-    if redis_url is not None:
+    if online:
+        out["materialize_sqlite_s"] = materialize(settings, tables)["seconds"]
+        out["lookup_sqlite"] = lookups(settings, batch, repeats)
+    if online and redis_url is not None:
         rroot = work / profile / "redis"
         shutil.copytree(root / "data" / "features", rroot / "data" / "features")
         rsettings = settings.model_copy(
@@ -133,7 +160,7 @@ def measure(profile: str, work: Path, redis_url: str | None, with_training: bool
         out["materialize_redis_s"] = materialize(rsettings, rroot / "data" / "features")["seconds"]
         out["lookup_redis"] = lookups(rsettings, batch, repeats)
     if with_training:
-        out["training_set_s"] = training_set(settings, batch, tables, root / "train.parquet")["seconds"]
+        out.update(training_sets(settings, batch, tables, root, engines))
     out["peak_rss_gib"] = peak_rss_gib()
     out["peak_rss_scope"] = "this profile" if per_profile else "process so far"
     return out
@@ -145,6 +172,8 @@ def run(
     repeats: int = 200,
     large_training: bool = False,
     profiles: list[str] | None = None,
+    engines: tuple[str, ...] = ENGINES,
+    online: bool = True,
 ) -> dict:
     profiles = (profiles or ["tiny", "default"]) + (["large"] if large else [])
     import feast  # noqa: F401  (seconds to import: paid here, not by the first timing)
@@ -153,7 +182,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp, redis_server() as redis_url:
         for profile in profiles:
             training = large_training if profile == "large" else with_training
-            results.append(measure(profile, Path(tmp), redis_url, training, repeats))
+            results.append(measure(profile, Path(tmp), redis_url, training, repeats, engines, online))
     redis = redis_url is not None
     return {"hardware": describe(), "redis": redis, "results": results, "peak_rss_gib": peak_rss_gib()}
 
@@ -209,13 +238,15 @@ def rows(out: dict) -> list[dict]:
     found = []
     for r in results:
         name = r["profile"]
-        found += lookup_rows(f"{name}, SQLite", r["lookup_sqlite"])
+        if "lookup_sqlite" in r:
+            found += lookup_rows(f"{name}, SQLite", r["lookup_sqlite"])
         if "lookup_redis" in r:
             found += lookup_rows(f"{name}, Redis", r["lookup_redis"])
     for r in results:
         name = r["profile"]
         found.append(row(f"{name}: build_features (text encoder excluded)", r["features_s"], "s"))
-        found.append(row(f"{name}: materialize, SQLite", r["materialize_sqlite_s"], "s"))
+        if "materialize_sqlite_s" in r:
+            found.append(row(f"{name}: materialize, SQLite", r["materialize_sqlite_s"], "s"))
         if "materialize_redis_s" in r:
             found.append(
                 row(
@@ -226,8 +257,19 @@ def rows(out: dict) -> list[dict]:
                     r["materialize_sqlite_s"],
                 )
             )
-        if "training_set_s" in r:
-            found.append(row(f"{name}: training_set (point-in-time join)", r["training_set_s"], "s"))
+        feast = r.get("training_set_s")
+        if "training_set_duckdb_s" in r:
+            found.append(
+                row(
+                    f"{name}: training_set, DuckDB (point-in-time join)",
+                    r["training_set_duckdb_s"],
+                    "s",
+                    None if feast is None else "training_set, Feast file store",
+                    feast,
+                )
+            )
+        elif feast is not None:
+            found.append(row(f"{name}: training_set, Feast file store (point-in-time join)", feast, "s"))
         found.append(row(f"{name}: peak RSS ({r['peak_rss_scope']})", r["peak_rss_gib"], "GiB"))
     return found
 
@@ -241,21 +283,48 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--profiles", default="tiny,default", help="comma-separated profiles (default: tiny,default)"
     )
+    ap.add_argument(
+        "--engines",
+        default=",".join(ENGINES),
+        help="offline engines timed for the training set (feast,duckdb)",
+    )
+    ap.add_argument("--no-online", action="store_true", help="skip materialisation and the online lookups")
     args = ap.parse_args(argv)
     profiles = [p for p in args.profiles.split(",") if p]
-    out = run(args.large, not args.no_training_set, args.lookups, args.large_training_set, profiles)
+    engines = tuple(e for e in args.engines.split(",") if e)
+    if set(engines) - set(ENGINES):
+        ap.error(f"--engines: choose from {', '.join(ENGINES)}")
+    out = run(
+        args.large,
+        not args.no_training_set,
+        args.lookups,
+        args.large_training_set,
+        profiles,
+        engines,
+        not args.no_online,
+    )
     print(f"feature pipeline on {out['hardware']}")
     for r in out["results"]:
         print(f"\n{r['profile']}: {r['impressions']:,} impressions -> {r['feature_rows']:,} feature rows")
         print(f"  build_features     {r['features_s']:8.2f} s  (text encoder excluded)")
-        print(f"  materialize sqlite {r['materialize_sqlite_s']:8.2f} s")
+        if "materialize_sqlite_s" in r:
+            print(f"  materialize sqlite {r['materialize_sqlite_s']:8.2f} s")
         if "materialize_redis_s" in r:
             print(f"  materialize redis  {r['materialize_redis_s']:8.2f} s")
         if "training_set_s" in r:
-            print(f"  training_set       {r['training_set_s']:8.2f} s  (point-in-time join)")
-        print(f"  online p50/p99 sqlite, Feast:       {_fmt(r['lookup_sqlite'])}")
-        print(f"  online p50/p99 sqlite, OnlineReader: {_fmt(r['lookup_sqlite'], 'fast_')}")
-        _noise(r["lookup_sqlite"])
+            print(
+                f"  training_set feast {r['training_set_s']:8.2f} s  (point-in-time join, Feast file store)"
+            )
+        if "training_set_duckdb_s" in r:
+            ratio = (
+                f", x{r['training_set_duckdb_s'] / r['training_set_s']:.3f} of Feast's"
+                if "training_set_s" in r
+                else ""
+            )
+            print(f"  training_set duckdb{r['training_set_duckdb_s']:8.2f} s  (point-in-time join{ratio})")
+        print(f"  online p50/p99 sqlite, Feast:       {_fmt(r.get('lookup_sqlite'))}")
+        print(f"  online p50/p99 sqlite, OnlineReader: {_fmt(r.get('lookup_sqlite'), 'fast_')}")
+        _noise(r.get("lookup_sqlite"))
         print(f"  online p50/p99 redis,  Feast:       {_fmt(r.get('lookup_redis'))}")
         print(f"  online p50/p99 redis,  OnlineReader: {_fmt(r.get('lookup_redis'), 'fast_')}")
         _noise(r.get("lookup_redis"))

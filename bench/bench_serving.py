@@ -77,6 +77,20 @@ def start_server(bundle: Path, params_file: Path, workers: int, log: Path) -> tu
     raise RuntimeError("server not ready after 300 s")
 
 
+def private_params(params: Path, tmp: Path) -> tuple[dict, Path]:
+    """``params`` as ``tmp``/params.yaml with absolute paths and the feedback log in ``tmp``
+    (never the project's log): what the benchmark's service reads."""
+    raw = yaml.safe_load(params.read_text())
+    raw.setdefault("paths", {})["feedback"] = str(tmp / "feedback")
+    for key in ("features", "models", "metrics", "raw", "truth", "validated", "training", "secrets"):
+        if key in raw["paths"]:
+            raw["paths"][key] = str((params.parent / raw["paths"][key]).resolve())
+    raw["features"]["repo"] = str((params.parent / raw["features"]["repo"]).resolve())
+    params_file = tmp / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    return raw, params_file
+
+
 def logged_queries(raw: dict) -> tuple[list[str], np.ndarray]:
     """The logged queries (normalised texts of the ``query_text`` table) and their request shares."""
     features = Path(raw["paths"]["features"])
@@ -174,14 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"skipped: {why}")
         return {"skipped": why}
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
-        raw = yaml.safe_load(args.params.read_text())
-        raw.setdefault("paths", {})["feedback"] = str(Path(tmp) / "feedback")  # never the project's log
-        for key in ("features", "models", "metrics", "raw", "truth", "validated", "training"):
-            if key in raw["paths"]:
-                raw["paths"][key] = str((args.params.parent / raw["paths"][key]).resolve())
-        raw["features"]["repo"] = str((args.params.parent / raw["features"]["repo"]).resolve())
-        params_file = Path(tmp) / "params.yaml"
-        params_file.write_text(yaml.safe_dump(raw))
+        raw, params_file = private_params(args.params, Path(tmp))
         items = pd.read_parquet(bundle / "items.parquet")
         users = pd.read_parquet(bundle / "users.parquet")["user_id"].astype(str).tolist()[:200] or [None]
         item_ids = items["item_id"].astype(str).to_numpy()

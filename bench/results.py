@@ -70,6 +70,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "Online experiments: A/B against interleaving (default profile, simulator truth)",
         "python -m bench.bench_experiment",
     ),
+    "search": (
+        "bench.bench_search",
+        "Search relevance end to end: the live /search on held-out queries (simulator truth)",
+        "python -m bench.bench_search",
+    ),
 }
 
 

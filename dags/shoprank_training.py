@@ -2,9 +2,9 @@
 ### shoprank_training: the whole pipeline, one task per dvc.yaml stage
 
 `raw` (simulate or import, by `data.source`) → `ingest-feedback` → `validate` → `features`
-→ `materialize` → `training-set` → `train.<candidate>` for each of params.yaml's `train.candidates`
-(in parallel) → `evaluate`
-→ `select` → `package` → `record`; `understand` runs once `features` is done and feeds `package`;
+→ `materialize` → `training-set` → `understand` → `train.<candidate>` for each of params.yaml's
+`train.candidates` (in parallel) → `evaluate` → `select` → `package` → `record`; `understand`
+needs only `features` (its filled attributes feed training, evaluation, drift and `package`);
 `drift` (the latest requests against the training data) runs after `evaluate` and before `record`.
 
 * **Built from DVC.** The tasks, their order and their docs are `dvc.yaml` as DVC renders it

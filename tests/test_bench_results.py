@@ -174,7 +174,7 @@ def test_each_benchmark_turns_its_figures_into_rows():
     lookup["noise_100_items"] = {"p99_over_p50": 1.0, "reader_p99_over_p50": 2.0}
     profile = {"profile": "default", "features_s": 1.0, "materialize_sqlite_s": 1.0, "peak_rss_gib": 1.0}
     profile.update(peak_rss_scope="this profile", lookup_sqlite=lookup, lookup_redis=lookup)
-    profile.update(materialize_redis_s=2.0, training_set_s=3.0)
+    profile.update(materialize_redis_s=2.0, training_set_s=3.0, training_set_duckdb_s=1.5)
     tiny = {**profile, "profile": "tiny"}
     load = {"p50_ms": 1.0, "p99_ms": 2.0, "rps": 3.0, "logged_p99_ms": 2.0, "unseen_p50_ms": 4.0}
     found = {
@@ -208,6 +208,10 @@ def test_each_benchmark_turns_its_figures_into_rows():
     }
     assert found["features"][0]["measure"] == "default, SQLite, OnlineReader, 100 items, p99"
     assert found["features"][0]["ratio"] == 1.0
+    duck = [
+        r for r in found["features"] if r["measure"] == "default: training_set, DuckDB (point-in-time join)"
+    ]
+    assert duck[0]["ratio"] == 0.5 and duck[0]["baseline"]["measure"] == "training_set, Feast file store"
     assert found["embeddings"][0]["measure"] == "warm: cache .embed (in memory)"  # no ONNX: warm leads
     assert found["train"][0]["ratio"] == 0.5
     assert found["serving"][0]["ratio"] == 0.01

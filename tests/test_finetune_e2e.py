@@ -70,10 +70,9 @@ def served(request, pipeline):
     raw["paths"].update({"models": str(root / mode / "models"), "metrics": str(root / mode / "metrics")})
     params_file = root / f"params-{mode}.yaml"
     params_file.write_text(yaml.safe_dump(raw))
-    for name in ("train", "evaluate", "drift"):
+    for name in ("understand", "train", "evaluate", "drift"):  # understand: filled attributes, heads
         step(name, params_file)
     assert "promoted" in step("select", params_file)
-    step("understand", params_file)  # the heads `package` ships
     env = ServingEnv(root, params_file, raw, root / "bentoml", Path(), "").package()
     params = load_params(params_file)
     settings = params.serve.model_copy(update={"feature_ttl_s": 600.0})  # no refresh during the tests

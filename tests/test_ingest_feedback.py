@@ -15,6 +15,7 @@ from shoprank.cli import app
 from shoprank.data.schema import IMPRESSIONS, check_table
 from shoprank.feedback import FeedbackLog
 from shoprank.feedback.ingest import IMPRESSIONS_FILE, STATE_FILE, ingest_feedback
+from shoprank.feedback.shoppers import USERS_FILE
 from tests.conftest import ROOT
 
 NOW = datetime(2030, 1, 2, 12, tzinfo=UTC)
@@ -100,7 +101,7 @@ def test_bad_records_go_to_quarantine_with_a_reason(tmp_path, tiny_batch, ids):
         [
             event("click", "r1", items[5]),  # never served
             event("purchase", "r1", items[0]),  # no click
-            event("click", "r9", items[2]),  # its impression was quarantined
+            event("click", "r9", items[2]),  # a shopper who signed up after the batch
         ],
         now=NOW,
     )
@@ -110,20 +111,22 @@ def test_bad_records_go_to_quarantine_with_a_reason(tmp_path, tiny_batch, ids):
         f.write('{"torn": \n')  # a torn line was never acknowledged: skipped, not quarantined
     report = run(tmp_path, tiny_batch)
     table = pd.read_parquet(tmp_path / "feedback" / IMPRESSIONS_FILE)
-    assert set(table["request_id"]) == {"r1"} and len(table) == 2
+    assert set(table["request_id"]) == {"r1", "r9"} and len(table) == 3
+    assert table.loc[table["request_id"] == "r9", "clicked"].tolist() == [1]
+    shoppers = pd.read_parquet(tmp_path / "feedback" / USERS_FILE)
+    assert shoppers["user_id"].tolist() == ["no-such-user"] and report.new_shoppers == 1
+    assert shoppers["created_at"].tolist() == [pd.Timestamp(NOW)]  # first served
     reasons = {r["event_id"]: r["reason"] for r in quarantined(tmp_path)}
     assert reasons == {
-        "r9-s0": "user_id not in the raw users",
         "r8-s0": "item_id not in the raw catalog",
         f"r1-click-{items[5]}-0": "no served impression for this request and item",
         f"r1-purchase-{items[0]}-0": "purchase without a click",
-        f"r9-click-{items[2]}-0": "no served impression for this request and item",
         "x1": "event must be one of ['served', 'click', 'purchase']",
     }
-    assert report.quarantined == 6 and sum(report.reasons.values()) == 6
-    assert report.events == 8  # nothing lost: 2 used + 6 quarantined
+    assert report.quarantined == 4 and sum(report.reasons.values()) == 4
+    assert report.events == 8  # nothing lost: 4 used + 4 quarantined
     again = run(tmp_path, tiny_batch)  # the same records land in the same folder
-    assert again.quarantine == report.quarantine and len(quarantined(tmp_path)) == 6
+    assert again.quarantine == report.quarantine and len(quarantined(tmp_path)) == 4
 
 
 def test_untyped_record_is_quarantined_not_fatal(tmp_path, tiny_batch, ids):
@@ -183,25 +186,36 @@ def test_served_item_already_in_raw_impressions_is_quarantined(tmp_path, tiny_ba
 
 @pytest.mark.slow
 def test_cli_ingest_then_validate_includes_feedback(tmp_path, tiny_batch, ids):
-    """`ingest-feedback` then `validate`: the validated batch holds raw + feedback rows; raw untouched."""
+    """`ingest-feedback` then `validate`: the validated batch holds raw + feedback rows (a shopper
+    who signed up after the batch among them); raw untouched."""
     items, users = ids
     params, raw = batch_params(tmp_path, tiny_batch)
     FeedbackLog(tmp_path / raw["paths"]["feedback"]).append(
-        served("fb1", users[0], items[:3]) + [event("click", "fb1", items[0])], now=datetime.now(UTC)
+        served("fb1", users[0], items[:3])
+        + [event("click", "fb1", items[0])]
+        + served("fb2", "ps_newcomer", items[3:5])
+        + [event("click", "fb2", items[4])],
+        now=datetime.now(UTC),
     )
     before = (tiny_batch / "impressions.parquet").read_bytes()
     runner = CliRunner()
     out = runner.invoke(app, ["ingest-feedback", "--params", str(params)])
     assert out.exit_code == 0, out.output
-    assert "3 impressions" in out.output
+    assert "5 impressions" in out.output and "new shoppers (not in the raw users): 1" in out.output
     out = runner.invoke(app, ["validate", "--params", str(params)])
     assert out.exit_code == 0, out.output
     assert (tiny_batch / "impressions.parquet").read_bytes() == before  # the raw batch is only read
     current = (Path(raw["paths"]["validated"]) / "CURRENT").read_text().strip()
     merged = pd.read_parquet(Path(raw["paths"]["validated"]) / current / "impressions.parquet")
     n_raw = len(pd.read_parquet(tiny_batch / "impressions.parquet"))
-    assert len(merged) == n_raw + 3
+    assert len(merged) == n_raw + 5
     assert merged[merged["request_id"] == "fb1"]["clicked"].sum() == 1
+    assert merged[merged["request_id"] == "fb2"]["clicked"].sum() == 1
+    validated_users = pd.read_parquet(Path(raw["paths"]["validated"]) / current / "users.parquet")
+    raw_users = pd.read_parquet(tiny_batch / "users.parquet")
+    assert len(validated_users) == len(raw_users) + 1
+    newcomer = validated_users[validated_users["user_id"] == "ps_newcomer"].iloc[0]
+    assert pd.isna(newcomer["region"]) and newcomer["created_at"] <= merged["ts"].max()
 
 
 def test_the_request_context_becomes_the_shops_impression_columns(tmp_path, tiny_batch, ids):

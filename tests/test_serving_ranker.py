@@ -205,3 +205,37 @@ def test_item_features_are_refreshed_in_the_background(serving_env, monkeypatch)
     assert features.refresh_all(if_changed=True) == len(ranker.items)
     pd.testing.assert_series_equal(features.values["price"], price)
     assert features.refresh_all(if_changed=True) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_filled_attributes_feed_both_paths_and_are_answered_as_inferred(serving_env, monkeypatch):
+    """An item whose colour `understand` filled: the query naming it matches on the fast path and the
+    frame path alike, and /rank's answer shows the colour marked inferred."""
+    from shoprank.config import load_params
+    from shoprank.models.attributes import pipeline_filled
+    from shoprank.ranking.ranker import Ranker
+
+    monkeypatch.setenv("SHOPRANK__SERVE__FEATURE_TTL_S", "0")
+    params = load_params(serving_env.params_file)
+    ranker = Ranker(serving_env.bundle, params)
+    filled = ranker.catalog.filled
+    assert filled and len(filled["colour"]), "the tiny catalogue has colours to fill"
+    shipped = pipeline_filled(params.paths.models)  # what training and evaluation read
+    assert shipped is not None and shipped["colour"].equals(filled["colour"])
+    item, colour = next(iter(filled["colour"].items()))
+    row = ranker.row_of[item]
+    assert pd.isna(ranker.items.loc[row, "colour"])  # the catalogue's field is empty
+    rows = np.array([row, *[r for r in range(8) if r != row]])
+    query = f"{colour} gear"
+    s = ranker.score(rows, query, None, "r_" + "0" * 32, {})
+    frame = ranker.frame_of(s)
+    assert frame.df["colour"].iloc[0] == colour and frame.df["query_colour_match"].iloc[0] == 1.0
+    fast = ranker.fast.cross_arrays(rows, s.lookup, query, ["query_colour_match"])["query_colour_match"]
+    np.testing.assert_array_equal(fast, frame.df["query_colour_match"].to_numpy())
+    want = ranker.scorer.pre.transform(frame, ranker.scorer.history_length)
+    got = ranker.fast.inputs(rows, s.lookup, s.q_vec, query, ranker.vectors[rows])
+    for key, value in want.items():
+        np.testing.assert_allclose(got[key], value, atol=1e-5, err_msg=key)
+    answer = ranker.rank(query, None, [item])
+    assert answer["results"][0]["attributes"]["colour"] == {"value": colour, "inferred": True}

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from shoprank.privacy import pseudonym
 from tests.test_dvc import _dvc, _repo_copy
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -174,14 +175,18 @@ def test_dvc_repro_runs_on_an_imported_log_and_the_service_answers_for_its_users
     again = _dvc(repo, "repro")
     assert "Running stage 'ingest-feedback'" in again and "Running stage 'train@lightgbm'" in again
     ingested = pd.read_parquet(repo / "data/feedback/impressions.parquet")
-    assert len(ingested) == 20 + 10 and ingested["clicked"].sum() == 1
+    assert len(ingested) == 20 + 10 + 5 and ingested["clicked"].sum() == 1
     platform = ingested.groupby("request_id")["platform"].agg(lambda v: set(v))  # the request's context
     assert platform[ranked["request_id"]] == {"app"} and platform[feed["request_id"]] == {"web"}
-    # a shopper the batch does not know is set aside with its reason, never trained on
+    # a shopper the batch does not know signed up since: kept, and listed beside the batch's users
     report = json.loads((repo / "data/feedback/ingested.json").read_text())
-    assert report["quarantined"] == 5 and report["reasons"] == {"user_id not in the raw users": 5}
-    quarantined = [p.name for p in (repo / "data/quarantine").iterdir()]
-    assert all(name.startswith("feedback-") for name in quarantined)  # the batch itself passed
+    assert report["quarantined"] == 0 and report["new_shoppers"] == 1
+    assert ingested.loc[ingested["request_id"] == cold["request_id"], "item_id"].tolist() == [
+        r["item_id"] for r in cold["results"]
+    ]
+    current = (repo / "data/validated/CURRENT").read_text().strip()
+    users = pd.read_parquet(repo / "data/validated" / current / "users.parquet")
+    assert (users["user_id"] == pseudonym("a-shopper-never-seen", ranker.pseudonym_key)).sum() == 1
 
     # a broken export (no rating reaches the click rule) stops at the first stage: the champion stays
     champion_before = (repo / "models/champion.json").read_text()

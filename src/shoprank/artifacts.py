@@ -29,6 +29,7 @@ USERS = "users.parquet"  # each user's latest features
 RETRIEVAL_DIR = "retrieval"  # BM25 and nearest-neighbour indexes
 RECOMMEND_DIR = "recommend"  # the feeds' click tables: co-clicked neighbours, recent clicks per item
 UNDERSTANDING = "understanding.pkl"  # intent and attribute heads (optional)
+ATTRIBUTES = "attributes.parquet"  # the catalogue's missing attribute values filled from the item's text
 ENCODER_DIR = "encoder"  # the query encoder as ONNX (optional)
 ARMS_DIR = "arms"  # an online experiment's challenger models, one <arm name>.pt each (optional)
 

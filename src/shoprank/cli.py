@@ -188,7 +188,7 @@ def materialize(params: ParamsOpt = None) -> None:
 
 @app.command("training-set")
 def training_set(params: ParamsOpt = None) -> None:
-    """Build the training table by Feast's point-in-time join of features onto impressions."""
+    """Build the training table: point-in-time join of features onto impressions (features.offline_engine)."""
     from shoprank.features import training_set as run_training_set
     from shoprank.privacy import read_erased
     from shoprank.training.train import training_set_path

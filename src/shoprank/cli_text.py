@@ -60,7 +60,20 @@ def evaluation(report: dict, metric: str) -> None:
 
 
 def understanding(report: dict, out: Path, scores_file: Path) -> None:
-    """The query-understanding heads' held-out scores, or why there are none."""
+    """The query-understanding heads' held-out scores, or why there are none, and the attributes filled."""
+    filled = report.get("attributes")
+    if filled:
+        head = f"{'filled column':14s} {'input':>9s} {'accuracy':>9s} {'macro_f1':>9s} {'filled':>7s}"
+        typer.echo(head + "   (held out)")
+        for column, r in filled["columns"].items():
+            if not r["trained"]:
+                typer.echo(f"{column:14s} not filled: {r['reason']}")
+                continue
+            share = "-" if r["filled_share"] is None else f"{r['filled_share']:.1%}"
+            h = r["held_out"]
+            typer.echo(
+                f"{column:14s} {r['method']:>9s} {h['accuracy']:9.4f} {h['macro_f1']:9.4f} {share:>7s}"
+            )
     if not report["trained"]:
         typer.echo(f"no heads: {report['reason']}; `package` ships without them -> {out}")
         return

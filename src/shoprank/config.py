@@ -154,6 +154,8 @@ class Features(Strict):
     repo: Path = Path("features")  # the Feast feature repository
     online_store: str = Field("sqlite", pattern="^(sqlite|redis)$")
     redis_url: str = "127.0.0.1:6379"
+    # engine of the point-in-time joins (training set, evaluation's candidates): duckdb | feast
+    offline_engine: str = Field("duckdb", pattern="^(duckdb|feast)$")
 
     @field_validator("windows_days")
     @classmethod
@@ -272,6 +274,16 @@ class Feedback(Strict):
     )  # new impressions that make the feedback DAG schedule training
 
 
+class Fill(Strict):
+    """Attribute filling of `shoprank understand`: catalogue fields predicted from the item's text."""
+
+    columns: list[str] = ["colour", "material", "size", "brand"]  # item columns filled where missing
+    min_confidence: float = Field(0.8, ge=0, le=1)  # a prediction below this leaves the field missing
+    method: Literal["auto", "embedding", "words", "both"] = (
+        "auto"  # each head's input; auto: picked per column
+    )
+
+
 class Understand(Strict):
     """The query-intent and product-attribute heads of `shoprank understand` (linear probes)."""
 
@@ -279,6 +291,7 @@ class Understand(Strict):
     max_iter: int = Field(400, gt=0)  # solver iterations per head
     holdout_share: float = Field(0.2, gt=0, lt=1)  # labelled queries and items kept out for the scores
     seed: int = 0
+    fill: Fill = Fill()
 
 
 class Drift(Strict):

@@ -25,6 +25,7 @@ from shoprank.inputs.apply import derive
 from shoprank.inputs.frame import VECTOR_COLUMNS, Frame, Vectors, dense, read_frame
 from shoprank.inputs.texts import batch_texts
 from shoprank.logs import log, timed
+from shoprank.models.attributes import pipeline_filled
 from shoprank.models.objective import needs_purchase
 from shoprank.models.scorers import Scorer, load, purchase_given_click, reads_text
 from shoprank.quality import current_batch
@@ -71,8 +72,9 @@ def load_truth(truth_dir: Path, test: pd.DataFrame) -> Truth | None:
 def candidate_frame(
     params: Params, test: pd.DataFrame, candidates: pd.DataFrame, store=None, texts: pd.Series | None = None
 ) -> Frame:
-    """Point-in-time features (Feast) of retrieved candidates (``request_id``, ``item_id``) of test rows,
-    and the item texts (``texts``: see :func:`texts_for`) as the test rows have them."""
+    """Point-in-time features (on ``features.offline_engine``) of retrieved candidates
+    (``request_id``, ``item_id``) of test rows, and the item texts (``texts``: see
+    :func:`texts_for`) as the test rows have them."""
     from shoprank.features import open_store
     from shoprank.features.pit import historical_features
     from shoprank.features.queries import query_ids
@@ -82,14 +84,16 @@ def candidate_frame(
     rows["query_id"] = query_ids(rows["query"].fillna(""))
     store = store if store is not None else open_store(params.features)
     keys = rows[["user_id", "item_id", "query_id", "event_timestamp"]]
-    feats, arrays = historical_features(store, keys, FEATURE_SERVICE, positions=VECTOR_COLUMNS)
+    feats, arrays = historical_features(
+        store, keys, FEATURE_SERVICE, positions=VECTOR_COLUMNS, engine=params.features.offline_engine
+    )
     df = pd.concat([rows.reset_index(drop=True), feats.drop(columns=list(keys.columns))], axis=1)
     df["position"], df["clicked"], df["propensity"] = 0, 0, np.nan
     vectors = {}
     for name, (pos, column) in arrays.items():  # each distinct vector once: codes into its table
         table = dense(column)
         vectors[name] = Vectors(pos + 1, np.concatenate([np.zeros((1, table.shape[1]), np.float32), table]))
-    return derive(Frame(df, vectors), texts=texts)
+    return derive(Frame(df, vectors), texts=texts, filled=pipeline_filled(params.paths.models))
 
 
 def candidate_scores(
@@ -189,7 +193,7 @@ def run_evaluate(params: Params) -> dict:
         scorers[name] = load(model)[1]
     record, champion, why = champion_scorer(Path(params.paths.models))
     texts = texts_for(params, [*scorers.values(), champion])
-    derive(test, texts=texts)
+    derive(test, texts=texts, filled=pipeline_filled(params.paths.models))
     if champion is not None:
         try:  # a champion trained on other inputs may not read today's rows: then it is not compared
             champion.predict(test.take(np.arange(min(len(test), 8))), with_position=False)

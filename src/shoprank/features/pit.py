@@ -1,8 +1,9 @@
-"""Point-in-time joins through Feast's offline store, one feature view at a time.
+"""Point-in-time joins, one feature view at a time, on the engine ``features.offline_engine`` names.
 
 Each (keys, time) row gets, from a view, the latest row stamped at or before that time
-(Feast's ``get_historical_features``). Two behaviours of Feast 0.67's file (Dask)
-offline store shape how it is called:
+(Feast's ``get_historical_features``). ``duckdb`` computes the same answer with DuckDB
+over the same Parquet tables (duck.py); ``feast`` calls Feast's file (Dask) offline
+store, and two of its behaviours (Feast 0.67) shape how it is called:
 
 - it collapses entity rows that share one view's key and timestamp
   (feast-dev/feast#6787): the 20 items of a response share the user and the time. So
@@ -22,6 +23,7 @@ import contextlib
 import io
 import warnings
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shoprank.features import duck
 from shoprank.features.store import source_path
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -62,29 +65,43 @@ class ViewJoin:
     features: dict[str, pa.DataType]  # the service's features of this view -> Arrow type
     path: Path  # the view's Parquet table
     version: str | None = None  # "<view>_version" when the view declares it: joined in two steps
+    timestamp: str = "event_timestamp"  # the source's timestamp field
+    created: str | None = None  # the source's created-timestamp column (ties between equal stamps)
+    ttl: timedelta | None = None  # the view's TTL; zero or None: values never expire
     _columns: dict[str, pa.ChunkedArray] = field(default_factory=dict, repr=False)
     _index: pd.MultiIndex | None = field(default=None, repr=False)
 
     def lookup(self, keys: pd.DataFrame, version: pd.Series) -> dict[str, pa.ChunkedArray]:
         """The features (but the version) of the rows (keys, version); null where version is null."""
-        pos = self.positions(keys, version)
-        take = pa.array(pos, mask=pos < 0)
-        return {n: col.take(take) for n, col in self._columns.items()}
+        return self.take(self.positions(keys, version))
 
     def column(self, name: str) -> pa.ChunkedArray:
         """A feature's whole column in the view's table (the rows :meth:`positions` points at)."""
-        self._load()
+        if not self._columns:  # read once per view, not per chunk
+            names = list(self.features)
+            self._columns = dict(zip(names, self._read(names), strict=True))
         return self._columns[name]
 
+    def take(self, pos: np.ndarray, names: list[str] | None = None) -> dict[str, pa.ChunkedArray]:
+        """The features (``names``, or all) of the rows ``pos`` of the view's table; null where -1."""
+        take = pa.array(pos, mask=pos < 0)
+        return {n: self.column(n).take(take) for n in (self.features if names is None else names)}
+
+    def string_columns(self) -> set[str]:
+        """Columns the table's pandas metadata says were written as pandas ``string``."""
+        meta = pq.read_schema(self.path).pandas_metadata or {}
+        return {c["name"] for c in meta.get("columns", []) if c.get("numpy_type") == "string"}
+
+    def _read(self, names: list[str]) -> list[pa.ChunkedArray]:
+        table = pq.read_table(self.path, columns=names)
+        return [table.column(n) for n in names]
+
     def _load(self) -> None:
-        if self._index is None:  # read once per view, not per chunk
+        if self._index is None:
             assert self.version is not None
-            names = [n for n in self.features if n != self.version]
-            table = pq.read_table(self.path, columns=[*self.keys, self.version, *names])
-            cols = [table.column(k).to_pandas().astype(str) for k in self.keys]
-            cols.append(table.column(self.version).to_pandas())
+            cols = [c.to_pandas().astype(str) for c in self._read(self.keys)]
+            cols.append(self.column(self.version).to_pandas())
             self._index = pd.MultiIndex.from_arrays(cols)
-            self._columns = {n: table.column(n) for n in names}
 
     def positions(self, keys: pd.DataFrame, version: pd.Series) -> np.ndarray:
         """Row of the view's table for each (keys, version); -1 where version is null."""
@@ -109,6 +126,7 @@ def service_views(store: FeatureStore, service: str) -> list[ViewJoin]:
     for proj in store.get_feature_service(service).feature_view_projections:
         view = store.get_feature_view(proj.name)
         version = f"{view.name}_version"
+        source = view.batch_source
         out.append(
             ViewJoin(
                 name=proj.name_to_use(),
@@ -116,6 +134,9 @@ def service_views(store: FeatureStore, service: str) -> list[ViewJoin]:
                 features={f.name: arrow_type(f.dtype) for f in proj.features},
                 path=source_path(store, view),
                 version=version if version in {f.name for f in view.features} else None,
+                timestamp=(source.timestamp_field if source else None) or "event_timestamp",
+                created=(source.created_timestamp_column if source else None) or None,
+                ttl=view.ttl,
             )
         )
     return out
@@ -155,7 +176,8 @@ def versions(store: FeatureStore, rows: pd.DataFrame, view: ViewJoin) -> pd.Seri
 def join_view(
     store: FeatureStore, rows: pd.DataFrame, view: ViewJoin, version: pd.Series | None = None
 ) -> dict[str, pd.Series | pa.ChunkedArray]:
-    """One view's features for each of ``rows`` (keys + ``event_timestamp``), by name, in order.
+    """One view's features for each of ``rows`` (keys + ``event_timestamp``), by name, in order,
+    through Feast.
 
     ``version``: the view's versions for ``rows`` if already joined (see :func:`versions`).
     """
@@ -165,13 +187,29 @@ def join_view(
     if version is None:
         version = versions(store, rows, view)
     version = version.reset_index(drop=True)
-    out: dict[str, pd.Series | pa.ChunkedArray] = {view.version: version}
-    out.update(view.lookup(rows[view.keys], version))
+    out: dict[str, pd.Series | pa.ChunkedArray] = dict(view.lookup(rows[view.keys], version))
+    out[view.version] = version
     return {n: out[n] for n in view.features}
 
 
+def _as_feast(values: pa.ChunkedArray, view: ViewJoin, name: str) -> pd.Series:
+    """A taken column as pandas, in the dtype Feast's own join returns it.
+
+    Feast reads a view without a version with pandas' metadata of the table, so a column
+    written as pandas ``string`` comes back as ``string``; two-step views are read by Arrow.
+    """
+    series = values.to_pandas()
+    if view.version is None and name in view.string_columns():
+        return series.astype(pd.StringDtype())
+    return series
+
+
 def historical_features(
-    store: FeatureStore, rows: pd.DataFrame, service: str, positions: tuple[str, ...] = ()
+    store: FeatureStore,
+    rows: pd.DataFrame,
+    service: str,
+    positions: tuple[str, ...] = (),
+    engine: str = "feast",
 ) -> pd.DataFrame | tuple[pd.DataFrame, dict[str, tuple[np.ndarray, pa.ChunkedArray]]]:
     """``rows`` (join keys + ``event_timestamp``) with the point-in-time features of ``service``.
 
@@ -179,23 +217,25 @@ def historical_features(
     Features named in ``positions`` (array features of two-step views) are not copied per
     row: they come back separately as ``{name: (row of the view's table or -1, column)}``
     and the result is ``(frame, that dict)``; 400k rows x 384 floats as Python objects
-    would cost gigabytes.
+    would cost gigabytes. ``engine``: ``features.offline_engine`` (duckdb or feast).
     """
+    if engine not in duck.ENGINES:
+        raise ValueError(f"{duck.SETTING}: {engine!r} is not one of {duck.ENGINES}")
     rows = rows.reset_index(drop=True)
     out = rows.copy()
     kept: dict[str, tuple[np.ndarray, pa.ChunkedArray]] = {}
+    con = duck.connect() if engine == "duckdb" else None
     for view in service_views(store, service):
         wanted = [n for n in positions if n in view.features]
-        if wanted and view.version is not None:
-            version = versions(store, rows, view).reset_index(drop=True)
-            pos = view.positions(rows[view.keys], version)
+        if con is not None or (wanted and view.version is not None):
+            if con is not None:
+                pos = duck.positions(view, rows, con)
+            else:  # Feast picks the version; the version gives the row
+                pos = view.positions(rows[view.keys], versions(store, rows, view).reset_index(drop=True))
             kept.update({n: (pos, view.column(n)) for n in wanted})
-            out[view.version] = version
-            others = [n for n in view.features if n not in wanted and n != view.version]
-            if others:
-                take = pa.array(pos, mask=pos < 0)
-                for n in others:
-                    out[n] = view.column(n).take(take).to_pandas()
+            others = [n for n in view.features if n not in wanted]
+            taken = view.take(pos, others)
+            out = out.assign(**{n: _as_feast(v, view, n) for n, v in taken.items()})
             continue
         for name, values in join_view(store, rows, view).items():
             out[name] = values.to_pandas() if isinstance(values, pa.ChunkedArray) else values

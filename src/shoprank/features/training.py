@@ -2,9 +2,11 @@
 
 Every impression is an entity row (``item_id``, ``user_id``, ``query_id``,
 ``event_timestamp = ts``) and gets each feature of a service from the latest row
-stamped at or before it, through Feast (pit.py says how the views are joined).
-Impressions are processed in time-ordered chunks appended to one Parquet file, so
-memory is bounded by a chunk, not by the log.
+stamped at or before it, on the engine ``features.offline_engine`` names: DuckDB over
+the feature tables (duck.py), or Feast's file offline store (pit.py says how the views
+are joined). Rows are written in time-ordered chunks appended to one Parquet file, so
+memory is bounded by a chunk, not by the log; the file appears under its name only
+when complete.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import pyarrow.parquet as pq
 from shoprank.artifacts import FEATURE_SERVICE
 from shoprank.config import Features
 from shoprank.data.io import table_path
-from shoprank.features.pit import join_view, service_views, versions
+from shoprank.features import duck
+from shoprank.features.pit import ViewJoin, join_view, service_views, versions
 from shoprank.features.queries import query_ids
 from shoprank.features.store import check_tables, ensure_applied, open_store
 from shoprank.inputs.declare import request_columns, shop_columns
@@ -78,6 +81,34 @@ def _to_arrow(chunk: pd.DataFrame, joined: dict[str, pd.Series | pa.ChunkedArray
     return pa.Table.from_arrays([*base.columns, *cols], names=[*base.column_names, *types])
 
 
+def _pickers(store, imp: pd.DataFrame, views: list[ViewJoin], engine: str):
+    """``pick(view, lo, hi)``: the view's features of impressions ``lo:hi``, joined by ``engine``.
+
+    DuckDB finds every impression's row in one pass per view (an int64 each); Feast's
+    two-step views get their versions in big batches (its per-call cost is the whole table).
+    """
+    if engine == "duckdb":
+        con = duck.connect()
+        pos = {v.name: duck.positions(v, imp, con) for v in views}
+        return lambda view, lo, hi: view.take(pos[view.name][lo:hi])
+    if engine != "feast":
+        raise ValueError(f"{duck.SETTING}: {engine!r} is not one of {duck.ENGINES}")
+    picked = {
+        v.name: pd.concat(
+            [versions(store, imp.iloc[lo : lo + VERSION_ROWS], v) for lo in range(0, len(imp), VERSION_ROWS)],
+            ignore_index=True,
+        )
+        for v in views
+        if v.version is not None
+    }
+
+    def pick(view: ViewJoin, lo: int, hi: int) -> dict:
+        chunk = imp.iloc[lo:hi].reset_index(drop=True)
+        return join_view(store, chunk, view, picked[view.name].iloc[lo:hi] if view.name in picked else None)
+
+    return pick
+
+
 def training_set(
     settings: Features,
     batch_dir: Path | str,
@@ -92,7 +123,7 @@ def training_set(
     Columns: the labels and keys of each impression (LABEL_COLUMNS; ``is_search`` is 0
     for feeds, whose query features are null), then every feature of the service.
     Rows are in time order; impressions of ``erased`` shoppers (pseudonyms, ``shoprank
-    forget``) are left out. Returns ``{"path", "rows", "columns", "service", "seconds"}``.
+    forget``) are left out. Returns ``{"path", "engine", "rows", "columns", "service", "seconds"}``.
     """
     start = time.perf_counter()
     store = open_store(settings)
@@ -103,15 +134,14 @@ def training_set(
     imp = read_impressions(batch_dir)
     if erased:
         imp = imp[~imp["user_id"].astype("string").isin(erased).to_numpy(dtype=bool)].reset_index(drop=True)
-    # two-step views: Feast's per-call cost is the whole table, so pick their rows in big batches
-    picked = {
-        v.name: pd.concat(
-            [versions(store, imp.iloc[lo : lo + VERSION_ROWS], v) for lo in range(0, len(imp), VERSION_ROWS)],
-            ignore_index=True,
-        )
-        for v in views
-        if v.version is not None
-    }
+    pick = _pickers(store, imp, views, settings.offline_engine)
+    log(
+        logger,
+        "training rows picked",
+        engine=settings.offline_engine,
+        rows=len(imp),
+        seconds=round(time.perf_counter() - start, 1),
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -121,8 +151,7 @@ def training_set(
             chunk = imp.iloc[lo : lo + chunk_rows].reset_index(drop=True)
             joined = {}
             for view in views:
-                version = picked[view.name].iloc[lo : lo + chunk_rows] if view.name in picked else None
-                joined.update(join_view(store, chunk, view, version))
+                joined.update(pick(view, lo, lo + len(chunk)))
             table = _to_arrow(chunk, joined, types)
             writer = writer or pq.ParquetWriter(tmp, table.schema)
             writer.write_table(table)
@@ -145,6 +174,7 @@ def training_set(
     log(logger, "training set written", path=str(out), rows=len(imp), service=service, seconds=seconds)
     return {
         "path": str(out),
+        "engine": settings.offline_engine,
         "rows": len(imp),
         "columns": LABEL_COLUMNS + request_columns() + list(types),
         "service": service,

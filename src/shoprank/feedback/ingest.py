@@ -18,12 +18,13 @@ counted twice. Steps:
    ``<feedback>/ingested.json`` with the counts and how many impressions are new.
 
 Rules, besides the contract: a served record needs a user and a position; a click must
-follow a served ``(request_id, item_id)`` and a purchase a click; items and users must exist
-in the raw catalog and users; a served impression must not already be in the raw
-impressions, nor lie past the page (``validate.max_position``). Exact repeats (same
-``event_id``, or the same event twice for one impression) are duplicates: the first is
-kept, the others are counted, not quarantined. Records of
-erased shoppers (``shoprank forget``), and every record of their requests, are left out.
+follow a served ``(request_id, item_id)`` and a purchase a click; items must exist in the raw
+catalog. Shoppers the raw users do not list signed up since the batch: they are kept and
+listed in ``<feedback>/users.parquet`` (:mod:`shoprank.feedback.shoppers`). A served
+impression must not already be in the raw impressions, nor lie past the page
+(``validate.max_position``). Exact repeats (same ``event_id``, or the same event twice for
+one impression) are duplicates: the first is kept, the others are counted, not quarantined.
+Records of erased shoppers (``shoprank forget``), and every record of their requests, are left out.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from shoprank.data.schema import (
 )
 from shoprank.feedback.context import context_readable, request_columns
 from shoprank.feedback.log import FeedbackLog
+from shoprank.feedback.shoppers import USERS_FILE, new_shoppers
 from shoprank.inputs.declare import shop_columns
 from shoprank.logs import log
 
@@ -83,6 +85,7 @@ class IngestReport:
     path: str = ""
     torn: int = 0  # lines cut short by a crash mid-write: never acknowledged, skipped
     erased: int = 0  # records of erased shoppers (`shoprank forget`), left out
+    new_shoppers: int = 0  # shoppers the raw users do not list, kept in users.parquet
 
     def summary(self) -> str:
         lines = [
@@ -94,6 +97,8 @@ class IngestReport:
         ]
         if self.duplicates:
             lines.append(f"duplicates skipped: {self.duplicates:,}")
+        if self.new_shoppers:
+            lines.append(f"new shoppers (not in the raw users): {self.new_shoppers:,}")
         if self.erased:
             lines.append(f"records of erased shoppers left out: {self.erased:,}")
         if self.torn:
@@ -163,10 +168,8 @@ def _check(df: pd.DataFrame, raw_dir: Path, max_position: int | None = None) -> 
         reason[mask] = text
         ok = reason.isna()
 
-    items, users = _ids(raw_dir, "catalog", "item_id"), _ids(raw_dir, "users", "user_id")
+    items = _ids(raw_dir, "catalog", "item_id")
     flag(~df["item_id"].astype("string").isin(items), "item_id not in the raw catalog")
-    uid = df["user_id"].astype("string")
-    flag(uid.notna() & ~uid.isin(users), "user_id not in the raw users")
 
     served = df["event"] == "served"
     flag(served & ~context_readable(df["context"]), "context is not a JSON object")
@@ -324,6 +327,10 @@ def ingest_feedback(
     bad += [{**r.pop("record"), **r} if "record" in r else r for r in untyped]
 
     table = impressions_from(good)
+    served = good[good["event"] == "served"]
+    known = _ids(raw_dir, "users", "user_id") if len(served) else pd.Series(dtype="string")
+    shoppers = new_shoppers(served, known)
+    _atomic_write(feedback_root / USERS_FILE, lambda tmp: shoppers.to_parquet(tmp, index=False))
     out = feedback_root / IMPRESSIONS_FILE
     before = previous_state(feedback_root)
     old_keys = pd.MultiIndex.from_arrays([[], []])
@@ -357,6 +364,7 @@ def ingest_feedback(
         path=str(out),
         torn=got.torn,
         erased=erased_records,
+        new_shoppers=len(shoppers),
     )
     # the next run counts pending impressions from here once the threshold was reached
     state = {**asdict(report), "baseline": len(table) if ready else baseline}

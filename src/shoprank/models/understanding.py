@@ -234,10 +234,48 @@ def run_understand(params: Params) -> dict[str, Any]:
             "settings": s.model_dump(),
         }
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    report["attributes"] = fill_attributes(params)  # needs no labels: the catalogue's own fields
     metrics = Path(params.paths.metrics) / METRICS_FILE
     metrics.parent.mkdir(parents=True, exist_ok=True)
-    metrics.write_text(json.dumps(report["scores"] or {"trained": report["trained"]}, indent=2) + "\n")
+    scores = report["scores"] or {"trained": report["trained"]}
+    metrics.write_text(
+        json.dumps(scores | {"filled": filling_metrics(report["attributes"])}, indent=2) + "\n"
+    )
     return report
+
+
+def fill_attributes(params: Params) -> dict[str, Any]:
+    """The attribute-filling part of the step (:mod:`shoprank.models.attributes`)."""
+    from shoprank.models.attributes import run_fill
+    from shoprank.quality import current_batch
+
+    paths = params.paths
+    return run_fill(
+        Path(paths.features),
+        current_batch(paths.validated),
+        Path(paths.models),
+        Path(paths.truth),
+        params.understand,
+    )
+
+
+def filling_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """Per filled column: held-out accuracy and macro-F1, the input chosen and the share filled."""
+    out: dict[str, Any] = {}
+    for column, r in report["columns"].items():
+        if not r["trained"]:
+            out[column] = {"trained": False}
+            continue
+        held = r["held_out"]
+        out[column] = {
+            "method": r["method"],
+            "accuracy": held["accuracy"],
+            "macro_f1": held["macro_f1"],
+            "confident_accuracy": held["confident_accuracy"],  # held-out items at the threshold
+            "missing": r["missing"],
+            "filled_share": r["filled_share"],
+        }
+    return out
 
 
 def load_understanding(models_dir: Path | str) -> tuple[QueryUnderstanding | None, dict[str, Any]]:

@@ -83,6 +83,7 @@ def run_drift(params: Params) -> dict:
     from shoprank.evaluation.step import texts_for
     from shoprank.inputs.apply import derive
     from shoprank.inputs.frame import read_frame
+    from shoprank.models.attributes import pipeline_filled
     from shoprank.models.scorers import load
     from shoprank.training.data import read_split
     from shoprank.training.train import training_set_path
@@ -98,8 +99,9 @@ def run_drift(params: Params) -> dict:
     rng = np.random.default_rng(s.seed)
     scorer = load(model)[1]
     texts = texts_for(params, [scorer])  # what a fine-tuned winner tokenizes
+    filled = pipeline_filled(params.paths.models)  # the catalogue's attributes filled from the text
     frames = {
-        side: derive(read_frame(path, rows=sample(r, s.sample_rows, rng)), texts=texts)
+        side: derive(read_frame(path, rows=sample(r, s.sample_rows, rng)), texts=texts, filled=filled)
         for side, r in rows.items()
     }
     scores = {side: scorer.predict(frame, with_position=False) for side, frame in frames.items()}

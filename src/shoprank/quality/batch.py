@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from shoprank.data.schema import CATALOG, IMPRESSIONS, USERS, TableSchema
+from shoprank.feedback.shoppers import USERS_FILE, with_new_shoppers
 
 CONTRACT: tuple[TableSchema, ...] = (CATALOG, USERS, IMPRESSIONS)  # what the gate validates and passes on
 ID_LENGTH = 16  # hex digits of the content hash kept as the batch id
@@ -148,7 +149,8 @@ def with_feedback(source: Path, feedback: Path | None) -> Iterator[Path]:
     """The batch folder to validate: ``source`` itself, or a temporary copy with feedback appended.
 
     When ``feedback`` (the impressions that `shoprank ingest-feedback` wrote) exists and has
-    rows, and the raw impressions can be read, the copy holds the raw catalog and users and the
+    rows, and the raw impressions can be read, the copy holds the raw catalog, the raw users
+    followed by the feedback's new shoppers (``users.parquet`` beside ``feedback``) and the
     raw impressions followed by the feedback rows; ``source`` is never modified. Otherwise
     ``source`` is validated as it is (a broken raw batch still fails the gate on its own).
     """
@@ -167,4 +169,8 @@ def with_feedback(source: Path, feedback: Path | None) -> Iterator[Path]:
         extra = extra[[c for c in raw.columns if c in extra.columns]]  # the raw batch's optional columns
         both = pd.concat([raw, extra.astype({c: raw[c].dtype for c in extra.columns})], ignore_index=True)
         both.to_parquet(merged / file_name("impressions"), index=False)
+        if (source / file_name("users")).is_file():
+            users = pd.read_parquet(source / file_name("users"))
+            users = with_new_shoppers(users, Path(feedback).parent / USERS_FILE)
+            users.to_parquet(merged / file_name("users"), index=False)
         yield merged

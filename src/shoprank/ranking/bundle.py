@@ -10,6 +10,8 @@ The folder (a "bundle") holds:
     retrieval/           BM25 index (bm25s) and the faiss index of item embeddings
     recommend/           the feeds' click tables: co-clicked neighbours and recent clicks per item
     understanding.pkl    intent and attribute heads of `shoprank understand` (when it had labels)
+    attributes.parquet   the catalogue's missing attribute values filled from the item's text by
+                         `shoprank understand` (when it filled any): model inputs and shown as inferred
     encoder/             the query encoder as an ONNX graph + tokenizer, checked against PyTorch
                          (serving's one-query encodes are faster on ONNX Runtime): always the
                          stock encoder the features and the retrieval index were built with
@@ -33,6 +35,7 @@ from typing import Any
 import pandas as pd
 
 from shoprank.artifacts import (
+    ATTRIBUTES,
     ENCODER_DIR,
     FEATURE_SERVICE,
     ITEMS,
@@ -50,6 +53,7 @@ from shoprank.config_experiment import Experiment
 from shoprank.data.io import table_path
 from shoprank.experiments.arms import ArmError, digest, package_arms
 from shoprank.logs import log
+from shoprank.models.attributes import ARTIFACT as FILLED_DIR
 from shoprank.privacy import fingerprint, load_key
 
 logger = logging.getLogger(__name__)
@@ -192,6 +196,9 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
     if understanding is not None:
         with open(out / UNDERSTANDING, "wb") as f:
             pickle.dump(understanding, f)
+    filled = models / FILLED_DIR / ATTRIBUTES
+    if filled.is_file():  # what training and evaluation filled the item columns with
+        shutil.copy2(filled, out / ATTRIBUTES)
     onnx = export_encoder(encoder, out / ENCODER_DIR, features_dir, items) if encoder is not None else None
     manifest = {
         "format": FORMAT,
@@ -216,6 +223,7 @@ def build_bundle(params: Params, out: Path | str, encoder: Any = None) -> dict[s
         "recommend": feed,
         "understanding": report["scores"] if understanding is not None else None,  # held-out scores
         "understanding_missing": None if understanding is not None else report["reason"],
+        "attributes_filled": filled.is_file(),
         "data_batch": batch.name,
         "experiment": arms,  # the challenger arms' models in arms/ (None: no experiment)
         # catalogue updates that landed before the batch was accepted are taken to be in it

@@ -16,9 +16,11 @@ import pandas as pd
 
 from shoprank.inputs.declare import longest_window
 from shoprank.inputs.texts import item_texts
+from shoprank.models.attributes import Filled
 from shoprank.ranking.features import is_user_column
 
 DISPLAY = ("item_id", "title", "description", "created_at")  # shown, never a model input
+ATTRIBUTES = ("colour", "material", "size", "brand")  # the attributes an answer shows (with any filled one)
 
 
 @dataclass
@@ -35,9 +37,12 @@ class Catalog:
     price: np.ndarray
     popularity: np.ndarray  # the scores when the model fails
     texts: pd.Series  # item id -> its text (title, description): what a fine-tuned champion tokenizes
+    filled: Filled | None = None  # attribute -> value by item id, where the catalogue's field is empty
 
     @classmethod
-    def build(cls, items: pd.DataFrame, users: pd.DataFrame, vectors: np.ndarray) -> Catalog:
+    def build(
+        cls, items: pd.DataFrame, users: pd.DataFrame, vectors: np.ndarray, filled: Filled | None = None
+    ) -> Catalog:
         item_ids = items["item_id"].astype(str).to_numpy()
         category = items["category"].astype("string").fillna("").to_numpy(dtype=object)
         return cls(
@@ -53,6 +58,7 @@ class Catalog:
             price=items["price"].astype(float).to_numpy(),
             popularity=popularity(items),
             texts=item_texts(items),
+            filled=filled,
         )
 
     def __len__(self) -> int:
@@ -61,6 +67,19 @@ class Catalog:
     @property
     def dim(self) -> int:
         return int(self.vectors.shape[1])
+
+    def attributes(self, r: int) -> dict[str, dict[str, Any]]:
+        """Item ``r``'s attribute values: the catalogue's, or a filled one marked ``inferred``."""
+        item, item_id = self.items.iloc[r], str(self.item_ids[r])
+        filled = self.filled or {}
+        out: dict[str, dict[str, Any]] = {}
+        for c in dict.fromkeys([*ATTRIBUTES, *filled]):
+            own = item.get(c)
+            if own is not None and not pd.isna(own):
+                out[c] = {"value": str(own), "inferred": False}
+            elif c in filled and item_id in filled[c].index:
+                out[c] = {"value": str(filled[c][item_id]), "inferred": True}
+        return out
 
     def rows_of(self, item_ids: Sequence[str]) -> np.ndarray:
         """The rows of known item ids, in order."""

@@ -112,7 +112,9 @@ def build(
     gone = catalog.rows_of([i for i in rows.loc[off, "item_id"] if i in catalog.row_of])
     listed[gone] = False
     new_retriever = _indexes(retriever, items, table, old_rows, vectors, listed)
-    new_catalog = Catalog.build(table, pd.DataFrame(columns=["user_id", *catalog.user_columns]), vectors)
+    new_catalog = Catalog.build(
+        table, pd.DataFrame(columns=["user_id", *catalog.user_columns]), vectors, catalog.filled
+    )
     profile = [c for c in facts.columns if c in catalog.item_columns]
     return Built(
         new_catalog,

@@ -25,6 +25,7 @@ import torch
 from shoprank.features.queries import normalise_query
 from shoprank.inputs.declare import by_name, groups
 from shoprank.inputs.derive import DERIVATIONS, Derivation, repeat
+from shoprank.models.attributes import Filled, fill_missing
 from shoprank.models.preprocess import UNKNOWN
 from shoprank.ranking.features import Lookup
 
@@ -35,13 +36,14 @@ def supports(scorer) -> bool:
 
 
 class FastScorer:
-    def __init__(self, scorer, features, texts: np.ndarray | None = None):
-        """``texts``: each item's text, in the item table's order (a champion that tokenizes them)."""
+    def __init__(self, scorer, features, texts: np.ndarray | None = None, filled: Filled | None = None):
+        """``texts``: each item's text, in the item table's order (a champion that tokenizes them).
+        ``filled``: the catalogue's missing attributes filled from the text, as the frame path fills them."""
         self.scorer, self.features = scorer, features
         self.pre, self.spec = scorer.pre, scorer.pre.spec
         if self.pre.reads_text and texts is None:
             raise ValueError("this champion tokenizes the item texts: give them")
-        self.texts = texts
+        self.texts, self.filled = texts, filled
         self._item_tokens: tuple[np.ndarray, np.ndarray] | None = None
         self.model = scorer.model()
         have = set(features.values.columns)
@@ -69,6 +71,8 @@ class FastScorer:
         if version != self._version:
             with self._lock:
                 v = self.features.values
+                if self.filled:  # the item columns the frame path sees: missing attributes filled
+                    v = fill_missing(v.copy(), self.filled, self.features.item_ids)
                 have = set(v.columns)
                 cat = (
                     np.stack([self._codes(self._item_column(v, c), c) for c in self.item_cat], axis=1)

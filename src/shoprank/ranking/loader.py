@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from shoprank.artifacts import (
+    ATTRIBUTES,
     ENCODER_DIR,
     ITEMS,
     MANIFEST,
@@ -32,6 +33,7 @@ from shoprank.artifacts import (
 )
 from shoprank.config import Params, Serve, Text
 from shoprank.logs import log
+from shoprank.models.attributes import read_filled
 from shoprank.privacy import fingerprint
 from shoprank.ranking.catalog import Catalog
 from shoprank.ranking.features import OnlineFeatures, open_online_store
@@ -79,7 +81,8 @@ def load(
         scorer.model()  # build the network now, not on the first request
     retriever = HybridRetriever.load(bundle / RETRIEVAL_DIR)
     users = pd.read_parquet(bundle / USERS)
-    catalog = Catalog.build(pd.read_parquet(bundle / ITEMS), users, retriever.vectors)
+    filled = read_filled(bundle / ATTRIBUTES)  # the catalogue's missing attributes, filled by `understand`
+    catalog = Catalog.build(pd.read_parquet(bundle / ITEMS), users, retriever.vectors, filled)
     listed = pd.to_datetime(catalog.items["created_at"], utc=True).to_numpy("datetime64[ns]").astype(np.int64)
     feed = FeedIndex.load(
         bundle / RECOMMEND_DIR, catalog.item_ids, retriever, catalog.is_new, listed, catalog.popularity

@@ -20,6 +20,29 @@ ERROR = {
     "required": ["error", "status"],
     "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
 }
+# each result's item attributes in /search, /recommend and /rank: the catalogue's value, or one
+# `shoprank understand` filled from the item's text where the field was empty (inferred)
+ATTRIBUTES = {
+    "type": "object",
+    "additionalProperties": {
+        "type": "object",
+        "required": ["value", "inferred"],
+        "properties": {"value": {"type": "string"}, "inferred": {"type": "boolean"}},
+    },
+}
+RESULTS = {  # the part of a ranked answer the schema describes
+    "type": "object",
+    "properties": {
+        "results": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"attributes": {"$ref": "#/components/schemas/Attributes"}},
+            },
+        }
+    },
+}
+RANKED = ("/search", "/recommend", "/rank")
 JSON_ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 KEYED: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
 OPEN = ("/health", "/ready")  # what a probe calls: no API key
@@ -66,6 +89,7 @@ def document(bodies: dict[str, tuple[type[Body], str]], settings: Limits, versio
                 target = next((s for s in field.get("anyOf", []) if s.get("type") != "null"), field)
                 target.update(limits[name])
     schemas["Error"] = ERROR
+    schemas["Attributes"] = ATTRIBUTES
     paths: dict[str, Any] = {}
     for path, (model, summary) in bodies.items():
         body = {"$ref": f"#/components/schemas/{model.__name__}"}
@@ -75,7 +99,10 @@ def document(bodies: dict[str, tuple[type[Body], str]], settings: Limits, versio
                 "operationId": path.strip("/").replace("/", "_"),
                 "security": KEYED,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
-                "responses": {"200": _json("the answer"), **_errors(400, 401, 404, 413, 422, 503)},
+                "responses": {
+                    "200": _json("the answer", RESULTS if path in RANKED else None),
+                    **_errors(400, 401, 404, 413, 422, 503),
+                },
             }
         }
     text = {"content": {"text/plain": {"schema": {"type": "string"}}}}

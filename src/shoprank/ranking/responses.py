@@ -51,6 +51,7 @@ def ranked(
             "item_id": str(catalog.item_ids[rows[i]]),
             "score": round(float(scores[i]), 6),
             "position": p + 1,
+            "attributes": catalog.attributes(int(rows[i])),
             **({"reasons": why[p]} if why is not None and p < len(why) else {}),
         }
         for p, i in enumerate(order.tolist())
@@ -127,6 +128,7 @@ def _shown(
         "price": round(float(item["price"]), 2),
         "category": str(item["category"]),
         "brand": None if pd.isna(item.get("brand")) else str(item.get("brand")),
+        "attributes": catalog.attributes(r),  # filled ones are marked inferred
         "score": round(score, 6),
         "new": bool(catalog.is_new[r]),
         "exploration": explored,

@@ -84,7 +84,7 @@ class Scoring:
         self.day: DaySoFar | None = None  # the shoppers' day so far (see session.py)
         self.fast: fastpath.FastScorer | None = None
         if fast_path and fastpath.supports(scorer):
-            self.fast = fastpath.FastScorer(scorer, features, catalog.texts.to_numpy())
+            self.fast = fastpath.FastScorer(scorer, features, catalog.texts.to_numpy(), catalog.filled)
 
     def score(
         self,
@@ -201,7 +201,7 @@ class Scoring:
             "item_embedding": self.catalog.vectors[rows],
             "query_embedding": np.repeat(q_vec[None, :], n, axis=0),
         }
-        return derive(Frame(df, vectors), texts=self.catalog.texts)
+        return derive(Frame(df, vectors), texts=self.catalog.texts, filled=self.catalog.filled)
 
     def frame_of(self, s: Scored, idx: np.ndarray | None = None) -> Frame:
         """The (sub)set ``idx`` of a request's candidates as a training-set frame."""

@@ -11,8 +11,9 @@ already in memory (tests, benchmarks, the small candidates).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -86,14 +87,21 @@ class FrameChunks(Chunks):
 class FileChunks(Chunks):
     """Rows ``rows`` (ascending row numbers: a split) of the Parquet training table at ``path``.
 
-    ``texts``: the catalog's item texts (fine-tune and LoRA modes tokenize them), added by
-    :func:`~shoprank.inputs.apply.derive` to every chunk as to a whole frame.
+    ``derive_with``: the keyword arguments of :func:`~shoprank.inputs.apply.derive` (the
+    catalog's item texts, the filled attributes), applied to every chunk as to a whole frame.
     """
 
-    def __init__(self, path: Path | str, rows: np.ndarray, chunk_rows: int, texts: pd.Series | None = None):
+    def __init__(
+        self,
+        path: Path | str,
+        rows: np.ndarray,
+        chunk_rows: int,
+        derive_with: Mapping[str, Any] | None = None,
+    ):
         if chunk_rows <= 0:
             raise ValueError(f"train.chunk_rows must be positive, not {chunk_rows}")
-        self.path, self.chunk_rows, self.texts = Path(path), chunk_rows, texts
+        self.path, self.chunk_rows = Path(path), chunk_rows
+        self.derive_with = dict(derive_with or {})
         self.split = np.asarray(rows, dtype=np.int64)
         if len(self.split) > 1 and (np.diff(self.split) <= 0).any():
             raise ValueError("rows must be ascending and unique")
@@ -145,10 +153,10 @@ class FileChunks(Chunks):
         vec: dict[str, Vectors] = {n: index.vectors() for n, index in keyed.items()}
         vec.update({n: Vectors.of(np.concatenate(p)) for n, p in plain.items()})
         frame = Frame(pa.concat_tables(parts).to_pandas(), same_width(vec))
-        return derive(frame, texts=self.texts)
+        return derive(frame, **self.derive_with)
 
     def columns(self) -> list[str]:
-        head = FileChunks(self.path, self.split[:8], 8, self.texts)  # a few rows, derived
+        head = FileChunks(self.path, self.split[:8], 8, self.derive_with)  # a few rows, derived
         return list(head.read(0).df.columns)
 
     def scan(self, columns: list[str]) -> Iterator[pd.DataFrame]:

@@ -288,6 +288,7 @@ def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict
     chunks of ``train.chunk_rows``; popularity and cf read the two splits' rows into memory.
     """
     from shoprank.inputs.texts import batch_texts
+    from shoprank.models.attributes import pipeline_filled
     from shoprank.quality import current_batch
     from shoprank.training.data import SPLIT_COLUMNS, time_split
 
@@ -300,6 +301,8 @@ def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict
     )
     # fine-tune and LoRA tokenize the item texts: the validated batch's, as evaluation reads them
     texts = batch_texts(current_batch(params.paths.validated)) if s.mode != "frozen" else None
+    # what derive adds to every chunk as to a whole frame: the texts, the filled attributes
+    derive_with = {"texts": texts, "filled": pipeline_filled(params.paths.models)}
     item_ids, table = item_embeddings(params.paths.features)
     encoder = None
     if s.mode != "frozen":
@@ -313,9 +316,9 @@ def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict
         train: Frame | Chunks
         val: Frame | Chunks
         if name in STREAMED:
-            train, val = (FileChunks(path, split[k], s.chunk_rows, texts) for k in ("train", "val"))
+            train, val = (FileChunks(path, split[k], s.chunk_rows, derive_with) for k in ("train", "val"))
         else:
-            in_memory = in_memory or {k: _read_rows(path, split[k], texts) for k in ("train", "val")}
+            in_memory = in_memory or {k: _read_rows(path, split[k], derive_with) for k in ("train", "val")}
             train, val = in_memory["train"], in_memory["val"]
         log_dir = Path(params.paths.metrics) / "train" / name if name in ("bert_ctr", "no_text") else None
         results[name] = train_candidate(
@@ -335,12 +338,12 @@ def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict
     return {"rows": {k: len(v) for k, v in split.items()}, "candidates": results}
 
 
-def _read_rows(path: Path, rows: np.ndarray, texts) -> Frame:
+def _read_rows(path: Path, rows: np.ndarray, derive_with: dict[str, Any]) -> Frame:
     """Rows ``rows`` of the training table in memory, with the declared derived inputs."""
     from shoprank.inputs.apply import derive
     from shoprank.inputs.frame import read_frame
 
-    return derive(read_frame(path, rows=rows), texts=texts)
+    return derive(read_frame(path, rows=rows), **derive_with)
 
 
 def training_set_path(params: Params) -> Path:
