@@ -44,6 +44,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "python -m bench.bench_features",
     ),
     "train": ("bench.bench_train", "BERT-CTR training throughput", "python -m bench.bench_train"),
+    "train_memory": (
+        "bench.bench_train_memory",
+        "`shoprank train` peak memory, streamed in chunks against the split at once",
+        "python -m bench.bench_train_memory",
+    ),
     "serving": ("bench.bench_serving", "Serving latency and throughput", "python -m bench.bench_serving"),
     "real": (
         "bench.bench_real",

@@ -206,6 +206,8 @@ class Train(Strict):
     num_nodes: int = Field(1, gt=0)  # machines in a multi-node DDP run (devices is per node)
     precision: str = "auto"  # auto: bf16-mixed on GPUs that support it, 32 on CPU
     seed: int = 0
+    # rows of the split read at once by the neural candidates and LightGBM (bounds their memory)
+    chunk_rows: int = Field(1_000_000, gt=0)
 
     @field_validator("candidates", mode="before")
     @classmethod
@@ -222,6 +224,8 @@ class LightGBM(Strict):
     """The LightGBM baseline (its own section, so DVC re-trains only it when these change)."""
 
     rounds: int = Field(400, gt=0)
+    # training rows the trees learn from at most: a larger split is sampled uniformly, chunk by chunk
+    max_rows: int = Field(2_000_000, gt=0)
 
 
 class CF(Strict):

@@ -117,31 +117,43 @@ def _key_strings(batch: pa.RecordBatch, keys: tuple[str, ...]) -> np.ndarray:
     return out
 
 
+class VectorIndex:
+    """One vector column deduplicated by its key columns as batches arrive (peak: one batch)."""
+
+    def __init__(self, name: str, keys: tuple[str, ...]):
+        self.name, self.keys = name, keys
+        self.index: dict[str, int] = {}
+        self.rows: list[np.ndarray] = []
+        self.codes: list[np.ndarray] = []
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        col = batch.column(self.name)
+        present = pc_lengths(col) > 0
+        key = _key_strings(batch, self.keys)
+        uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        new = [j for j, k in enumerate(uniq) if k not in self.index and present[first[j]]]
+        if new:
+            self.rows.append(dense(col.take(pa.array(first[new]))))
+            for j in new:
+                self.index[uniq[j]] = len(self.index) + 1
+        batch_codes = np.array([self.index.get(k, 0) for k in uniq], dtype=np.int32)[inverse]
+        self.codes.append(np.where(present, batch_codes, 0).astype(np.int32))
+
+    def vectors(self) -> Vectors:
+        dim = self.rows[0].shape[1] if self.rows else 0
+        codes = np.concatenate(self.codes) if self.codes else np.zeros(0, np.int32)
+        return Vectors(codes, np.concatenate([np.zeros((1, dim), np.float32), *self.rows]))
+
+
 def read_vectors(file: pq.ParquetFile, name: str, keys: tuple[str, ...]) -> Vectors:
     """Column ``name`` deduplicated by its key columns, read in batches (peak: one batch)."""
-    codes = np.zeros(file.metadata.num_rows, dtype=np.int32)
-    index: dict[str, int] = {}
-    rows: list[np.ndarray] = []
-    at = 0
+    index = VectorIndex(name, keys)
     for batch in file.iter_batches(batch_size=READ_ROWS, columns=[*keys, name]):
-        col = batch.column(name)
-        present = pc_lengths(col) > 0
-        key = _key_strings(batch, keys)
-        uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        new = [j for j, k in enumerate(uniq) if k not in index and present[first[j]]]
-        if new:
-            take = pa.array(first[new])
-            rows.append(dense(col.take(take)))
-            for j in new:
-                index[uniq[j]] = len(index) + 1
-        batch_codes = np.array([index.get(k, 0) for k in uniq], dtype=np.int32)[inverse]
-        codes[at : at + len(batch)] = np.where(present, batch_codes, 0)
-        at += len(batch)
-    dim = rows[0].shape[1] if rows else 0
-    return Vectors(codes, np.concatenate([np.zeros((1, dim), np.float32), *rows]))
+        index.add(batch)
+    return index.vectors()
 
 
-def _same_width(vec: dict[str, Vectors]) -> dict[str, Vectors]:
+def same_width(vec: dict[str, Vectors]) -> dict[str, Vectors]:
     """A column with no vector at all (no query in a log of feeds) gets the encoder's width in zeros.
 
     Query and item texts share the encoder, so the other column says how wide it is.
@@ -172,7 +184,7 @@ def read_frame(
             vec[name] = Vectors.of(dense(file.read(columns=[name]).column(name)))
         if rows is not None:
             vec[name] = vec[name][rows]
-    vec = _same_width(vec)
+    vec = same_width(vec)
     scalars = [n for n in names if n not in vec]
     if rows is None:
         return Frame(file.read(columns=scalars).to_pandas(), vec)

@@ -93,20 +93,33 @@ class LightGBMModel:
         self.rounds = rounds
 
     def fit(self, train: Frame, val: Frame, spec: FeatureSpec, purchase: bool = False) -> LightGBMModel:
+        labels = [c for c in (spec.label, spec.purchased) if c in train.df]
+        return self.fit_tabular(
+            (tabular(train, spec, None), train.df[labels]),
+            (tabular(val, spec, None), val.df[[c for c in labels if c in val.df]]),
+            spec,
+            purchase,
+        )
+
+    def fit_tabular(
+        self,
+        train: tuple[pd.DataFrame, pd.DataFrame],
+        val: tuple[pd.DataFrame, pd.DataFrame],
+        spec: FeatureSpec,
+        purchase: bool = False,
+    ) -> LightGBMModel:
+        """Fit on :func:`tabular` rows and their labels (``spec.label``, ``spec.purchased``)."""
         self.spec = spec
-        x_train = tabular(train, spec, None)
+        (x_train, y_train), (x_val, y_val) = train, val
         self.categories = {c: x_train[c].cat.categories for c in spec.categorical}
-        x_val = self._align(tabular(val, spec, None))
-        self.booster = self._boost(x_train, train.df[spec.label], x_val, val.df[spec.label])
+        x_val = self._align(x_val)
+        self.booster = self._boost(x_train, y_train[spec.label], x_val, y_val[spec.label])
         self.purchase_booster = None
         if purchase:  # position plays no part in buying once clicked: fixed as at serving
             x_train["position"], x_val["position"] = float(SERVING_POSITION), float(SERVING_POSITION)
-            tr, va = train.df[spec.label] == 1, val.df[spec.label] == 1
+            tr, va = (y_train[spec.label] == 1).to_numpy(), (y_val[spec.label] == 1).to_numpy()
             self.purchase_booster = self._boost(
-                x_train[tr.to_numpy()],
-                train.df.loc[tr, spec.purchased],
-                x_val[va.to_numpy()],
-                val.df.loc[va, spec.purchased],
+                x_train[tr], y_train.loc[tr, spec.purchased], x_val[va], y_val.loc[va, spec.purchased]
             )
         return self
 

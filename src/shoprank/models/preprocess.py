@@ -6,6 +6,7 @@ and serving, so offline and online inputs cannot drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,9 +63,41 @@ def feature_spec(columns: list[str], candidate: str = "bert_ctr", ids: bool = Tr
 
 def vocabulary(values: pd.Series, min_count: int = 1) -> dict[str, int]:
     """Value -> code (1..) for values seen at least ``min_count`` times; the rest map to 0."""
-    counts = values.astype("string").value_counts()
+    return codes_of(values.astype("string").value_counts(), min_count)
+
+
+def codes_of(counts: pd.Series, min_count: int = 1) -> dict[str, int]:
+    """Value -> code (1..), in sorted order, of the values counted at least ``min_count`` times."""
     frequent = sorted(counts.index[counts >= min_count])
     return {v: i + 1 for i, v in enumerate(frequent)}
+
+
+@dataclass
+class Moments:
+    """Count, mean and sum of squared deviations of a column's non-null values, merged chunk by
+    chunk (Chan et al.'s pairwise update: as exact as one pass over all values)."""
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def add(self, x: np.ndarray) -> None:
+        x = x[~np.isnan(x)]
+        if not len(x):
+            return
+        mean = float(x.mean())
+        m2 = float(((x - mean) ** 2).sum())
+        n = self.n + len(x)
+        delta = mean - self.mean
+        self.mean += delta * len(x) / n
+        self.m2 += m2 + delta * delta * self.n * len(x) / n
+        self.n = n
+
+    @property
+    def std(self) -> float:
+        """The sample standard deviation (pandas' ``std``); 1.0 where it is 0 or undefined."""
+        std = (self.m2 / (self.n - 1)) ** 0.5 if self.n > 1 else 0.0
+        return std if std > 0 else 1.0
 
 
 @dataclass
@@ -78,18 +111,30 @@ class Preprocessor:
     id_min_count: int = 1  # training rows an id needs for a code of its own; rarer ids share code 0
 
     def fit(self, df: pd.DataFrame, item_ids: list[str]) -> Preprocessor:
-        """Learn vocabularies and scalings from the training split ``df``.
+        """Learn vocabularies and scalings from the training split ``df``."""
+        return self.fit_chunks([df], item_ids)
 
+    def fit_chunks(self, chunks: Iterable[pd.DataFrame], item_ids: list[str]) -> Preprocessor:
+        """Learn vocabularies and scalings from the training split, one chunk at a time.
+
+        Value counts and moments are merged across chunks, so any chunking gives the
+        vocabularies and (to rounding) the statistics of one pass over the whole split.
         An id column keeps the ids seen ``id_min_count`` times; the others map to code 0,
         the row unseen values use too, so that row is learned from the rare ids.
         """
+        counts: dict[str, pd.Series] = {}
+        moments = {col: Moments() for col in self.spec.numeric}
+        for df in chunks:
+            for col in self.spec.categorical:
+                c = df[col].astype("string").fillna("<na>").value_counts()
+                counts[col] = c if col not in counts else counts[col].add(c, fill_value=0)
+            for col in self.spec.numeric:
+                moments[col].add(df[col].astype("float64").to_numpy())
         for col in self.spec.categorical:
             floor = self.id_min_count if col in self.spec.ids else 1
-            self.vocab[col] = vocabulary(df[col].astype("string").fillna("<na>"), floor)
-        for col in self.spec.numeric:
-            x = df[col].astype("float64")
-            self.mean[col] = float(np.nan_to_num(x.mean()))
-            self.std[col] = float(x.std()) if x.std() > 0 else 1.0
+            self.vocab[col] = codes_of(counts.get(col, pd.Series(dtype="int64")), floor)
+        for col, m in moments.items():
+            self.mean[col], self.std[col] = m.mean, m.std
         self.item_rows = {item: i + 1 for i, item in enumerate(item_ids)}
         return self
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import sys
 import tempfile
 import time
@@ -23,9 +22,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 
 from shoprank.config import CF, Params, Train
+from shoprank.config import LightGBM as LightGBMSettings
 from shoprank.inputs.declare import by_name
 from shoprank.inputs.frame import Frame
 from shoprank.inputs.items import item_embeddings
@@ -33,12 +34,16 @@ from shoprank.logs import log
 from shoprank.models.baselines import LightGBMModel, PopularityModel
 from shoprank.models.bert_ctr import CTRConfig
 from shoprank.models.cf import CollaborativeModel
-from shoprank.models.preprocess import FeatureSpec, Preprocessor, TensorData, feature_spec, loader
+from shoprank.models.preprocess import FeatureSpec, Preprocessor, feature_spec
 from shoprank.models.scorers import NeuralScorer, save
 from shoprank.text.tokenizer import PackedTokenizer
+from shoprank.training.chunks import Chunks, FileChunks, as_chunks, max_of
+from shoprank.training.stream import StreamData, stream_loader
+from shoprank.training.trees import fit_lightgbm
 
 logger = logging.getLogger(__name__)
 CANDIDATES = ("bert_ctr", "no_text", "lightgbm", "popularity", "cf")
+STREAMED = ("bert_ctr", "no_text", "lightgbm")  # read their split in chunks of train.chunk_rows
 
 
 @dataclass
@@ -66,7 +71,7 @@ class TrainResult:
 PURCHASE_CANDIDATES = ("bert_ctr", "no_text", "lightgbm")
 
 
-def purchase_head(name: str, train: Frame, label: str = "purchased") -> str:
+def purchase_head(name: str, train: Frame | Chunks, label: str = "purchased") -> str:
     """ "on" when candidate ``name`` learns P(purchase | click) from ``train``, else why not.
 
     The training set fills a log's missing purchased column with 0, so a log without
@@ -74,8 +79,9 @@ def purchase_head(name: str, train: Frame, label: str = "purchased") -> str:
     """
     if name not in PURCHASE_CANDIDATES:
         return f"{name} models clicks only"
-    df = train.df
-    if label not in df or not (df[label].fillna(0) > 0).any():
+    if not any(
+        (df[label].fillna(0) > 0).any() for df in as_chunks(train, 1 << 62).scan([label]) if label in df
+    ):
         return "the log records no purchases (no purchased column, or no row with a purchase)"
     return "on"
 
@@ -90,8 +96,8 @@ def precision_for(setting: str) -> str:
 
 
 def fit_neural(
-    train: Frame,
-    val: Frame,
+    train: Frame | Chunks,
+    val: Frame | Chunks,
     spec: FeatureSpec,
     item_ids: list[str],
     item_table: np.ndarray,
@@ -108,6 +114,9 @@ def fit_neural(
     modes; the frames then need the declared text inputs (:mod:`shoprank.inputs.texts`), and
     the scorer carries the encoder's tokenizer, so it tokenizes offline wherever it goes.
     ``purchase``: with the purchase head (the frames need a ``purchased`` column).
+    ``train`` and ``val`` are read in chunks of ``settings.chunk_rows`` rows
+    (:mod:`shoprank.training.stream`): the preprocessor is fitted in one pass over the
+    chunks, then every epoch streams them again.
     """
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -115,7 +124,8 @@ def fit_neural(
     from shoprank.models.lightning import LitCTR, OptimConfig
 
     L.seed_everything(settings.seed, workers=True, verbose=False)
-    pre = Preprocessor(spec, id_min_count=settings.id_min_count).fit(train.df, item_ids)
+    train, val = as_chunks(train, settings.chunk_rows), as_chunks(val, settings.chunk_rows)
+    pre = Preprocessor(spec, id_min_count=settings.id_min_count).fit_chunks((c.df for c in train), item_ids)
     end_to_end = use_text and settings.mode != "frozen"
     if end_to_end:
         if encoder is None:
@@ -126,8 +136,8 @@ def fit_neural(
                 "(text.model_dir changed since `shoprank features`?)"
             )
         pre.tokenizer = PackedTokenizer.of(encoder.tokenizer, encoder.max_length)
-    tr = TensorData(pre.transform(train, history_length))
-    va = TensorData(pre.transform(val, history_length))
+    tr = StreamData(train, pre, history_length, settings.batch_size, shuffle=True, seed=settings.seed)
+    va = StreamData(val, pre, history_length, settings.batch_size * 4, shuffle=False)
     cfg = CTRConfig(
         text_dim=item_table.shape[1],
         n_numeric=len(spec.numeric),
@@ -139,11 +149,11 @@ def fit_neural(
         use_text=use_text,
         mode=settings.mode if use_text else "frozen",
         lora_rank=settings.lora_rank,
-        page_size=int(max(train.df["position"].max(), 1)),
+        page_size=int(max(max_of(train, spec.position), 1)),
         purchase_head=purchase,
         bias_numeric=tuple(j for j, name in enumerate(spec.numeric) if by_name(name).bias),
     )
-    steps = settings.max_epochs * math.ceil(len(tr) / settings.batch_size)
+    steps = settings.max_epochs * len(tr)  # batches
     optim = OptimConfig(
         lr=settings.lr,
         encoder_lr=settings.encoder_lr,
@@ -170,11 +180,7 @@ def fit_neural(
             deterministic=False,
             num_sanity_val_steps=0,
         )
-        trainer.fit(
-            lit,
-            loader(tr, settings.batch_size, shuffle=True, seed=settings.seed),
-            loader(va, settings.batch_size * 4, shuffle=False),
-        )
+        trainer.fit(lit, stream_loader(tr), stream_loader(va))
         best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
         # DDP: every rank reads rank 0's checkpoint; none leaves (removing the folder) before all have
         trainer.strategy.barrier("best checkpoint read")
@@ -183,6 +189,7 @@ def fit_neural(
         "epochs": trainer.current_epoch,
         "best_val_loss": float(checkpoint.best_model_score or float("nan")),
         "global_rank": trainer.global_rank,  # DDP: each rank holds the same weights; rank 0 writes them
+        "held_rows": max(tr.held_rows, va.held_rows),  # the most rows held as tensors at once
     }
     enc_cfg = encoder.model.config.to_dict() if end_to_end else None
     return NeuralScorer(cfg, state, pre, history_length, enc_cfg), info
@@ -198,8 +205,8 @@ def _logger(log_dir: Path | None):
 
 def train_candidate(
     name: str,
-    train: Frame,
-    val: Frame,
+    train: Frame | Chunks,
+    val: Frame | Chunks,
     item_ids: list[str],
     item_table: np.ndarray,
     settings: Train,
@@ -207,13 +214,20 @@ def train_candidate(
     out_dir: Path,
     log_dir: Path | None = None,
     encoder=None,
-    lightgbm_rounds: int = 400,
+    lightgbm: LightGBMSettings | None = None,
     cf: CF | None = None,
 ) -> TrainResult:
-    """Fit candidate ``name`` and write ``out_dir/<name>.pt`` (+ checksum)."""
+    """Fit candidate ``name`` and write ``out_dir/<name>.pt`` (+ checksum).
+
+    ``train`` and ``val``: frames, or :class:`~shoprank.training.chunks.Chunks` for the
+    candidates that stream (``bert_ctr``, ``no_text``, ``lightgbm``).
+    """
     if name not in CANDIDATES:
         raise ValueError(f"unknown candidate {name!r}; known: {', '.join(CANDIDATES)}")
-    spec = feature_spec(list(train.df.columns), name, ids=settings.id_min_count > 0)
+    if name not in STREAMED and isinstance(train, Chunks):
+        raise ValueError(f"{name} reads its split in memory: pass frames, not chunks")
+    columns = train.columns() if isinstance(train, Chunks) else list(train.df.columns)
+    spec = feature_spec(columns, name, ids=settings.id_min_count > 0)
     start = time.perf_counter()
     head = purchase_head(name, train, spec.purchased)
     info: dict = {}
@@ -233,14 +247,21 @@ def train_candidate(
             purchase=head == "on",
         )
     elif name == "lightgbm":
-        scorer = LightGBMModel(rounds=lightgbm_rounds, seed=settings.seed).fit(
-            train, val, spec, purchase=head == "on"
+        trees = lightgbm or LightGBMSettings()
+        scorer = fit_lightgbm(
+            as_chunks(train, settings.chunk_rows),
+            as_chunks(val, settings.chunk_rows),
+            spec,
+            trees.rounds,
+            settings.seed,
+            trees.max_rows,
+            purchase=head == "on",
         )
     elif name == "cf":
-        scorer = CollaborativeModel(cf, seed=settings.seed).fit(train, val, spec)
+        scorer = CollaborativeModel(cf, seed=settings.seed).fit(cast(Frame, train), cast(Frame, val), spec)
         info["best_val_loss"] = scorer.best_val_loss
     else:
-        scorer = PopularityModel().fit(train, spec)
+        scorer = PopularityModel().fit(cast(Frame, train), spec)
     seconds = time.perf_counter() - start
     path = Path(out_dir) / f"{name}.pt"
     if info.get("global_rank", 0) != 0:  # another rank of a DDP run: rank 0 writes the artifact
@@ -261,23 +282,33 @@ def train_candidate(
 
 
 def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict:
-    """The `train` step: fit the candidates on the training split of the training set."""
-    from shoprank.inputs.apply import derive
-    from shoprank.inputs.frame import read_frame
+    """The `train` step: fit the candidates on the training split of the training set.
+
+    The split comes from the key columns alone. The streamed candidates read their rows in
+    chunks of ``train.chunk_rows``; popularity and cf read the two splits' rows into memory.
+    """
     from shoprank.inputs.texts import batch_texts
     from shoprank.models.attributes import pipeline_filled
     from shoprank.quality import current_batch
-    from shoprank.training.data import time_split
+    from shoprank.training.data import SPLIT_COLUMNS, time_split
     from shoprank.training.query_reader import pipeline_reader
 
     s = params.train
-    frame = read_frame(training_set_path(params))
+    path = training_set_path(params)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing: run `shoprank training-set` first")
+    split = time_split(
+        pq.read_table(path, columns=list(SPLIT_COLUMNS)).to_pandas(), s.val_share, s.test_share
+    )
     # fine-tune and LoRA tokenize the item texts: the validated batch's, as evaluation reads them
     texts = batch_texts(current_batch(params.paths.validated)) if s.mode != "frozen" else None
-    derive(frame, texts=texts, filled=pipeline_filled(params.paths.models), reader=pipeline_reader(params))
-    split = time_split(frame.df, s.val_share, s.test_share)
-    train, val = frame.take(split["train"]), frame.take(split["val"])
-    del frame  # the test rows are evaluate's; holding the whole table here doubled peak memory
+    # what derive adds to every chunk as to a whole frame: the texts, the filled attributes, the
+    # query-understanding inputs
+    derive_with = {
+        "texts": texts,
+        "filled": pipeline_filled(params.paths.models),
+        "reader": pipeline_reader(params),
+    }
     item_ids, table = item_embeddings(params.paths.features)
     encoder = None
     if s.mode != "frozen":
@@ -286,7 +317,15 @@ def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict
         encoder = load_encoder(params.text)
     out_dir = Path(params.paths.models) / "candidates"
     results = {}
+    in_memory: dict[str, Frame] = {}
     for name in candidates or s.candidates:
+        train: Frame | Chunks
+        val: Frame | Chunks
+        if name in STREAMED:
+            train, val = (FileChunks(path, split[k], s.chunk_rows, derive_with) for k in ("train", "val"))
+        else:
+            in_memory = in_memory or {k: _read_rows(path, split[k], derive_with) for k in ("train", "val")}
+            train, val = in_memory["train"], in_memory["val"]
         log_dir = Path(params.paths.metrics) / "train" / name if name in ("bert_ctr", "no_text") else None
         results[name] = train_candidate(
             name,
@@ -299,10 +338,18 @@ def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict
             out_dir,
             log_dir,
             encoder,
-            lightgbm_rounds=params.lightgbm.rounds,
+            lightgbm=params.lightgbm,
             cf=params.cf,
         ).as_dict()
     return {"rows": {k: len(v) for k, v in split.items()}, "candidates": results}
+
+
+def _read_rows(path: Path, rows: np.ndarray, derive_with: dict[str, Any]) -> Frame:
+    """Rows ``rows`` of the training table in memory, with the declared derived inputs."""
+    from shoprank.inputs.apply import derive
+    from shoprank.inputs.frame import read_frame
+
+    return derive(read_frame(path, rows=rows), **derive_with)
 
 
 def training_set_path(params: Params) -> Path:
