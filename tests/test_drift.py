@@ -134,8 +134,12 @@ def test_the_step_on_an_imported_log_reports_shifted_inputs_and_scores(params, t
     written = json.loads((tmp_path / "metrics" / "drift.json").read_text())
     assert written == report
     json.dumps(report, allow_nan=False)
-    # ids are not compared; a derived input is (the query names the brand: never, without queries)
-    assert set(report["inputs"]) == {"log_price", "n_attributes", "brand", "query_brand_match"}
+    # ids are not compared; derived inputs are (the query names the brand, matches the item's
+    # words, has an intent: never, without queries)
+    query_inputs = {"query_brand_match", "query_bm25", "query_word_overlap", "query_intent"}
+    assert set(report["inputs"]) == {"log_price", "n_attributes", "brand", *query_inputs}
+    for name in query_inputs:
+        assert report["inputs"][name]["status"] == "ok", (name, report["inputs"][name])
     assert (
         report["inputs"]["query_brand_match"] | {"psi": 0.0, "status": "ok"}
         == report["inputs"]["query_brand_match"]

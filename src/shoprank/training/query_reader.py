@@ -25,7 +25,8 @@ def pipeline_reader(params: Params) -> QueryReader:
     heads and the lexicon of the validated batch's items, as `package` ships them to serving.
 
     A head the understand step did not write (no labels, too few clicks, or the step not run)
-    is None: its inputs are then neutral, never an error.
+    is None, and without a validated catalogue the lexicon is empty: their inputs are then
+    neutral, never an error.
     """
     from shoprank.inputs.lexical import Lexicon, batch_items
     from shoprank.models.query_category import load_query_category
@@ -41,8 +42,11 @@ def pipeline_reader(params: Params) -> QueryReader:
         )
         understanding = None
     category = load_query_category(models / ARTIFACT)
-    batch = current_batch(params.paths.validated)
-    lexicon = Lexicon.of(batch_items(params.paths.features, batch))
+    try:
+        lexicon = Lexicon.of(batch_items(params.paths.features, current_batch(params.paths.validated)))
+    except FileNotFoundError as exc:  # no validated catalogue to match against: neutral, as a missing head
+        log(logger, "no items for the lexical inputs", reason=str(exc), level=logging.WARNING)
+        lexicon = Lexicon.build([], [])
     log(logger, "query reader", category_head=category is not None, intent_head=understanding is not None,
         lexicon_items=len(lexicon))  # fmt: skip
     return QueryReader(category, understanding.intent if understanding is not None else None, lexicon)
