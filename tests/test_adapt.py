@@ -143,3 +143,32 @@ def test_pairs_are_the_training_splits_clicked_search_rows_only(tmp_path):
     assert pairs["train"].set_index("item_id")["text"].to_dict()["i1"] == "B. d"  # what features embeds
     with_erased = mine_pairs(tmp_path / "batch", 0.2, 0.2)
     assert "secret query" in set(with_erased["train"]["query"])
+
+
+def test_a_log_without_searches_keeps_the_stock_encoder_and_says_why(tmp_path):
+    """Feeds only: nothing to adapt on. With the stock encoder the step records why and writes the
+    stock key `features` follows; asking for the adapted encoder then is a clear error."""
+    import json
+
+    import yaml
+
+    from shoprank.config import load_params
+    from shoprank.text.adapt import not_adapted
+    from tests.conftest import ROOT
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["paths"] = {k: str(tmp_path / v) for k, v in raw["paths"].items()}
+    raw["text"]["encoders_dir"] = str(tmp_path / "encoders")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = load_params(tmp_path / "params.yaml")
+    (tmp_path / "encoders" / "adapted").mkdir(parents=True)  # an older run's: must not stay
+    pairs = {"train": pd.DataFrame(), "val": pd.DataFrame()}
+    result = not_adapted(params, "stock-key", pairs, "0 distinct pairs")
+    assert result["adapted"] is None and result["reason"] == "0 distinct pairs"
+    assert json.loads((tmp_path / "encoders" / "stock.json").read_text())["key"] == "stock-key"
+    assert not (tmp_path / "encoders" / "adapted").exists()
+    written = json.loads((Path(params.paths.metrics) / "adapt.json").read_text())
+    assert written == result
+    adapted = params.model_copy(update={"text": params.text.model_copy(update={"encoder": "adapted"})})
+    with pytest.raises(ValueError, match="text.encoder is adapted"):
+        not_adapted(adapted, "stock-key", pairs, "0 distinct pairs")

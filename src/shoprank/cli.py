@@ -190,6 +190,9 @@ def adapt(params: ParamsOpt = None) -> None:
         r = run_adapt(p)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc), 2)
+    if r["adapted"] is None:
+        typer.echo(f"not adapted: {r['reason']}; the stock encoder serves (metrics: {p.paths.metrics})")
+        return
     typer.echo(f"{'encoder':8s} {'recall@10':>10s} {'mrr':>8s}   ({r['pairs']['scored']:,} validation pairs)")
     for name in ("stock", "adapted"):
         typer.echo(f"{name:8s} {r[name]['recall@10']:10.4f} {r[name]['mrr']:8.4f}")

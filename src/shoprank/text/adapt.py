@@ -123,6 +123,32 @@ def write_encoder(
     return saved
 
 
+def write_identity(text: Any, name: str, key: str) -> None:
+    """``<text.encoders_dir>/<name>.json``: the encoder's key, what `features` and `package` follow."""
+    Path(text.encoders_dir).mkdir(parents=True, exist_ok=True)
+    identity = {"encoder": name, "key": key, "max_length": text.max_length}
+    (Path(text.encoders_dir) / f"{name}.json").write_text(json.dumps(identity, indent=2) + "\n")
+
+
+def not_adapted(params: Params, stock_key: str, pairs: dict[str, Any], why: str) -> dict[str, Any]:
+    """Too few pairs to adapt on: the stock encoder stays usable and the metrics say why, unless
+    ``text.encoder`` asks for the adapted one, which cannot be made."""
+    if params.text.encoder == "adapted":
+        raise ValueError(f"text.encoder is adapted, but {why}: set text.encoder: stock")
+    shutil.rmtree(params.text.encoders_dir, ignore_errors=True)  # no stale adapted encoder stays
+    write_identity(params.text, "stock", stock_key)
+    result = {
+        "pairs": {name: len(frame) for name, frame in pairs.items()},
+        "adapted": None,
+        "reason": why,
+    }
+    out = Path(params.paths.metrics) / METRICS_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    log(logger, "not adapted", reason=why, level=logging.WARNING)
+    return result
+
+
 def run_adapt(params: Params) -> dict[str, Any]:
     """The whole step (see the module docstring); returns what ``metrics/adapt.json`` holds."""
     import torch
@@ -149,10 +175,11 @@ def run_adapt(params: Params) -> dict[str, Any]:
         val=len(pairs["val"]),
         scored=len(val),
     )
-    if len(train) < 2:
-        raise ValueError(f"{batch}: {len(train)} distinct (query, clicked item) pairs in the training split")
-    catalog = batch_texts(batch)
     stock = TextEncoder.load(text.model_dir, text.max_length, text.batch_size)
+    if len(train) < 2:  # a log without searches (recommendation feeds only) has nothing to adapt to
+        return not_adapted(params, stock.key, pairs, f"{len(train)} distinct (query, clicked item) pairs "
+                           f"in the training split of {batch}")  # fmt: skip
+    catalog = batch_texts(batch)
     stock_scores = score(batch_encoder(stock, text.runtime, text.cache_dir), text.cache_dir, catalog, val)
     trained, report = fine_tune(stock, train["query"].tolist(), train["text"].tolist(), s)
     folder = Path(text.adapted_dir)
@@ -164,8 +191,7 @@ def run_adapt(params: Params) -> dict[str, Any]:
     )
     adapted_scores = score(onnx, text.cache_dir, catalog, val)
     for name, key in (("stock", stock.key), ("adapted", saved.key)):
-        identity = {"encoder": name, "key": key, "max_length": text.max_length}
-        (folder.parent / f"{name}.json").write_text(json.dumps(identity, indent=2) + "\n")
+        write_identity(text, name, key)
     better = "adapted" if adapted_scores["mrr"] > stock_scores["mrr"] else "stock"
     result = {
         "pairs": {
