@@ -56,7 +56,9 @@ def pipeline(tmp_path_factory):
     """The tiny pipeline on the local engine (LightGBM and popularity), and a params file for Ray."""
     root = tmp_path_factory.mktemp("compute")
     raw = tiny_raw_params(root)
-    raw["train"]["candidates"] = {k: v for k, v in raw["train"]["candidates"].items() if k in {"lightgbm", "popularity"}}
+    raw["train"]["candidates"] = {
+        k: v for k, v in raw["train"]["candidates"].items() if k in {"lightgbm", "popularity"}
+    }
     local = root / "params.yaml"
     local.write_text(yaml.safe_dump(raw))
     on_ray = root / "params-ray.yaml"
@@ -98,7 +100,9 @@ def test_local_partitions_do_not_change_the_training_set(pipeline):
     from shoprank.features import training_set
     from shoprank.quality import current_batch
 
-    training_set(p.features, current_batch(p.paths.validated), p.paths.features, out, compute=Compute(partitions=4))
+    training_set(
+        p.features, current_batch(p.paths.validated), p.paths.features, out, compute=Compute(partitions=4)
+    )
     assert pq.read_table(out).equals(pipeline["training"])
 
 
@@ -160,7 +164,9 @@ def _square_or_fail(x: int) -> int:
 def test_map_partitions_keeps_order_and_names_the_failed_partition():
     assert map_partitions(RAY, _square_or_fail, [5, 1, 4, 2]) == [25, 1, 16, 4]
     assert map_partitions(Compute(), _square_or_fail, [5, 1, 4, 2]) == [25, 1, 16, 4]
-    with pytest.raises(ComputeError, match=r"squares: partition 3 of 4 failed on Ray: ValueError: bad partition"):
+    with pytest.raises(
+        ComputeError, match=r"squares: partition 3 of 4 failed on Ray: ValueError: bad partition"
+    ):
         map_partitions(RAY, _square_or_fail, [1, 2, 3, 4], what="squares")
     assert bounds(10, 3) == [(0, 3), (3, 6), (6, 10)] and bounds(2, 5) == [(0, 1), (1, 2)]
 
@@ -195,7 +201,9 @@ def _free_port() -> int:
 def test_an_unreachable_address_names_the_setting(monkeypatch, scheme):
     monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh process
     bad = Compute(engine="ray", address=f"{scheme}127.0.0.1:{_free_port()}", connect_timeout_s=1)
-    with pytest.raises(ComputeError, match=r"compute.address is .*127.0.0.1.*nothing answers there within 1 s"):
+    with pytest.raises(
+        ComputeError, match=r"compute.address is .*127.0.0.1.*nothing answers there within 1 s"
+    ):
         map_partitions(bad, _square_or_fail, [1])
 
 

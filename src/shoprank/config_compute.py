@@ -17,7 +17,7 @@ ADDRESS = "compute.address"
 
 
 class Compute(Strict):
-    """Engine of the partitioned steps: the point-in-time joins, new texts' embeddings, evaluation's scoring."""
+    """Engine of the partitioned steps: point-in-time joins, new texts' embeddings, evaluation's scoring."""
 
     engine: Literal["local", "ray"] = "local"
     # ray only: null starts a Ray in this process; "auto" joins the cluster of this machine's
@@ -40,3 +40,6 @@ class Compute(Strict):
         if not host or not port.isdigit():
             raise ValueError(f"null, auto, host:port or ray://host:port, not {value!r}")
         return value
+
+
+LOCAL = Compute()  # the default: every step in its own process

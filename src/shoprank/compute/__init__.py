@@ -29,7 +29,8 @@ R = TypeVar("R")
 
 
 class ComputeError(RuntimeError):
-    """The engine is missing or unreachable, or a partition failed: the message names the setting or the partition."""
+    """The engine is missing or unreachable, or a partition failed: the message names the setting
+    or the partition."""
 
 
 def ray_module(settings: Compute) -> Any:
@@ -80,7 +81,8 @@ def _reachable(address: str, timeout_s: float) -> None:
 
 
 def partition_count(settings: Compute, rows: int) -> int:
-    """How many partitions ``rows`` rows make: ``compute.partitions``, else 1 (local) or the cluster's CPUs."""
+    """How many partitions ``rows`` rows make: ``compute.partitions``, else 1 (local) or the
+    cluster's CPUs."""
     if settings.partitions is not None:
         n = settings.partitions
     elif settings.engine == "local":

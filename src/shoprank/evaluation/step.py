@@ -172,7 +172,9 @@ def score_chunk(
     ``compute.engine`` distributes."""
     with timed(logger, "candidate chunk scored", rows=len(chunk)):
         frame = candidate_frame(params, requests, chunk, None, texts, reader)
-        click = {name: np.asarray(s.predict(frame, with_position=False), np.float64) for name, s in scorers.items()}
+        click = {
+            name: np.asarray(s.predict(frame, with_position=False), np.float64) for name, s in scorers.items()
+        }
         buy = {name: purchase_given_click(s, frame) if purchase else None for name, s in scorers.items()}
     return click, {k: None if v is None else np.asarray(v, np.float64) for k, v in buy.items()}
 

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from shoprank.compute import bounds, map_partitions, partition_count
 from shoprank.config import Compute, Features, Text
+from shoprank.config_compute import LOCAL
 from shoprank.features import items, queries, users
 from shoprank.features.batch import read_batch
 from shoprank.features.items import Embed
@@ -42,7 +43,7 @@ TABLES: dict[str, Callable[..., pd.DataFrame | pa.Table]] = {
 }
 
 
-def text_embedder(settings: Text, compute: Compute = Compute()) -> Embed:
+def text_embedder(settings: Text, compute: Compute = LOCAL) -> Embed:
     """The real encoder behind the embedding cache: each distinct text is encoded once, ever.
 
     Loads the BERT weights (seconds); encodes on ``settings.runtime`` (ONNX Runtime on CPU by
@@ -72,7 +73,9 @@ def encode_batch(texts: list[str], settings: Text, key: str) -> np.ndarray:
     distributes. A Ray worker loads the encoder on its first batch and keeps it."""
     encoder = _LOADED.get((settings, key)) or _load(settings)
     if encoder.key != key:
-        raise ValueError(f"text encoder {encoder.key!r} loaded here, {key!r} expected: the nodes' weights differ")
+        raise ValueError(
+            f"text encoder {encoder.key!r} loaded here, {key!r} expected: the nodes' weights differ"
+        )
     return np.asarray(encoder.encode(list(texts)), dtype=np.float32)
 
 

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from shoprank.artifacts import FEATURE_SERVICE
 from shoprank.compute import bounds, map_partitions, partition_count
 from shoprank.config import Compute, Features
+from shoprank.config_compute import LOCAL
 from shoprank.data.io import table_path
 from shoprank.features import duck
 from shoprank.features.pit import ViewJoin, join_view, service_views, versions
@@ -129,7 +130,7 @@ def training_set(
     service: str = FEATURE_SERVICE,
     chunk_rows: int = CHUNK_ROWS,
     erased: frozenset[str] = frozenset(),
-    compute: Compute = Compute(),
+    compute: Compute = LOCAL,
 ) -> dict:
     """Write the training table of ``service`` for the impressions of ``batch_dir`` to ``out``.
 
