@@ -14,6 +14,7 @@ installed on every node) and its arguments picklable. Arguments every partition 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -132,14 +133,22 @@ def map_partitions(
         try:
             results.append(ray.get(future))
         except Exception as exc:
-            for rest in futures[i + 1 :]:
-                ray.cancel(rest, force=True)
+            _abandon(ray, futures[i + 1 :])
             cause = getattr(exc, "cause", None) or exc
             raise ComputeError(
                 f"{what}: partition {i + 1} of {len(parts)} failed on Ray: {type(cause).__name__}: {cause}"
             ) from exc
         _progress(what, i, len(parts), start)
     return results
+
+
+def _abandon(ray: Any, futures: list) -> None:
+    """Cancel the tasks still to come and wait for them: nothing of a failed step runs on."""
+    for future in futures:
+        ray.cancel(future, force=True)
+    for future in futures:
+        with contextlib.suppress(Exception):  # cancelled, or failed too: the first failure is reported
+            ray.get(future)
 
 
 def _progress(what: str, i: int, n: int, start: float) -> None:
