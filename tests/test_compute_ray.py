@@ -2,9 +2,10 @@
 
 One Ray is started in this process for the module (two CPUs, no dashboard), as
 ``compute.address: null`` does. The tiny pipeline runs on the local engine, then the
-training set and evaluation run again on Ray over the same inputs: the training table
-must be the same row for row, and the evaluation report the same. The bad inputs: ray not
-installed, an address where nothing listens, a partition that fails half-way.
+training set, evaluation and the features step (every text encoded again) run on Ray over
+the same inputs: the training table and the feature tables must be the same row for row,
+and the evaluation report the same. The bad inputs: ray not installed, an address where
+nothing listens, a partition that fails half-way.
 """
 
 from __future__ import annotations
@@ -62,10 +63,14 @@ def pipeline(tmp_path_factory):
     local = root / "params.yaml"
     local.write_text(yaml.safe_dump(raw))
     on_ray = root / "params-ray.yaml"
-    on_ray.write_text(yaml.safe_dump({**raw, "compute": {"engine": "ray", "partitions": 3}}))
+    fresh = {**raw["text"], "cache_dir": str(root / "cache-ray")}  # every text encoded again, on Ray
+    # tasks of text.batch_size texts: the encoder's own batches are those of the local run
+    compute = {"engine": "ray", "partitions": 3, "embed_batch": raw["text"]["batch_size"]}
+    on_ray.write_text(yaml.safe_dump({**raw, "text": fresh, "compute": compute}))
     for name in ("simulate", "validate", "features", "training-set", "train", "evaluate"):
         step(name, local)
     params = load_params(local)
+    shutil.copytree(params.paths.features, root / "features-local")
     training = next(params.paths.training.glob("*.parquet"))
     saved = {
         "training": pq.read_table(training),
@@ -232,3 +237,15 @@ def test_the_cli_names_the_setting_when_the_cluster_is_unreachable(pipeline, mon
     assert "compute.address" in result.output
     assert {p.name for p in pipeline["path"].parent.iterdir()} == before
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_the_features_step_on_ray_writes_the_local_tables(pipeline):
+    """Last: it rewrites the feature tables the tests above read (with the same values)."""
+    out = step("features", pipeline["ray"])
+    assert "text encoding done partition=2 of=" in out  # the cache for Ray was empty: tasks encoded
+    saved = pipeline["root"] / "features-local"
+    tables = sorted(p.name for p in saved.glob("*.parquet"))
+    assert "item_text.parquet" in tables and "query_text.parquet" in tables
+    for name in tables:
+        got = pq.read_table(pipeline["params"].paths.features / name)
+        assert got.equals(pq.read_table(saved / name)), name
