@@ -28,7 +28,8 @@ class Compute(Strict):
     partitions: int | None = Field(None, gt=0)
     num_cpus: int | None = Field(None, gt=0)  # CPUs of the Ray started in-process (address: null); null: all
     connect_timeout_s: float = Field(10.0, gt=0)  # how long a cluster's address may take to answer
-    embed_batch: int = Field(4096, gt=0)  # new texts per encoding task (ray)
+    # new texts per encoding task (ray); a multiple of text.batch_size keeps the encoder's own batches
+    embed_batch: int = Field(4096, gt=0)
 
     @field_validator("address")
     @classmethod
