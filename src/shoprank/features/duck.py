@@ -152,6 +152,6 @@ def join_partition(rows: pd.DataFrame, views: list[View]) -> dict[str, np.ndarra
     """
     con = connect()
     try:
-        return {view.name: positions(view, rows.reset_index(drop=True), con) for view in views}
+        return {view.name: positions(view, rows, con) for view in views}
     finally:
         con.close()

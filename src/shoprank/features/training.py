@@ -88,7 +88,9 @@ def duck_positions(imp: pd.DataFrame, views: list[ViewJoin], compute: Compute) -
     """Every impression's row of each view: DuckDB's join of time-ordered partitions of the
     impressions (``compute.partitions``), mapped on ``compute.engine``, then concatenated."""
     keys = sorted({k for v in views for k in v.keys}) + ["event_timestamp"]
-    parts = [imp.iloc[lo:hi][keys] for lo, hi in bounds(len(imp), partition_count(compute, len(imp)))]
+    slices = [imp.iloc[lo:hi] for lo, hi in bounds(len(imp), partition_count(compute, len(imp)))]
+    # Ray ships each partition to a worker: only the join's columns; in-process, row slices are views
+    parts = [s[keys] for s in slices] if compute.engine == "ray" else slices
     bare = [replace(v, _columns={}, _index=None) for v in views]  # no cached columns shipped to workers
     got = map_partitions(compute, duck.join_partition, parts, shared=(bare,), what="training-set join")
     return {v.name: np.concatenate([g[v.name] for g in got]) for v in views}
