@@ -71,7 +71,9 @@ def _load(settings: Text) -> Any:
 def encode_batch(texts: list[str], settings: Text, key: str) -> np.ndarray:
     """Vectors of one batch of texts by the encoder ``key`` names: the unit ``compute.engine``
     distributes. A Ray worker loads the encoder on its first batch and keeps it."""
-    encoder = _LOADED.get((settings, key)) or _load(settings)
+    encoder = _LOADED.get((settings, key))
+    if encoder is None:
+        encoder = _load(settings)
     if encoder.key != key:
         raise ValueError(
             f"text encoder {encoder.key!r} loaded here, {key!r} expected: the nodes' weights differ"
