@@ -21,6 +21,12 @@ would score, on the same test requests and candidates as ``shoprank evaluate``:
   candidate's score (its logit) as one more input, so that what the network drew from
   the text embeddings and the user's history (which LightGBM's view lacks) is in too.
 
+It also reports, per trained candidate, the **term weights** of its relevance logit: a
+least-squares fit of the logit on the utility terms within each request (the logit and
+the terms centred per request, since only differences between one request's candidates
+change its ranking). A model that had learned a term exactly weighs it 1, as the
+simulator does; below 1 it ranks by less of that term than the shoppers do.
+
 Expected clicks are scored exactly as evaluation scores them
 (:func:`shoprank.evaluation.oracle.expected_clicks`); the AUCs are on the logged test
 impressions with the true examination curve. The trained candidates' figures come from
@@ -56,6 +62,7 @@ from shoprank.training.data import time_split
 from shoprank.training.train import feature_spec, training_set_path
 
 ROOT = Path(__file__).resolve().parents[1]
+TERM = "term_"  # the utility terms' columns
 HISTORY = ("item_ctr_", "item_coec_", "item_impressions_", "item_age_days", "item_is_new", "log_price")
 
 
@@ -75,8 +82,8 @@ def simulated_terms(params) -> pd.DataFrame:
     finally:
         clicks.utility_terms = real
     cand = sim.truth["candidates"][["request_id", "item_id", "attractiveness"]].copy()
-    for name in captured[0]:
-        cand[name] = np.concatenate([c[name] for c in captured])
+    for name in captured[0]:  # prefixed: truth tables have columns of these names too (price)
+        cand[TERM + name] = np.concatenate([c[name] for c in captured])
     return cand
 
 
@@ -93,6 +100,31 @@ def fitted_to_utility(x: pd.DataFrame, utility: np.ndarray, requests: np.ndarray
         booster = lgb.train({**params, "verbose": -1, "seed": 0}, lgb.Dataset(x[train], utility[train]), 400)
         out[held] = booster.predict(x[held])
         print(f"  fold {k + 1}/{folds} fitted", flush=True)
+    return out
+
+
+def term_weights(logit: np.ndarray, cand: pd.DataFrame, names: list[str]) -> dict[str, float]:
+    """Least-squares weights of each utility term in ``logit``, within requests (truth: 1 each).
+
+    Terms that do not vary within any request (intent) have no weight to fit and are left out.
+    """
+    group = cand["request_id"].to_numpy()
+
+    def centred(v: np.ndarray) -> np.ndarray:
+        return v - pd.Series(v).groupby(group).transform("mean").to_numpy()
+
+    x = {n: centred(cand[n].to_numpy(np.float64)) for n in names}
+    varying = [n for n in names if np.var(x[n]) > 1e-12]
+    coef, *_ = np.linalg.lstsq(np.column_stack([x[n] for n in varying]), centred(logit), rcond=None)
+    return {n.removeprefix(TERM): float(c) for n, c in zip(varying, coef, strict=True)}
+
+
+def candidate_logits(frame) -> dict[str, np.ndarray]:
+    """Each trained candidate's position-free relevance logit on the evaluation frame."""
+    out = {}
+    for path in sorted((ROOT / "models" / "candidates").glob("*.pt")):
+        p = np.clip(load(path)[1].predict(frame, with_position=False), 1e-6, 1 - 1e-6)
+        out[path.stem] = np.log(p / (1 - p))
     return out
 
 
@@ -132,15 +164,16 @@ def main(argv: list[str] | None = None) -> dict:
         return _skip(
             "the simulation differs from the pipeline's raw data: params.yaml changed since `dvc repro`"
         )
-    names = [c for c in terms.columns if c not in ("request_id", "item_id", "attractiveness")]
+    names = [c for c in terms.columns if c.startswith(TERM)]
     frame = candidate_frame(params, test, truth.candidates)
     features = frame.df
     hist = [c for c in features.columns if c.startswith(HISTORY) and features[c].dtype.kind in "fiub"]
     x = features[hist].astype("float64").fillna(0.0).to_numpy()
     x = np.column_stack([(x - x.mean(0)) / (x.std(0) + 1e-9), np.ones(len(x))])
-    coef, *_ = np.linalg.lstsq(x, cand["quality"].to_numpy(), rcond=None)
+    quality = cand[TERM + "quality"].to_numpy()
+    coef, *_ = np.linalg.lstsq(x, quality, rcond=None)
     quality_hat = x @ coef
-    r2 = 1 - np.var(cand["quality"].to_numpy() - quality_hat) / np.var(cand["quality"].to_numpy())
+    r2 = 1 - np.var(quality - quality_hat) / np.var(quality)
 
     c = params.simulate.clicks
     known = c.base_utility + cand[names].sum(axis=1).to_numpy()
@@ -148,19 +181,20 @@ def main(argv: list[str] | None = None) -> dict:
         "legacy ranking": cand["legacy_score"].to_numpy(),
         "oracle (true attractiveness)": cand["attractiveness"].to_numpy(),
         "noise-free (every term)": known,
-        "quality from history": known - cand["quality"].to_numpy() + quality_hat,
-        "quality unknown": known - cand["quality"].to_numpy(),
+        "quality from history": known - quality + quality_hat,
+        "quality unknown": known - quality,
     }
     # the models' inputs as LightGBM sees them (numeric, categorical, query-item cosine), no position
     spec = feature_spec(list(frame.df.columns), "lightgbm")  # candidate_frame added the derived inputs
     inputs = tabular(frame, spec, position=0).drop(columns=["position"])
     requests = cand["request_id"].to_numpy()
     rankers["these features, fit to utility"] = fitted_to_utility(inputs, known, requests)
-    candidate = ROOT / "models" / "candidates" / "bert_ctr.pt"
-    if candidate.is_file():  # what the network learned from text and history, as one more input
-        p = np.clip(load(candidate)[1].predict(frame, with_position=False), 1e-6, 1 - 1e-6)
-        with_score = inputs.assign(bert_ctr_logit=np.log(p / (1 - p)))
+    logits = candidate_logits(frame)
+    if "bert_ctr" in logits:  # what the network learned from text and history, as one more input
+        with_score = inputs.assign(bert_ctr_logit=logits["bert_ctr"])
         rankers["... and bert_ctr's score"] = fitted_to_utility(with_score, known, requests)
+    weights = {"noise-free (every term)": term_weights(known, cand, names)}
+    weights.update({name: term_weights(v, cand, names) for name, v in logits.items()})
     clicks_at = {k: expected_clicks(cand, v, truth.examination) for k, v in rankers.items()}
     legacy, oracle = clicks_at["legacy ranking"], clicks_at["oracle (true attractiveness)"]
 
@@ -171,8 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
     exam = truth.examination[logged["position"].to_numpy() - 1]
     y, at = logged["clicked"].to_numpy(), logged["row"].to_numpy()
     bayes = M.auc(y, exam * cand["attractiveness"].to_numpy()[at])
-    logits = [k for k in rankers if k not in ("legacy ranking", "oracle (true attractiveness)")]
-    aucs = {k: M.auc(y, exam * sigmoid(rankers[k][at])) for k in logits}
+    scored = [k for k in rankers if k not in ("legacy ranking", "oracle (true attractiveness)")]
+    aucs = {k: M.auc(y, exam * sigmoid(rankers[k][at])) for k in scored}
 
     print(
         f"test split: {len(test):,} impressions, {cand['request_id'].nunique():,} requests, "
@@ -202,13 +236,34 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{name + ' (metrics/evaluate.json)':32s} {m.get('expected_clicks@10', float('nan')):13.3f} "
                 f"{m['oracle_uplift_share']:12.3f} {m['auc']:7.4f} {m['auc_over_oracle']:9.4f}"
             )
+    print_weights(weights)
     seconds = time.perf_counter() - t0
     print(f"({seconds:.0f} s)")
     figures = {"hardware": describe(), "quality_r2": r2, "bayes_auc": bayes, "rankings": table}
+    figures["term_weights"] = weights
     figures.update(test_impressions=len(test), candidates=len(cand), seconds=round(seconds, 1))
     headline = ["these features, fit to utility", "... and bert_ctr's score", "noise-free (every term)"]
     order = [k for k in headline if k in table] + [k for k in table if k not in headline]
-    return {"rows": rows({k: table[k] for k in order}, bayes), "figures": figures}
+    out = rows({k: table[k] for k in order}, bayes) + weight_rows(weights)
+    return {"rows": out, "figures": figures}
+
+
+def print_weights(weights: dict[str, dict[str, float]]) -> None:
+    terms = list(next(iter(weights.values())))
+    print("term weights of each relevance logit, within requests (the simulator's: 1)")
+    print(f"{'':24s}" + "".join(f"{t:>10s}" for t in terms))
+    for name, w in weights.items():
+        print(f"{name:24s}" + "".join(f"{w.get(t, float('nan')):10.3f}" for t in terms))
+
+
+def weight_rows(weights: dict[str, dict[str, float]]) -> list[dict]:
+    """Each trained candidate's weight of each term, against the simulator's (1)."""
+    return [
+        row(f"{name}: weight of the {term} term", w, "", "the simulator's weight", 1.0)
+        for name, ws in weights.items()
+        if name != "noise-free (every term)"
+        for term, w in ws.items()
+    ]
 
 
 def _skip(why: str) -> dict:

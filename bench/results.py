@@ -60,6 +60,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "Ranking quality the features allow",
         "python -m bench.bench_attainable",
     ),
+    "encoders": (
+        "bench.bench_encoders",
+        "The candidates on the stock encoder against the adapted one (default profile, two dvc repro runs)",
+        "python -m bench.bench_encoders",
+    ),
     "revenue": (
         "bench.bench_revenue",
         "Ranking for sales (default profile, simulator truth)",

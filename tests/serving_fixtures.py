@@ -74,6 +74,18 @@ class ServingEnv:
         assert (self.bundle / "manifest.json").is_file()
         return self
 
+    @classmethod
+    def packaged_ranker(cls, root: Path, params_file: Path, raw: dict):
+        """(environment, params, ranker): the champion packaged into ``root``'s own BentoML store
+        and served in process, with no feature refresh while the tests run."""
+        from shoprank.config import load_params
+        from shoprank.ranking.ranker import Ranker
+
+        env = cls(root, params_file, raw, root / "bentoml", Path(), "").package()
+        params = load_params(params_file)
+        settings = params.serve.model_copy(update={"feature_ttl_s": 600.0})
+        return env, params, Ranker(env.bundle, params, settings=settings)
+
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPRANK_", "PROMETHEUS_MULTIPROC"))}
         env.update(

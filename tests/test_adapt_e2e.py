@@ -32,8 +32,6 @@ def step(name: str, params_file: Path) -> str:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from shoprank.config import load_params
-    from shoprank.ranking.ranker import Ranker
     from shoprank.text import TextEncoder
 
     root = tmp_path_factory.mktemp("adapted")
@@ -54,10 +52,7 @@ def served(tmp_path_factory):
         step(name, params_file)
     assert "promoted" in step("select", params_file)
     step("understand", params_file)
-    env = ServingEnv(root, params_file, raw, root / "bentoml", Path(), "").package()
-    params = load_params(params_file)
-    settings = params.serve.model_copy(update={"feature_ttl_s": 600.0})
-    ranker = Ranker(env.bundle, params, settings=settings)
+    env, params, ranker = ServingEnv.packaged_ranker(root, params_file, raw)
     yield params, env, ranker, adapt_output
     ranker.stop_refresh()
 

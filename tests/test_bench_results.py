@@ -249,3 +249,19 @@ def test_revenue_benchmark_compares_each_objective_with_the_click_objective():
     assert rows[0]["measure"] == "bert_ctr, revenue objective: expected revenue@10"
     assert rows[0]["ratio"] == 2.0 and rows[1]["ratio"] == 0.75  # sales up, clicks down, same model
     assert rows[-1]["value"] == 0.5
+
+
+def test_encoder_comparison_reads_the_params_setting_and_puts_adapted_beside_stock(tmp_path):
+    from bench.bench_encoders import ENCODER_LINE, compare, encoder_of
+
+    params = tmp_path / "params.yaml"
+    params.write_text("text:\n  model_dir: null\n  encoder: stock   # or adapted\nadapt:\n  encoder: x\n")
+    assert encoder_of(params) == "stock"
+    params.write_text(ENCODER_LINE.sub(r"\g<1>adapted", params.read_text(), count=1))
+    assert encoder_of(params) == "adapted" and "# or adapted" in params.read_text()
+    stock = {"candidates": {"bert_ctr": {"auc": 0.8, "oracle_uplift_share": 0.5}, "cf": {"auc": 0.7}}}
+    adapted = {"candidates": {"bert_ctr": {"auc": 0.82, "oracle_uplift_share": 0.4}}}
+    got = {r["measure"]: r for r in compare(stock, adapted)}
+    assert set(got) == {"bert_ctr auc, adapted encoder", "bert_ctr oracle_uplift_share, adapted encoder"}
+    assert got["bert_ctr auc, adapted encoder"]["ratio"] == round(0.82 / 0.8, 4)
+    assert got["bert_ctr oracle_uplift_share, adapted encoder"]["baseline"]["value"] == 0.5

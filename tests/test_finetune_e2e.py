@@ -61,8 +61,6 @@ def pipeline(tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="module", params=MODES)
 def served(request, pipeline):
     """One mode trained, evaluated, selected, packaged and loaded by a Ranker."""
-    from shoprank.config import load_params
-    from shoprank.ranking.ranker import Ranker
 
     mode, (root, base) = request.param, pipeline
     raw = copy.deepcopy(base)
@@ -73,10 +71,7 @@ def served(request, pipeline):
     for name in ("understand", "train", "evaluate", "drift"):  # understand: filled attributes, heads
         step(name, params_file)
     assert "promoted" in step("select", params_file)
-    env = ServingEnv(root, params_file, raw, root / "bentoml", Path(), "").package()
-    params = load_params(params_file)
-    settings = params.serve.model_copy(update={"feature_ttl_s": 600.0})  # no refresh during the tests
-    ranker = Ranker(env.bundle, params, settings=settings)
+    env, params, ranker = ServingEnv.packaged_ranker(root, params_file, raw)
     yield mode, env, params, ranker
     ranker.stop_refresh()
 
