@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -37,6 +37,10 @@ class Requests:
 
     def __len__(self) -> int:
         return len(self.user)
+
+    def rows(self, lo: int, hi: int) -> Requests:
+        """Requests ``lo`` to ``hi`` (views, not copies)."""
+        return Requests(**{f.name: getattr(self, f.name)[lo:hi] for f in fields(self)})
 
 
 def _slots(template: str) -> set[str]:
