@@ -216,14 +216,18 @@ def materialize(params: ParamsOpt = None) -> None:
 @app.command("training-set")
 def training_set(params: ParamsOpt = None) -> None:
     """Build the training table: point-in-time join of features onto impressions (features.offline_engine)."""
+    from shoprank.data.staged import clean_stale, explained
     from shoprank.features import training_set as run_training_set
     from shoprank.privacy import read_erased
     from shoprank.training.train import training_set_path
 
     p = _params(params)
-    report = run_training_set(
-        p.features, _validated(p), p.paths.features, training_set_path(p), erased=read_erased(p.paths.erasure)
-    )
+    out = training_set_path(p)
+    clean_stale(out.parent)  # what a killed run left under a temporary name
+    with explained(out, "paths.training", "shoprank training-set"):
+        report = run_training_set(
+            p.features, _validated(p), p.paths.features, out, erased=read_erased(p.paths.erasure)
+        )
     typer.echo(f"training set: {report['rows']:,} rows, {len(report['columns'])} columns -> {report['path']}")
 
 
