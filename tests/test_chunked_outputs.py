@@ -141,10 +141,10 @@ def test_a_chunk_that_raises_leaves_nothing_half_written(
 
 
 def test_memory_running_out_names_the_chunk_setting(tmp_path):
-    with pytest.raises(WriteError, match="lower simulate.chunk_requests"):
-        with Staged(tmp_path, "simulate.chunk_requests", "shoprank raw") as staged:
-            staged.append("impressions.parquet", pd.DataFrame({"x": [1, 2]}))
-            raise MemoryError
+    staged = Staged(tmp_path, "simulate.chunk_requests", "shoprank raw")
+    with pytest.raises(WriteError, match="lower simulate.chunk_requests"), staged:
+        staged.append("impressions.parquet", pd.DataFrame({"x": [1, 2]}))
+        raise MemoryError
     assert list(tmp_path.iterdir()) == []
 
 
@@ -153,13 +153,13 @@ def test_a_killed_run_is_cleaned_up_by_the_next(tmp_path):
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     pid = int(dead.stdout)
-    (tmp_path / f".incoming-{pid}-abc").mkdir()
+    (tmp_path / f".staged-{pid}-abc").mkdir()
     (tmp_path / f".training_set.parquet.tmp-{pid}").write_text("half")
-    (tmp_path / f".incoming-{os.getpid()}-mine").mkdir()  # a live writer's (this process): kept
+    (tmp_path / f".staged-{os.getpid()}-mine").mkdir()  # a live writer's (this process): kept
     (tmp_path / "impressions.parquet").write_text("complete")
     clean_stale(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f".incoming-{os.getpid()}-mine", "impressions.parquet"]
+        [f".staged-{os.getpid()}-mine", "impressions.parquet"]
     )
 
 
@@ -230,3 +230,20 @@ def test_a_full_disk_while_building_the_training_set_names_it(tmp_path, monkeypa
     assert isinstance(result.exception, WriteError)
     assert f"Free space at {out}" in str(result.exception) and "training_set.parquet" in str(result.exception)
     assert list(out.iterdir()) == []
+
+
+def test_requests_drawn_in_slices_are_the_requests_drawn_at_once(params, monkeypatch):
+    from dataclasses import fields
+
+    from shoprank.data.simulator import requests as req_mod
+    from shoprank.data.simulator.run import prepare
+
+    settings = params.simulate.model_copy(update={"profile": "tiny"})
+    monkeypatch.setattr(req_mod, "SLICE", 10**9)
+    whole = prepare(settings).req
+    monkeypatch.setattr(req_mod, "SLICE", 100)
+    sliced = prepare(settings).req
+    for f in fields(whole):
+        np.testing.assert_array_equal(
+            np.asarray(getattr(sliced, f.name)), np.asarray(getattr(whole, f.name)), f.name
+        )

@@ -40,7 +40,7 @@ def raw(params: ParamsOpt = None) -> None:
 @app.command()
 def simulate(
     profile: Annotated[
-        str | None, typer.Option(help="Size profile from params.yaml (tiny, default, large).")
+        str | None, typer.Option(help="Size profile from params.yaml (tiny, default, large, xl).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: paths.raw).")] = None,
     seed: Annotated[int | None, typer.Option(help="Override simulate.seed.")] = None,

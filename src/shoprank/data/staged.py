@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 from shoprank.logs import log
 
 logger = logging.getLogger(__name__)
-PREFIX = ".incoming-"  # staging folders: a dot-name readers skip, then the writer's process id
-STALE = re.compile(r"^\.(incoming-|.+\.tmp-)(\d+)(-|$)")  # staging names that carry a process id
+PREFIX = ".staged-"  # staging folders: a dot-name readers skip, then the writer's process id
+STALE = re.compile(r"^\.(staged-|.+\.tmp-)(\d+)(-|$)")  # staging names that carry a process id
 
 
 class WriteError(RuntimeError):

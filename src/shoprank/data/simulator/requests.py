@@ -15,6 +15,7 @@ from shoprank.data.vocab import QUERY_TEMPLATES
 INTENT_NAMES = ("buy", "browse", "compare", "price", "learn", "recommend")
 RECOMMEND = INTENT_NAMES.index("recommend")
 LEVEL_TYPE, LEVEL_SUB, LEVEL_TOP = 0, 1, 2
+SLICE = 65_536  # requests whose preferences are computed at once (bounds the temporary arrays)
 
 
 @dataclass
@@ -59,8 +60,12 @@ def sample_requests(
     tau = day / days
 
     # what: a category from the user's drifting preference, then a product type in it
-    top_pref, _, _ = users.at(user, tau, drift)
-    top = (rng.random((n, 1)) > np.cumsum(top_pref, axis=1)).sum(axis=1).clip(0, len(w.tops) - 1)
+    u_top = rng.random((n, 1))
+    top = np.empty(n, dtype=np.int64)
+    for lo in range(0, n, SLICE):  # preferences of a slice at a time: (r, n_brands) floats per slice
+        s = slice(lo, lo + SLICE)
+        top_pref, _, _ = users.at(user[s], tau[s], drift)
+        top[s] = (u_top[s] > np.cumsum(top_pref, axis=1)).sum(axis=1).clip(0, len(w.tops) - 1)
     types_of_top = [np.flatnonzero(w.type_top == t) for t in range(len(w.tops))]
     type_ = np.array([types_of_top[t][rng.integers(len(types_of_top[t]))] for t in top])
 
@@ -91,6 +96,7 @@ def sample_requests(
         query_name=[""] * n,
     )
     u = rng.random((n, 8))  # uniform draws for the slot choices below
+    texts: dict[str, str] = {}
     for i in np.flatnonzero(search):
         tops, pt = w.tops[top[i]], w.types[type_[i]]
         templates = QUERY_TEMPLATES[INTENT_NAMES[intent[i]]]
@@ -131,7 +137,8 @@ def sample_requests(
             cap = max(5, round(pt.price * (0.6 + 0.4 * u[i, 7]), -1))
             r.price_cap[i] = cap
             fill["price"] = str(int(cap))
-        r.query[i] = tmpl.format(**fill)
+        text = tmpl.format(**fill)
+        r.query[i] = texts.setdefault(text, text)  # one string per distinct query
     return r
 
 

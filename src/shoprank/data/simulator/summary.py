@@ -21,7 +21,7 @@ class Summary:
 
     def __init__(self) -> None:
         self.impressions = self.clicks = self.purchases = 0
-        self.requests: set[str] | int = 0
+        self.requests = 0
         self.by_position: dict[int, list[int]] = {}  # position -> [impressions, clicks]
         self.by_item: Counter[str] = Counter()
         self.intents: Counter[str] = Counter()
