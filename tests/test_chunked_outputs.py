@@ -163,47 +163,50 @@ def test_a_killed_run_is_cleaned_up_by_the_next(tmp_path):
     )
 
 
-def _tiny_split(tiny_sim):
+def _tiny_split(tiny_sim, path: Path, chunk_rows: int):
+    """The tiny impressions as a training table (80% train, 20% val): in memory, and as file chunks."""
     from shoprank.inputs.frame import Frame
+    from shoprank.training.chunks import FileChunks
 
     imp = tiny_sim.tables["impressions"]
+    imp.to_parquet(path, index=False, row_group_size=4_000)
     cut = int(len(imp) * 0.8)
-    return Frame(imp.iloc[:cut].reset_index(drop=True), {}), Frame(imp.iloc[cut:].reset_index(drop=True), {})
+    frames = (
+        Frame(imp.iloc[:cut].reset_index(drop=True), {}),
+        Frame(imp.iloc[cut:].reset_index(drop=True), {}),
+    )
+    chunks = [FileChunks(path, rows, chunk_rows) for rows in (np.arange(cut), np.arange(cut, len(imp)))]
+    return frames, chunks
 
 
-def test_popularity_in_chunks_is_popularity_in_memory(tiny_sim):
+def test_popularity_in_chunks_is_popularity_in_memory(tiny_sim, tmp_path):
     from shoprank.models.baselines import PopularityModel
     from shoprank.models.preprocess import feature_spec
-    from shoprank.training.chunks import FrameChunks
 
-    train, _ = _tiny_split(tiny_sim)
+    (train, _), (chunks, _) = _tiny_split(tiny_sim, tmp_path / "training_set.parquet", 7_001)
+    assert chunks.n_chunks == 4
     spec = feature_spec(list(train.df.columns), "popularity")
     whole = PopularityModel().fit(train, spec)
-    chunks = FrameChunks(train, 7_001)
-    assert chunks.n_chunks == 4
-    parts = PopularityModel().fit_chunks((c.df for c in chunks), spec)
+    parts = PopularityModel().fit_chunks(chunks.scan([spec.label, spec.position, spec.item_id]), spec)
     assert parts.item_ctr.keys() == whole.item_ctr.keys() and len(whole.item_ctr) > 100
     np.testing.assert_allclose(list(parts.item_ctr.values()), list(whole.item_ctr.values()), rtol=1e-12)
     assert parts.position_ctr == pytest.approx(whole.position_ctr, rel=1e-12)
     assert parts.global_ctr == pytest.approx(whole.global_ctr, rel=1e-12)
 
 
-def test_cf_in_chunks_is_cf_in_memory(tiny_sim):
+def test_cf_in_chunks_is_cf_in_memory(tiny_sim, tmp_path):
     import torch
 
     from shoprank.config import CF
     from shoprank.models.cf import CollaborativeModel
     from shoprank.models.preprocess import feature_spec
-    from shoprank.training.chunks import FrameChunks
 
-    train, val = _tiny_split(tiny_sim)
+    (train, val), (tr, va) = _tiny_split(tiny_sim, tmp_path / "training_set.parquet", 5_000)
+    assert tr.n_chunks == 5
     spec = feature_spec(list(train.df.columns), "cf")
     settings = CF(dim=4, epochs=2, min_count=3)
     whole = CollaborativeModel(settings, seed=0).fit(train, val, spec)
-    tr, va = FrameChunks(train, 5_000), FrameChunks(val, 5_000)
-    parts = CollaborativeModel(settings, seed=0).fit_chunks(
-        lambda cols: (c.df for c in tr), lambda cols: (c.df for c in va), spec
-    )
+    parts = CollaborativeModel(settings, seed=0).fit_chunks(tr.scan, va.scan, spec)
     assert parts.users == whole.users and parts.items == whole.items and len(whole.items) > 100
     for name, weight in whole.model.state_dict().items():
         torch.testing.assert_close(parts.model.state_dict()[name], weight, rtol=0, atol=0, msg=name)
