@@ -250,3 +250,12 @@ def test_requests_drawn_in_slices_are_the_requests_drawn_at_once(params, monkeyp
         np.testing.assert_array_equal(
             np.asarray(getattr(sliced, f.name)), np.asarray(getattr(whole, f.name)), f.name
         )
+
+
+def test_requests_are_simulated_in_order_in_whole_blocks(params):
+    m = prepare(params.simulate.model_copy(update={"profile": "tiny"}))
+    with pytest.raises(ValueError, match="in order"):
+        sim_run.sessions(m, 100, 200)  # not where the last run ended
+    with pytest.raises(ValueError, match="whole blocks"):
+        sim_run.sessions(m, 0, 100)  # ends inside a block
+    assert len(sim_run.sessions(m, 0, len(m.req))["shown"]) == len(m.req)

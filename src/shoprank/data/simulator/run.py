@@ -115,6 +115,7 @@ class Marketplace:
     q_of: np.ndarray
     lex_top: np.ndarray
     rng_sess: np.random.Generator
+    simulated: int = 0  # requests simulated so far: the next run starts here
 
     @property
     def exam(self) -> np.ndarray:
@@ -152,8 +153,13 @@ def sessions(m: Marketplace, lo: int, hi: int) -> dict[str, np.ndarray]:
     """Requests ``lo`` to ``hi`` shown, clicked and bought, in blocks of :data:`CHUNK` requests.
 
     The blocks start at multiples of :data:`CHUNK` and draw from one generator in order, so
-    any split of the requests into consecutive runs of whole blocks gives the same output.
+    any split of the requests into consecutive runs of whole blocks gives the same output;
+    runs are therefore simulated in order, each starting where the last one ended.
     """
+    if lo != m.simulated or (hi % CHUNK and hi != len(m.req)):
+        raise ValueError(
+            f"requests are simulated in order, in whole blocks, from {m.simulated}: not {lo}-{hi}"
+        )
     items, req, c, legacy = m.items, m.req, m.settings.clicks, m.settings.legacy
     n_cand, page = m.settings.market.candidates_per_request, m.settings.market.page_size
     exam, rng = m.exam, m.rng_sess
@@ -181,6 +187,7 @@ def sessions(m: Marketplace, lo: int, hi: int) -> dict[str, np.ndarray]:
         block = (cand, attr, buy, score, shown, prop, clicked, purchased, p_click)
         for k, v in zip(SESSION_ARRAYS, block, strict=True):
             out[k].append(v)
+    m.simulated = hi
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
