@@ -142,7 +142,9 @@ def run_profile(
             print(f"[{profile}] {k}/{len(plan)} {name} ({kind}) ...", flush=True)
             log = root / "logs" / f"{name.replace('@', '-')}{'' if kind == 'stages' else '.previous'}.log"
             got = state[kind][name] = run_stage(args, params, log, overrides)
-            state_path.write_text(json.dumps(state, indent=2))
+            tmp = state_path.with_name(f".{state_path.name}.tmp")
+            tmp.write_text(json.dumps(state, indent=2))
+            tmp.replace(state_path)  # a stop mid-write leaves the last complete record
             print(
                 f"[{profile}] {name} ({kind}): {got['seconds']:.1f} s, peak {got['peak_rss_gib']:.2f} GiB",
                 flush=True,
