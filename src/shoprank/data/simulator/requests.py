@@ -66,8 +66,11 @@ def sample_requests(
         s = slice(lo, lo + SLICE)
         top_pref, _, _ = users.at(user[s], tau[s], drift)
         top[s] = (u_top[s] > np.cumsum(top_pref, axis=1)).sum(axis=1).clip(0, len(w.tops) - 1)
-    types_of_top = [np.flatnonzero(w.type_top == t) for t in range(len(w.tops))]
-    type_ = np.array([types_of_top[t][rng.integers(len(types_of_top[t]))] for t in top])
+    # a uniform product type of each request's category: one bounded draw per request, in order
+    by_top = np.argsort(w.type_top, kind="stable")  # product types grouped by category
+    per_top = np.bincount(w.type_top, minlength=len(w.tops))
+    first = np.concatenate([[0], np.cumsum(per_top)[:-1]])
+    type_ = by_top[first[top] + rng.integers(0, per_top[top])]
 
     intents = list(market.intents)
     search = rng.random(n) < market.search_share
