@@ -181,8 +181,14 @@ def rows(figures: dict[str, Any]) -> list[dict]:
                     prev and prev["peak_rss_gib"],
                 )
             )
-            out.append(row(f"{profile}: {name} cost per million impressions", fig["seconds"] / millions, "s"))
-        total = sum(f["seconds"] for f in got["stages"].values())
+            out.append(
+                row(
+                    f"{profile}: {name} cost per million impressions",
+                    round(fig["seconds"] / millions, 1),
+                    "s",
+                )
+            )
+        total = round(sum(f["seconds"] for f in got["stages"].values()), 1)
         out.append(row(f"{profile}: end to end wall time", total, "s"))
         out.append(
             row(
