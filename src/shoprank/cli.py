@@ -16,6 +16,7 @@ import typer
 
 from shoprank import cli_text as text
 from shoprank.cli_base import ParamsOpt, _fail, _params, app
+from shoprank.compute import ComputeError
 
 
 @app.command()
@@ -172,10 +173,15 @@ def features(params: ParamsOpt = None) -> None:
 
     p = _params(params)
     try:
-        embed = text_embedder(p.text)
+        embed = text_embedder(p.text, p.compute)
     except FileNotFoundError as exc:  # text.encoder adapted before `shoprank adapt` ran
         _fail(str(exc), 2)
-    report = build_features(_validated(p), p.paths.features, p.features, embed)
+    except ComputeError as exc:
+        _fail(str(exc), 2)
+    try:
+        report = build_features(_validated(p), p.paths.features, p.features, embed)
+    except ComputeError as exc:
+        _fail(str(exc), 2)
     for view, rows in report["rows"].items():
         typer.echo(f"{view:14s} {rows:>10,} rows")
 
@@ -224,10 +230,18 @@ def training_set(params: ParamsOpt = None) -> None:
     p = _params(params)
     out = training_set_path(p)
     clean_stale(out.parent)  # what a killed run left under a temporary name
-    with explained(out, "paths.training", "shoprank training-set"):
-        report = run_training_set(
-            p.features, _validated(p), p.paths.features, out, erased=read_erased(p.paths.erasure)
-        )
+    try:
+        with explained(out, "paths.training", "shoprank training-set"):
+            report = run_training_set(
+                p.features,
+                _validated(p),
+                p.paths.features,
+                out,
+                erased=read_erased(p.paths.erasure),
+                compute=p.compute,
+            )
+    except ComputeError as exc:
+        _fail(str(exc), 2)
     typer.echo(f"training set: {report['rows']:,} rows, {len(report['columns'])} columns -> {report['path']}")
 
 
@@ -264,7 +278,7 @@ def evaluate(params: ParamsOpt = None) -> None:
     p = _params(params)
     try:
         report = run_evaluate(p)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ComputeError) as exc:
         _fail(str(exc), 2)
     text.evaluation(report, p.select.metric)
 

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from shoprank.config_compute import Compute  # noqa: F401 (re-exported)
 from shoprank.config_data import EXTRA_TABLES, ColumnKind, Data, Import, Strict  # noqa: F401 (re-exported)
 from shoprank.config_env import OVERRIDE_PREFIX, Origins, ParamsError, apply_overrides, env_overrides  # noqa: F401
 from shoprank.config_experiment import Experiment
@@ -292,6 +293,7 @@ class Params(Strict):
     text: Text = Text()
     adapt: Adapt = Adapt()
     features: Features = Features()
+    compute: Compute = Compute()
     train: Train = Train()
     lightgbm: LightGBM = LightGBM()
     cf: CF = CF()

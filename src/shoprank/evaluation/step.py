@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from shoprank.artifacts import FEATURE_SERVICE
+from shoprank.compute import map_partitions, partition_count
 from shoprank.config import Params
 from shoprank.evaluation.evaluate import Pool, Truth, evaluate_scorer, not_computed
 from shoprank.inputs.apply import derive
@@ -124,40 +125,58 @@ def candidate_scores(
     ``purchase``).
 
     The features of the full candidate pool (50 per request) would not fit in memory at
-    scale, so they are built and scored a chunk of whole requests at a time; only the
-    scores are kept.
+    scale, so they are built and scored a chunk of whole requests at a time
+    (:func:`score_chunk`, on ``compute.engine``); only the scores are kept.
     """
-    from shoprank.features import open_store
-
     cand = truth.candidates
-    click = {name: np.empty(len(cand), dtype=np.float64) for name in scorers}
-    buy: dict[str, np.ndarray | None] = {name: None for name in scorers}
     if not len(cand):
-        return {name: Pool(click[name]) for name in scorers}
-    store = open_store(params.features)
+        return {name: Pool(np.empty(0, dtype=np.float64)) for name in scorers}
     if texts is None:
         texts = texts_for(params, scorers.values())
     if reader is None:
         reader = pipeline_reader(params)
+    # at least one chunk per partition (compute.partitions: by default the cluster's CPUs on ray)
+    chunk_rows = min(chunk_rows, -(-len(cand) // partition_count(params.compute, len(cand))))
     request = cand["request_id"].to_numpy()
     # chunk boundaries fall between requests: candidates of one request stay together
     starts = np.flatnonzero(np.r_[True, request[1:] != request[:-1]])
-    bounds = [0]
+    edges = [0]
     for s in starts[1:]:
-        if s - bounds[-1] >= chunk_rows:
-            bounds.append(int(s))
-    bounds.append(len(cand))
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        with timed(logger, "candidate chunk scored", rows=hi - lo, done=hi, of=len(cand)):
-            frame = candidate_frame(params, test, cand.iloc[lo:hi], store, texts, reader)
-            for name, scorer in scorers.items():
-                click[name][lo:hi] = scorer.predict(frame, with_position=False)
-                got = purchase_given_click(scorer, frame) if purchase else None
-                if got is not None:
-                    if buy[name] is None:
-                        buy[name] = np.empty(len(cand), dtype=np.float64)
-                    buy[name][lo:hi] = got  # type: ignore[index]
+        if s - edges[-1] >= chunk_rows:
+            edges.append(int(s))
+    edges.append(len(cand))
+    requests = test.drop_duplicates("request_id")[["request_id", "event_timestamp", "user_id", "query"]]
+    chunks = [cand.iloc[lo:hi] for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    shared = (params, requests, scorers, texts, reader, purchase)
+    got = map_partitions(params.compute, score_chunk, chunks, shared, what="candidate chunk")
+    click = {name: np.concatenate([c[name] for c, _ in got]) for name in scorers}
+    buy = {name: _joined([b[name] for _, b in got]) for name in scorers}
     return {name: Pool(click[name], buy[name]) for name in scorers}
+
+
+def _joined(parts: list[np.ndarray | None]) -> np.ndarray | None:
+    return None if any(p is None for p in parts) else np.concatenate(parts)  # type: ignore[arg-type]
+
+
+def score_chunk(
+    chunk: pd.DataFrame,
+    params: Params,
+    requests: pd.DataFrame,
+    scorers: dict[str, Scorer],
+    texts: pd.Series | None,
+    reader: QueryReader,
+    purchase: bool,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray | None]]:
+    """One chunk of retrieved candidates: its point-in-time features, then every scorer's
+    P(click) and P(purchase | click) (None without a purchase head). The unit
+    ``compute.engine`` distributes."""
+    with timed(logger, "candidate chunk scored", rows=len(chunk)):
+        frame = candidate_frame(params, requests, chunk, None, texts, reader)
+        click = {
+            name: np.asarray(s.predict(frame, with_position=False), np.float64) for name, s in scorers.items()
+        }
+        buy = {name: purchase_given_click(s, frame) if purchase else None for name, s in scorers.items()}
+    return click, {k: None if v is None else np.asarray(v, np.float64) for k, v in buy.items()}
 
 
 def texts_for(params: Params, scorers: Iterable[Scorer | None]) -> pd.Series | None:

@@ -16,11 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shoprank.config import Features, Text
+from shoprank.compute import bounds, map_partitions, partition_count
+from shoprank.config import Compute, Features, Text
+from shoprank.config_compute import LOCAL
 from shoprank.features import items, queries, users
 from shoprank.features.batch import read_batch
 from shoprank.features.items import Embed
@@ -40,25 +43,68 @@ TABLES: dict[str, Callable[..., pd.DataFrame | pa.Table]] = {
 }
 
 
-def text_embedder(settings: Text) -> Embed:
+def text_embedder(settings: Text, compute: Compute = LOCAL) -> Embed:
     """The real encoder behind the embedding cache: each distinct text is encoded once, ever.
 
     Loads the BERT weights (seconds); encodes on ``settings.runtime`` (ONNX Runtime on CPU by
-    default, see :func:`shoprank.text.onnx_encoder.batch_encoder`). Tests pass a tiny encoder
-    through :func:`cached_embedder`.
+    default, see :func:`shoprank.text.onnx_encoder.batch_encoder`), in this process or, with
+    ``compute.engine: ray``, in batches of ``compute.embed_batch`` new texts as Ray tasks
+    (:class:`PartitionedEncoder`). Tests pass a tiny encoder through :func:`cached_embedder`.
     """
+    encoder = PartitionedEncoder(settings, compute)
+    return cached_embedder(encoder, settings.cache_dir, encoder.flush_every)
+
+
+_LOADED: dict[tuple[Text, str], Any] = {}  # this process's encoder, by (settings, model key)
+
+
+def _load(settings: Text) -> Any:
     from shoprank.text import load_encoder
     from shoprank.text.onnx_encoder import batch_encoder
 
     encoder = batch_encoder(load_encoder(settings), settings.runtime, settings.cache_dir)
-    return cached_embedder(encoder, settings.cache_dir)
+    _LOADED.clear()  # one encoder per process: the last one loaded
+    _LOADED[(settings, encoder.key)] = encoder
+    return encoder
 
 
-def cached_embedder(encoder: Any, cache_dir: Path | str) -> Embed:
+def encode_batch(texts: list[str], settings: Text, key: str) -> np.ndarray:
+    """Vectors of one batch of texts by the encoder ``key`` names: the unit ``compute.engine``
+    distributes. A Ray worker loads the encoder on its first batch and keeps it."""
+    encoder = _LOADED.get((settings, key))
+    if encoder is None:
+        encoder = _load(settings)
+    if encoder.key != key:
+        raise ValueError(
+            f"text encoder {encoder.key!r} loaded here, {key!r} expected: the nodes' weights differ"
+        )
+    return np.asarray(encoder.encode(list(texts)), dtype=np.float32)
+
+
+class PartitionedEncoder:
+    """An encoder (``key``, ``dim``, ``encode``) whose ``encode`` maps :func:`encode_batch`
+    over batches of ``compute.embed_batch`` texts on ``compute.engine`` (one batch: local)."""
+
+    def __init__(self, settings: Text, compute: Compute):
+        encoder = _load(settings)  # its key names the cache's folder; on local it also encodes
+        self.key, self.dim = encoder.key, encoder.dim
+        self.settings, self.compute = settings, compute
+        # texts per call (and per cache shard): a wave of batches, one per CPU of the cluster
+        tasks = 1 if compute.engine == "local" else partition_count(compute, 1 << 30)
+        self.flush_every = max(compute.embed_batch * tasks, 4096)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        n = 1 if self.compute.engine == "local" else -(-len(texts) // self.compute.embed_batch)
+        parts = [texts[lo:hi] for lo, hi in bounds(len(texts), n)]
+        shared = (self.settings, self.key)
+        return np.concatenate(map_partitions(self.compute, encode_batch, parts, shared, what="text encoding"))
+
+
+def cached_embedder(encoder: Any, cache_dir: Path | str, flush_every: int = 4096) -> Embed:
     """``texts -> vectors`` through an :class:`~shoprank.text.EmbeddingCache` of ``encoder``."""
     from shoprank.text import EmbeddingCache
 
-    cache = EmbeddingCache(cache_dir, encoder.key)
+    cache = EmbeddingCache(cache_dir, encoder.key, flush_every=flush_every)
     return lambda texts: cache.embed(texts, encoder)
 
 

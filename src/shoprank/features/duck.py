@@ -141,3 +141,17 @@ def positions(view: View, rows: pd.DataFrame, con: Any = None) -> np.ndarray:
     rid = got.column("rid").to_numpy()
     out[rid] = got.column("row").to_numpy()
     return out
+
+
+def join_partition(rows: pd.DataFrame, views: list[View]) -> dict[str, np.ndarray]:
+    """One partition of entity rows joined to every view: ``{view: positions}`` (see :func:`positions`).
+
+    The unit ``compute.engine`` distributes: a partition's answer does not depend on the
+    others (each row gets its own latest feature row), so joining partitions apart and
+    concatenating their positions gives the whole join's answer.
+    """
+    con = connect()
+    try:
+        return {view.name: positions(view, rows, con) for view in views}
+    finally:
+        con.close()

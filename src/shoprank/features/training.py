@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shoprank.artifacts import FEATURE_SERVICE
-from shoprank.config import Features
+from shoprank.compute import bounds, map_partitions, partition_count
+from shoprank.config import Compute, Features
+from shoprank.config_compute import LOCAL
 from shoprank.data.io import table_path
 from shoprank.features import duck
 from shoprank.features.pit import ViewJoin, join_view, service_views, versions
@@ -81,15 +84,27 @@ def _to_arrow(chunk: pd.DataFrame, joined: dict[str, pd.Series | pa.ChunkedArray
     return pa.Table.from_arrays([*base.columns, *cols], names=[*base.column_names, *types])
 
 
-def _pickers(store, imp: pd.DataFrame, views: list[ViewJoin], engine: str):
+def duck_positions(imp: pd.DataFrame, views: list[ViewJoin], compute: Compute) -> dict[str, np.ndarray]:
+    """Every impression's row of each view: DuckDB's join of time-ordered partitions of the
+    impressions (``compute.partitions``), mapped on ``compute.engine``, then concatenated."""
+    keys = sorted({k for v in views for k in v.keys}) + ["event_timestamp"]
+    slices = [imp.iloc[lo:hi] for lo, hi in bounds(len(imp), partition_count(compute, len(imp)))]
+    # Ray ships each partition to a worker: only the join's columns; in-process, row slices are views
+    parts = [s[keys] for s in slices] if compute.engine == "ray" else slices
+    bare = [replace(v, _columns={}, _index=None) for v in views]  # no cached columns shipped to workers
+    got = map_partitions(compute, duck.join_partition, parts, shared=(bare,), what="training-set join")
+    return {v.name: np.concatenate([g[v.name] for g in got]) for v in views}
+
+
+def _pickers(store, imp: pd.DataFrame, views: list[ViewJoin], engine: str, compute: Compute):
     """``pick(view, lo, hi)``: the view's features of impressions ``lo:hi``, joined by ``engine``.
 
-    DuckDB finds every impression's row in one pass per view (an int64 each); Feast's
-    two-step views get their versions in big batches (its per-call cost is the whole table).
+    DuckDB finds every impression's row in one pass per view and partition (an int64 each);
+    Feast's two-step views get their versions in big batches (its per-call cost is the
+    whole table).
     """
     if engine == "duckdb":
-        con = duck.connect()
-        pos = {v.name: duck.positions(v, imp, con) for v in views}
+        pos = duck_positions(imp, views, compute)
         return lambda view, lo, hi: view.take(pos[view.name][lo:hi])
     if engine != "feast":
         raise ValueError(f"{duck.SETTING}: {engine!r} is not one of {duck.ENGINES}")
@@ -117,13 +132,16 @@ def training_set(
     service: str = FEATURE_SERVICE,
     chunk_rows: int = CHUNK_ROWS,
     erased: frozenset[str] = frozenset(),
+    compute: Compute = LOCAL,
 ) -> dict:
     """Write the training table of ``service`` for the impressions of ``batch_dir`` to ``out``.
 
     Columns: the labels and keys of each impression (LABEL_COLUMNS; ``is_search`` is 0
     for feeds, whose query features are null), then every feature of the service.
     Rows are in time order; impressions of ``erased`` shoppers (pseudonyms, ``shoprank
-    forget``) are left out. Returns ``{"path", "engine", "rows", "columns", "service", "seconds"}``.
+    forget``) are left out. ``compute``: where DuckDB's joins run (``features.offline_engine:
+    feast`` joins in Feast's store, in this process).
+    Returns ``{"path", "engine", "rows", "columns", "service", "seconds"}``.
     """
     start = time.perf_counter()
     store = open_store(settings)
@@ -134,11 +152,12 @@ def training_set(
     imp = read_impressions(batch_dir)
     if erased:
         imp = imp[~imp["user_id"].astype("string").isin(erased).to_numpy(dtype=bool)].reset_index(drop=True)
-    pick = _pickers(store, imp, views, settings.offline_engine)
+    pick = _pickers(store, imp, views, settings.offline_engine, compute)
     log(
         logger,
         "training rows picked",
         engine=settings.offline_engine,
+        compute=compute.engine,
         rows=len(imp),
         seconds=round(time.perf_counter() - start, 1),
     )
