@@ -49,6 +49,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "`shoprank train` peak memory, streamed in chunks against the split at once",
         "python -m bench.bench_train_memory",
     ),
+    "scale": (
+        "bench.bench_scale",
+        "Every pipeline stage per profile: wall time and peak memory beside the previous path",
+        "python -m bench.bench_scale",
+    ),
     "serving": ("bench.bench_serving", "Serving latency and throughput", "python -m bench.bench_serving"),
     "real": (
         "bench.bench_real",

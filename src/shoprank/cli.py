@@ -41,7 +41,7 @@ def raw(params: ParamsOpt = None) -> None:
 @app.command()
 def simulate(
     profile: Annotated[
-        str | None, typer.Option(help="Size profile from params.yaml (tiny, default, large).")
+        str | None, typer.Option(help="Size profile from params.yaml (tiny, default, large, xl).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: paths.raw).")] = None,
     seed: Annotated[int | None, typer.Option(help="Override simulate.seed.")] = None,
@@ -222,20 +222,24 @@ def materialize(params: ParamsOpt = None) -> None:
 @app.command("training-set")
 def training_set(params: ParamsOpt = None) -> None:
     """Build the training table: point-in-time join of features onto impressions (features.offline_engine)."""
+    from shoprank.data.staged import clean_stale, explained
     from shoprank.features import training_set as run_training_set
     from shoprank.privacy import read_erased
     from shoprank.training.train import training_set_path
 
     p = _params(params)
+    out = training_set_path(p)
+    clean_stale(out.parent)  # what a killed run left under a temporary name
     try:
-        report = run_training_set(
-            p.features,
-            _validated(p),
-            p.paths.features,
-            training_set_path(p),
-            erased=read_erased(p.paths.erasure),
-            compute=p.compute,
-        )
+        with explained(out, "paths.training", "shoprank training-set"):
+            report = run_training_set(
+                p.features,
+                _validated(p),
+                p.paths.features,
+                out,
+                erased=read_erased(p.paths.erasure),
+                compute=p.compute,
+            )
     except ComputeError as exc:
         _fail(str(exc), 2)
     typer.echo(f"training set: {report['rows']:,} rows, {len(report['columns'])} columns -> {report['path']}")

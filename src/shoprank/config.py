@@ -106,6 +106,9 @@ class Legacy(Strict):
 class Simulate(Strict):
     profile: str = "default"
     seed: int = 42
+    chunk_requests: int = Field(
+        50_000, gt=0
+    )  # requests simulated and written at once (bounds `shoprank raw`'s memory)
     profiles: dict[str, Profile]
     market: Market = Market()
     clicks: Clicks = Clicks()

@@ -9,13 +9,13 @@ shoppers (:mod:`shoprank.privacy`).
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from shoprank.config import Params, Simulate
 from shoprank.data.schema import TABLES, check_table
@@ -24,7 +24,6 @@ from shoprank.privacy import Shoppers
 
 if TYPE_CHECKING:
     from shoprank.data.importer import Imported
-    from shoprank.data.simulator import Simulation
 
 logger = logging.getLogger(__name__)
 
@@ -34,40 +33,42 @@ def simulate_batch(
 ) -> dict:
     """Simulate and write contract tables to ``out``, ground truth to ``out/truth``; the summary.
 
+    The requests are simulated and written ``simulate.chunk_requests`` at a time
+    (:mod:`shoprank.data.simulator.write`), so memory does not follow the profile's size.
     The simulated shoppers are named as the service will name them: their ids
     (``user_000042``) become pseudonyms under ``shoppers``' key in every table, truth
     included, so a request for ``user_000042`` finds its features; erased ones are left out.
+    Every chunk of a contract table is checked against the contract before it is written.
     """
-    from shoprank.data.simulator import simulate, write_simulation
-    from shoprank.data.simulator.run import TRUTH_DIR, summarize
+    from shoprank.data.simulator.run import prepare
+    from shoprank.data.simulator.write import write_batch
 
-    sim = simulate(settings, profile, seed)
-    shield(sim, shoppers)
-    if shoppers.erased:  # the figures of what is written
-        sim.summary = summarize(sim)
-    for name, df in sim.tables.items():  # the contract holds before anything is written
-        check_table(df, TABLES[name])
-    write_simulation(sim, out)
-    (Path(out) / TRUTH_DIR / "summary.json").write_text(json.dumps(sim.summary, indent=2))
-    return sim.summary
+    def shape(frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+        frames = shielded(frames, shoppers)
+        for name, df in frames.items():
+            if name in TABLES:
+                check_table(df, TABLES[name])
+        return frames
+
+    return write_batch(prepare(settings, profile, seed), Path(out), settings.chunk_requests, shape).summary
 
 
-def shield(sim: Simulation, shoppers: Shoppers) -> None:
-    """Pseudonyms for the simulation's user ids (tables and truth); erased shoppers' rows removed."""
-    named = {**sim.tables, **{f"truth/{k}": v for k, v in sim.truth.items()}}
+def shielded(named: dict[str, pd.DataFrame], shoppers: Shoppers) -> dict[str, pd.DataFrame]:
+    """``named`` frames with pseudonyms for user ids; the rows of erased shoppers' requests removed."""
+    named = dict(named)
     gone: set[str] = set()
-    for df in named.values():
-        if "user_id" in df:
-            df["user_id"] = shoppers.pseudonymise(df["user_id"]).astype(object)
+    for name, df in named.items():
+        if "user_id" in df:  # a new frame: the caller's keeps the ids it builds later chunks from
+            df = named[name] = df.assign(user_id=shoppers.pseudonymise(df["user_id"]).astype(object))
             if "request_id" in df:
                 gone |= set(df.loc[~shoppers.kept(df["user_id"]), "request_id"])
-    for group in (sim.tables, sim.truth):
-        for name, df in group.items():
-            keep = shoppers.kept(df["user_id"]) if "user_id" in df else np.ones(len(df), dtype=bool)
-            if "request_id" in df and gone:
-                keep &= ~df["request_id"].isin(gone).to_numpy(dtype=bool)
-            if not keep.all():
-                group[name] = df[keep].reset_index(drop=True)
+    for name, df in named.items():
+        keep = shoppers.kept(df["user_id"]) if "user_id" in df else np.ones(len(df), dtype=bool)
+        if "request_id" in df and gone:
+            keep &= ~df["request_id"].isin(gone).to_numpy(dtype=bool)
+        if not keep.all():
+            named[name] = df[keep].reset_index(drop=True)
+    return named
 
 
 def shoppers_of(params: Params) -> Shoppers:

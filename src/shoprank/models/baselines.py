@@ -9,6 +9,8 @@ that rankings are built from.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -29,20 +31,35 @@ class PopularityModel:
         self.position_ctr: dict[int, float] = {}
 
     def fit(self, frame: Frame, spec: FeatureSpec) -> PopularityModel:
-        df = frame.df
-        y = df[spec.label].astype(float)
-        self.global_ctr = float(y.mean())
-        pos = df[spec.position].astype(int)
-        self.position_ctr = (df.groupby(pos)[spec.label].mean() / self.global_ctr).to_dict()
+        return self.fit_chunks([frame.df], spec)
+
+    def fit_chunks(self, chunks: Iterable[pd.DataFrame], spec: FeatureSpec) -> PopularityModel:
+        """Fit on the split's rows in chunks (each with the label, position and item id columns).
+
+        What is kept across chunks is counted per position and per (item, position), so
+        memory follows the catalogue and the page, not the number of impressions.
+        """
+        shown = item_clicks = pos_clicks = pd.Series(dtype="float64")  # per (item, position), item, position
+        for df in chunks:
+            y = df[spec.label].astype(float)
+            item, pos = df[spec.item_id].rename("item"), df[spec.position].astype(int).rename("position")
+            shown = _plus(shown, y.groupby([item, pos]).size().astype(float))
+            item_clicks = _plus(item_clicks, y.groupby(item).sum())
+            pos_clicks = _plus(pos_clicks, y.groupby(pos).sum())
+        pos_shown = shown.groupby(level="position").sum()
+        g = self.global_ctr = float(pos_clicks.sum() / pos_shown.sum())
+        pos_ctr = pos_clicks / pos_shown
+        self.position_ctr = (pos_ctr / g).to_dict()
         # clicks over expected clicks at the positions shown: a position-debiased CTR
-        expected = pos.map(self.position_ctr).to_numpy() * self.global_ctr
-        by_item = pd.DataFrame({"item": df[spec.item_id], "y": y, "e": expected}).groupby("item")
-        clicks, exp = by_item["y"].sum(), by_item["e"].sum()
+        expected = (
+            (shown * pos_ctr.reindex(shown.index.get_level_values("position")).to_numpy())
+            .groupby(level="item")
+            .sum()
+        )
         a = self.prior_strength
         # a pseudo-impressions at the global CTR: a*g pseudo-clicks over a*g expected, so a
         # rarely shown item's click rate shrinks towards g itself
-        g = self.global_ctr
-        self.item_ctr = ((clicks + a * g) / (exp + a * g)).mul(g).to_dict()
+        self.item_ctr = ((item_clicks + a * g) / (expected + a * g)).mul(g).to_dict()
         self.spec = spec
         return self
 
@@ -52,6 +69,11 @@ class PopularityModel:
         if with_position:
             p = p * df[self.spec.position].map(self.position_ctr).fillna(1.0).to_numpy()
         return np.clip(p, 1e-6, 1 - 1e-6)
+
+
+def _plus(total: pd.Series, part: pd.Series) -> pd.Series:
+    """Counts summed by key; ``total`` empty before the first chunk."""
+    return part if total.empty else total.add(part, fill_value=0)
 
 
 def tabular(frame: Frame, spec: FeatureSpec, position: int | None) -> pd.DataFrame:

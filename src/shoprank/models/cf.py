@@ -12,6 +12,7 @@ what ``/recommend`` retrieves neighbours with.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -20,9 +21,10 @@ from torch import nn
 
 from shoprank.config import CF
 from shoprank.inputs.frame import Frame
-from shoprank.models.preprocess import FeatureSpec, vocabulary
+from shoprank.models.preprocess import FeatureSpec, codes_of
 
 SERVING_POSITION = 1  # position-free scores are those of the top slot
+Scan = Callable[[list[str]], Iterable[pd.DataFrame]]  # columns -> a split's rows, chunk by chunk
 
 
 class Factors(nn.Module):
@@ -51,8 +53,8 @@ class CollaborativeModel:
         self.settings = settings or CF()
         self.seed = seed
 
-    def _codes(self, frame: Frame, with_position: bool = True) -> tuple[torch.Tensor, ...]:
-        df, s = frame.df, self.spec
+    def _codes(self, df: pd.DataFrame, with_position: bool = True) -> tuple[torch.Tensor, ...]:
+        s = self.spec
         u = df[s.user_id].astype("string").map(self.users).fillna(0).to_numpy(np.int64)
         i = df[s.item_id].astype("string").map(self.items).fillna(0).to_numpy(np.int64)
         pos = (
@@ -64,18 +66,28 @@ class CollaborativeModel:
         return torch.from_numpy(u), torch.from_numpy(i), torch.from_numpy(p)
 
     def fit(self, train: Frame, val: Frame, spec: FeatureSpec) -> CollaborativeModel:
+        return self.fit_chunks(lambda columns: [train.df], lambda columns: [val.df], spec)
+
+    def fit_chunks(self, train: Scan, val: Scan, spec: FeatureSpec) -> CollaborativeModel:
+        """Fit on the splits read in chunks: ``train(columns)`` gives the training split's rows
+        chunk by chunk (twice: the vocabularies, then the codes), ``val(columns)`` the validation
+        split's. Only the ids' codes, positions and labels are kept, four numbers a row."""
         s = self.settings
         torch.manual_seed(self.seed)
         self.spec = spec
-        self.users = vocabulary(train.df[spec.user_id], s.min_count)
-        self.items = vocabulary(train.df[spec.item_id], s.min_count)
-        self.n_positions = int(max(train.df[spec.position].max(), 1))
+        columns = [spec.user_id, spec.item_id, spec.position, spec.label]
+        users, items, top = pd.Series(dtype="int64"), pd.Series(dtype="int64"), 1.0
+        for df in train(columns):
+            users = users.add(df[spec.user_id].astype("string").value_counts(), fill_value=0)
+            items = items.add(df[spec.item_id].astype("string").value_counts(), fill_value=0)
+            top = max(top, float(df[spec.position].max()) if len(df) else top)
+        self.users, self.items = codes_of(users, s.min_count), codes_of(items, s.min_count)
+        self.n_positions = int(top)
         model = Factors(len(self.users), len(self.items), self.n_positions, s.dim)
         opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
         loss = nn.BCEWithLogitsLoss()
-        tr, va = self._codes(train), self._codes(val)
-        y_tr = torch.from_numpy(train.df[spec.label].to_numpy(np.float32))
-        y_va = torch.from_numpy(val.df[spec.label].to_numpy(np.float32))
+        *tr, y_tr = self._coded(train(columns))
+        *va, y_va = self._coded(val(columns))
         gen = torch.Generator().manual_seed(self.seed)
         best, best_state, waited = float("inf"), copy.deepcopy(model.state_dict()), 0
         for _ in range(s.epochs):
@@ -98,9 +110,18 @@ class CollaborativeModel:
         self.best_val_loss = best
         return self
 
+    def _coded(self, chunks: Iterable[pd.DataFrame]) -> list[torch.Tensor]:
+        """User, item and position codes and the labels of every row of ``chunks``, concatenated."""
+        parts = [
+            (*self._codes(df), torch.from_numpy(df[self.spec.label].to_numpy(np.float32))) for df in chunks
+        ]
+        if not parts:
+            return [torch.zeros(0, dtype=torch.int64)] * 3 + [torch.zeros(0)]
+        return [torch.cat(column) for column in zip(*parts, strict=True)]
+
     @torch.no_grad()
     def predict(self, frame: Frame, with_position: bool = False) -> np.ndarray:
-        return torch.sigmoid(self.model(*self._codes(frame, with_position))).numpy().astype(np.float64)
+        return torch.sigmoid(self.model(*self._codes(frame.df, with_position))).numpy().astype(np.float64)
 
     def item_factors(self) -> tuple[list[str], np.ndarray]:
         """(item ids, their factors): the items with their own row, for neighbour retrieval."""

@@ -42,8 +42,7 @@ from shoprank.training.stream import StreamData, stream_loader
 from shoprank.training.trees import fit_lightgbm
 
 logger = logging.getLogger(__name__)
-CANDIDATES = ("bert_ctr", "no_text", "lightgbm", "popularity", "cf")
-STREAMED = ("bert_ctr", "no_text", "lightgbm")  # read their split in chunks of train.chunk_rows
+CANDIDATES = ("bert_ctr", "no_text", "lightgbm", "popularity", "cf")  # each reads its split in chunks
 
 
 @dataclass
@@ -219,13 +218,11 @@ def train_candidate(
 ) -> TrainResult:
     """Fit candidate ``name`` and write ``out_dir/<name>.pt`` (+ checksum).
 
-    ``train`` and ``val``: frames, or :class:`~shoprank.training.chunks.Chunks` for the
-    candidates that stream (``bert_ctr``, ``no_text``, ``lightgbm``).
+    ``train`` and ``val``: frames, or :class:`~shoprank.training.chunks.Chunks` of
+    ``settings.chunk_rows`` rows; every candidate reads them chunk by chunk.
     """
     if name not in CANDIDATES:
         raise ValueError(f"unknown candidate {name!r}; known: {', '.join(CANDIDATES)}")
-    if name not in STREAMED and isinstance(train, Chunks):
-        raise ValueError(f"{name} reads its split in memory: pass frames, not chunks")
     columns = train.columns() if isinstance(train, Chunks) else list(train.df.columns)
     spec = feature_spec(columns, name, ids=settings.id_min_count > 0)
     start = time.perf_counter()
@@ -258,10 +255,12 @@ def train_candidate(
             purchase=head == "on",
         )
     elif name == "cf":
-        scorer = CollaborativeModel(cf, seed=settings.seed).fit(cast(Frame, train), cast(Frame, val), spec)
+        tr, va = as_chunks(train, settings.chunk_rows), as_chunks(val, settings.chunk_rows)
+        scorer = CollaborativeModel(cf, seed=settings.seed).fit_chunks(tr.scan, va.scan, spec)
         info["best_val_loss"] = scorer.best_val_loss
     else:
-        scorer = PopularityModel().fit(cast(Frame, train), spec)
+        columns = [spec.label, spec.position, spec.item_id]
+        scorer = PopularityModel().fit_chunks(as_chunks(train, settings.chunk_rows).scan(columns), spec)
     seconds = time.perf_counter() - start
     path = Path(out_dir) / f"{name}.pt"
     if info.get("global_rank", 0) != 0:  # another rank of a DDP run: rank 0 writes the artifact
@@ -284,8 +283,8 @@ def train_candidate(
 def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict:
     """The `train` step: fit the candidates on the training split of the training set.
 
-    The split comes from the key columns alone. The streamed candidates read their rows in
-    chunks of ``train.chunk_rows``; popularity and cf read the two splits' rows into memory.
+    The split comes from the key columns alone. Every candidate reads its rows in chunks of
+    ``train.chunk_rows``; popularity and cf only the few columns they fit on.
     """
     from shoprank.inputs.texts import batch_texts
     from shoprank.models.attributes import pipeline_filled
@@ -317,15 +316,8 @@ def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict
         encoder = load_encoder(params.text)
     out_dir = Path(params.paths.models) / "candidates"
     results = {}
-    in_memory: dict[str, Frame] = {}
     for name in candidates or s.candidates:
-        train: Frame | Chunks
-        val: Frame | Chunks
-        if name in STREAMED:
-            train, val = (FileChunks(path, split[k], s.chunk_rows, derive_with) for k in ("train", "val"))
-        else:
-            in_memory = in_memory or {k: _read_rows(path, split[k], derive_with) for k in ("train", "val")}
-            train, val = in_memory["train"], in_memory["val"]
+        train, val = (FileChunks(path, split[k], s.chunk_rows, derive_with) for k in ("train", "val"))
         log_dir = Path(params.paths.metrics) / "train" / name if name in ("bert_ctr", "no_text") else None
         results[name] = train_candidate(
             name,
@@ -342,14 +334,6 @@ def run_train(params: Params, candidates: tuple[str, ...] | None = None) -> dict
             cf=params.cf,
         ).as_dict()
     return {"rows": {k: len(v) for k, v in split.items()}, "candidates": results}
-
-
-def _read_rows(path: Path, rows: np.ndarray, derive_with: dict[str, Any]) -> Frame:
-    """Rows ``rows`` of the training table in memory, with the declared derived inputs."""
-    from shoprank.inputs.apply import derive
-    from shoprank.inputs.frame import read_frame
-
-    return derive(read_frame(path, rows=rows), **derive_with)
 
 
 def training_set_path(params: Params) -> Path:

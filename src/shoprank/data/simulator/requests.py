@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from shoprank.data.vocab import QUERY_TEMPLATES
 INTENT_NAMES = ("buy", "browse", "compare", "price", "learn", "recommend")
 RECOMMEND = INTENT_NAMES.index("recommend")
 LEVEL_TYPE, LEVEL_SUB, LEVEL_TOP = 0, 1, 2
+SLICE = 65_536  # requests whose preferences are computed at once (bounds the temporary arrays)
 
 
 @dataclass
@@ -38,6 +39,10 @@ class Requests:
     def __len__(self) -> int:
         return len(self.user)
 
+    def rows(self, lo: int, hi: int) -> Requests:
+        """Requests ``lo`` to ``hi`` (views, not copies)."""
+        return Requests(**{f.name: getattr(self, f.name)[lo:hi] for f in fields(self)})
+
 
 def _slots(template: str) -> set[str]:
     return {f for _, f, _, _ in string.Formatter().parse(template) if f}
@@ -55,10 +60,17 @@ def sample_requests(
     tau = day / days
 
     # what: a category from the user's drifting preference, then a product type in it
-    top_pref, _, _ = users.at(user, tau, drift)
-    top = (rng.random((n, 1)) > np.cumsum(top_pref, axis=1)).sum(axis=1).clip(0, len(w.tops) - 1)
-    types_of_top = [np.flatnonzero(w.type_top == t) for t in range(len(w.tops))]
-    type_ = np.array([types_of_top[t][rng.integers(len(types_of_top[t]))] for t in top])
+    u_top = rng.random((n, 1))
+    top = np.empty(n, dtype=np.int64)
+    for lo in range(0, n, SLICE):  # preferences of a slice at a time: (r, n_brands) floats per slice
+        s = slice(lo, lo + SLICE)
+        top_pref, _, _ = users.at(user[s], tau[s], drift)
+        top[s] = (u_top[s] > np.cumsum(top_pref, axis=1)).sum(axis=1).clip(0, len(w.tops) - 1)
+    # a uniform product type of each request's category: one bounded draw per request, in order
+    by_top = np.argsort(w.type_top, kind="stable")  # product types grouped by category
+    per_top = np.bincount(w.type_top, minlength=len(w.tops))
+    first = np.concatenate([[0], np.cumsum(per_top)[:-1]])
+    type_ = by_top[first[top] + rng.integers(0, per_top[top])]
 
     intents = list(market.intents)
     search = rng.random(n) < market.search_share
@@ -87,6 +99,7 @@ def sample_requests(
         query_name=[""] * n,
     )
     u = rng.random((n, 8))  # uniform draws for the slot choices below
+    texts: dict[str, str] = {}
     for i in np.flatnonzero(search):
         tops, pt = w.tops[top[i]], w.types[type_[i]]
         templates = QUERY_TEMPLATES[INTENT_NAMES[intent[i]]]
@@ -127,7 +140,8 @@ def sample_requests(
             cap = max(5, round(pt.price * (0.6 + 0.4 * u[i, 7]), -1))
             r.price_cap[i] = cap
             fill["price"] = str(int(cap))
-        r.query[i] = tmpl.format(**fill)
+        text = tmpl.format(**fill)
+        r.query[i] = texts.setdefault(text, text)  # one string per distinct query
     return r
 
 

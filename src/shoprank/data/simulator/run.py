@@ -1,4 +1,10 @@
-"""`shoprank simulate`: a seeded marketplace written as contract tables plus ground truth."""
+"""`shoprank simulate`: a seeded marketplace written as contract tables plus ground truth.
+
+:func:`prepare` draws the catalogue, the users and the requests; :func:`sessions` then
+simulates any run of requests (retrieval, the logged ranking, clicks, purchases) and
+:func:`chunk_tables` turns it into its rows. :func:`simulate` does all requests at once in
+memory; :mod:`shoprank.data.simulator.write` streams them to Parquet chunk by chunk.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
-from shoprank.config import Simulate
+from shoprank.config import Profile, Simulate
 from shoprank.data.io import write_tables
 from shoprank.data.simulator import clicks as click_model
 from shoprank.data.simulator.catalog import Items, render_catalog, sample_items
@@ -28,8 +35,9 @@ from shoprank.data.simulator.requests import (
     requested_attributes,
     sample_requests,
 )
-from shoprank.data.simulator.users import render_users, sample_users
-from shoprank.data.simulator.world import world
+from shoprank.data.simulator.summary import summarize
+from shoprank.data.simulator.users import Users, render_users, sample_users
+from shoprank.data.simulator.world import World, world
 from shoprank.logs import log, progress, timed
 
 logger = logging.getLogger(__name__)
@@ -40,6 +48,7 @@ LEXICAL_CANDIDATES = 30  # what the legacy BM25 contributes per search request
 TARGET_CANDIDATES = 30  # from the legacy query-category mapping
 POPULAR_CANDIDATES = 30  # popularity-weighted fill
 TRUTH_DIR = "truth"
+SESSION_ARRAYS = ("cand", "attr", "buy", "legacy", "shown", "prop", "clicked", "purchased", "p_click")
 
 
 @dataclass
@@ -87,10 +96,36 @@ def _retrieve(
     return cand
 
 
-def simulate(settings: Simulate, profile: str | None = None, seed: int | None = None) -> Simulation:
-    """Generate a marketplace of the given profile; deterministic for a seed."""
+@dataclass
+class Marketplace:
+    """What every chunk of requests is simulated against: the catalogue, the users, the requests."""
+
+    w: World
+    size: Profile
+    settings: Simulate
+    items: Items
+    users: Users
+    req: Requests
+    catalog: pd.DataFrame
+    user_table: pd.DataFrame
+    item_truth: pd.DataFrame
+    user_truth: pd.DataFrame
+    index: LexicalIndex
+    qmat: sparse.csr_matrix
+    q_of: np.ndarray
+    lex_top: np.ndarray
+    rng_sess: np.random.Generator
+    simulated: int = 0  # requests simulated so far: the next run starts here
+
+    @property
+    def exam(self) -> np.ndarray:
+        return click_model.examination(self.settings.market.page_size, self.settings.clicks.examination_decay)
+
+
+def prepare(settings: Simulate, profile: str | None = None, seed: int | None = None) -> Marketplace:
+    """The catalogue, users and requests of a profile; deterministic for a seed."""
     size = settings.sized(profile)
-    market, c, legacy = settings.market, settings.clicks, settings.legacy
+    market, c = settings.market, settings.clicks
     seeds = np.random.SeedSequence(settings.seed if seed is None else seed).spawn(5)
     rng_items, rng_users, rng_req, rng_sess, rng_text = (np.random.default_rng(s) for s in seeds)
     w = world()
@@ -108,64 +143,92 @@ def simulate(settings: Simulate, profile: str | None = None, seed: int | None = 
         q_of = np.where(np.array(req.query, dtype=object) == "", -1, q_of)
         qmat = index.query_matrix(list(queries))
         lex_top = index.top_items(qmat, LEXICAL_CANDIDATES)
+    return Marketplace(
+        w, size, settings, items, users, req, catalog, user_table, item_truth, user_truth,
+        index, qmat, q_of, lex_top, rng_sess,
+    )  # fmt: skip
 
-    n_cand, page = market.candidates_per_request, market.page_size
-    exam = click_model.examination(page, c.examination_decay)
-    draw_type = sample_groups(items.type, w.n_types)
-    draw_sub = sample_groups(items.sub, len(w.subs))
-    draw_top = sample_groups(items.top, len(w.tops))
+
+def sessions(m: Marketplace, lo: int, hi: int) -> dict[str, np.ndarray]:
+    """Requests ``lo`` to ``hi`` shown, clicked and bought, in blocks of :data:`CHUNK` requests.
+
+    The blocks start at multiples of :data:`CHUNK` and draw from one generator in order, so
+    any split of the requests into consecutive runs of whole blocks gives the same output;
+    runs are therefore simulated in order, each starting where the last one ended.
+    """
+    if lo != m.simulated or (hi % CHUNK and hi != len(m.req)):
+        raise ValueError(
+            f"requests are simulated in order, in whole blocks, from {m.simulated}: not {lo}-{hi}"
+        )
+    items, req, c, legacy = m.items, m.req, m.settings.clicks, m.settings.legacy
+    n_cand, page = m.settings.market.candidates_per_request, m.settings.market.page_size
+    exam, rng = m.exam, m.rng_sess
+    draw_type = sample_groups(items.type, m.w.n_types)
+    draw_sub = sample_groups(items.sub, len(m.w.subs))
+    draw_top = sample_groups(items.top, len(m.w.tops))
     pop_score = np.log1p(items.popularity) / np.log1p(items.popularity.max() + 1)
-    out: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("cand", "attr", "buy", "legacy", "shown", "prop", "clicked", "purchased", "p_click")
-    }
-    chunks = range(0, len(req), CHUNK)
-    for lo in progress(chunks, "simulating sessions", total=len(chunks)):
-        rows = np.arange(lo, min(lo + CHUNK, len(req)))
-        cand = _retrieve(items, req, rows, lex_top, q_of, draw_type, draw_sub, draw_top, n_cand, rng_sess)
-        lex = index.pair_scores(qmat, np.repeat(np.maximum(q_of[rows], 0), n_cand), cand.ravel())
-        lex = lex.reshape(cand.shape) * (q_of[rows] >= 0)[:, None]
+    out: dict[str, list[np.ndarray]] = {k: [] for k in SESSION_ARRAYS}
+    for start in progress(range(lo, hi, CHUNK), "simulating sessions", total=-(-(hi - lo) // CHUNK)):
+        rows = np.arange(start, min(start + CHUNK, hi))
+        cand = _retrieve(items, req, rows, m.lex_top, m.q_of, draw_type, draw_sub, draw_top, n_cand, rng)
+        lex = m.index.pair_scores(m.qmat, np.repeat(np.maximum(m.q_of[rows], 0), n_cand), cand.ravel())
+        lex = lex.reshape(cand.shape) * (m.q_of[rows] >= 0)[:, None]
         lex = lex / (lex.max(axis=1, keepdims=True) + 1e-9)
         score = legacy.w_lexical * lex + legacy.w_popularity * pop_score[cand]
-        shown = plackett_luce(score, legacy.temperature, page, rng_sess)  # (r, page) columns of cand
-        prop = propensities(score, shown, legacy.temperature, legacy.propensity_samples, rng_sess)
-        attr = click_model.attractiveness(items, users, req, rows, cand, size.days, c, rng_sess)
+        shown = plackett_luce(score, legacy.temperature, page, rng)  # (r, page) columns of cand
+        prop = propensities(score, shown, legacy.temperature, legacy.propensity_samples, rng)
+        attr = click_model.attractiveness(items, m.users, req, rows, cand, m.size.days, c, rng)
         p_click = exam[None, :] * np.take_along_axis(attr, shown, axis=1)
-        clicked = rng_sess.random(p_click.shape) < p_click
+        clicked = rng.random(p_click.shape) < p_click
         # every candidate's, for the truth: what a ranking by expected sales is scored with
-        buy = click_model.purchase_probability(items, users, req, rows, cand, c)
+        buy = click_model.purchase_probability(items, m.users, req, rows, cand, c)
         p_buy = np.take_along_axis(buy, shown, axis=1)
-        purchased = clicked & (rng_sess.random(p_click.shape) < p_buy)
-        for k, v in (
-            ("cand", cand),
-            ("attr", attr),
-            ("buy", buy),
-            ("legacy", score),
-            ("shown", shown),
-            ("prop", prop),
-            ("clicked", clicked),
-            ("purchased", purchased),
-            ("p_click", p_click),
-        ):
+        purchased = clicked & (rng.random(p_click.shape) < p_buy)
+        block = (cand, attr, buy, score, shown, prop, clicked, purchased, p_click)
+        for k, v in zip(SESSION_ARRAYS, block, strict=True):
             out[k].append(v)
-    arr = {k: np.concatenate(v) for k, v in out.items()}
-    sim = _assemble(w, items, req, arr, catalog, user_table, item_truth, user_truth, exam, size.days)
+    m.simulated = hi
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def simulate(settings: Simulate, profile: str | None = None, seed: int | None = None) -> Simulation:
+    """Generate a marketplace of the given profile in memory; deterministic for a seed."""
+    m = prepare(settings, profile, seed)
+    tables, truth = static_tables(m)
+    impressions, per_request = chunk_tables(m, 0, sessions(m, 0, len(m.req)))
+    sim = Simulation(tables={**tables, "impressions": impressions}, truth={**truth, **per_request})
     sim.summary = summarize(sim)
     return sim
 
 
-def _assemble(w, items, req, arr, catalog, user_table, item_truth, user_truth, exam, days) -> Simulation:
+def static_tables(m: Marketplace) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """The tables written once: catalogue and users, and their truth."""
+    exam = m.exam
+    examination = pd.DataFrame({"position": np.arange(1, len(exam) + 1), "examination": exam})
+    return (
+        {"catalog": m.catalog, "users": m.user_table},
+        {"items": m.item_truth, "users": m.user_truth, "examination": examination},
+    )
+
+
+def chunk_tables(
+    m: Marketplace, lo: int, arr: dict[str, np.ndarray]
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Requests ``lo`` onwards (``arr`` from :func:`sessions`): their impressions and truth tables."""
+    w, req = m.w, m.req
     n_req, page = arr["shown"].shape
     n_cand = arr["cand"].shape[1]
-    request_ids = np.array([f"req_{i:07d}" for i in range(n_req)], dtype=object)
-    item_ids = catalog["item_id"].to_numpy()
-    ts = (WINDOW_START + pd.to_timedelta(req.day, unit="D")).floor("s")
+    rows = slice(lo, lo + n_req)
+    request_ids = np.array([f"req_{i:07d}" for i in range(lo, lo + n_req)], dtype=object)
+    item_ids = m.catalog["item_id"].to_numpy()
+    ts = (WINDOW_START + pd.to_timedelta(req.day[rows], unit="D")).floor("s")
     shown_items = np.take_along_axis(arr["cand"], arr["shown"], axis=1)
-    query = np.array(req.query, dtype=object)
+    query = np.array(req.query[rows], dtype=object)
     impressions = pd.DataFrame(
         {
             "request_id": np.repeat(request_ids, page),
             "ts": np.repeat(ts, page),
-            "user_id": np.repeat(user_table["user_id"].to_numpy()[req.user], page),
+            "user_id": np.repeat(m.user_table["user_id"].to_numpy()[req.user[rows]], page),
             "query": np.repeat(query, page),
             "item_id": item_ids[shown_items.ravel()],
             "position": np.tile(np.arange(1, page + 1), n_req),
@@ -186,60 +249,28 @@ def _assemble(w, items, req, arr, catalog, user_table, item_truth, user_truth, e
             "position": position.ravel(),
         }
     )
+    part = req.rows(lo, lo + n_req)
     requests = pd.DataFrame(
         {
             "request_id": request_ids,
             "ts": ts,
-            "intent": np.array(INTENT_NAMES, dtype=object)[req.intent],
-            "target_level": np.array(["product_type", "subcategory", "category"], dtype=object)[req.level],
-            "target_product_type": [w.types[t].name for t in req.target_type],
-            "target_category": [w.tops[t].name for t in req.target_top],
+            "intent": np.array(INTENT_NAMES, dtype=object)[part.intent],
+            "target_level": np.array(["product_type", "subcategory", "category"], dtype=object)[part.level],
+            "target_product_type": [w.types[t].name for t in part.target_type],
+            "target_category": [w.tops[t].name for t in part.target_top],
             "query": query,
-            "query_name": req.query_name,
-            **{f"asked_{k}": v for k, v in requested_attributes(w, req).items()},
+            "query_name": part.query_name,
+            **{f"asked_{k}": v for k, v in requested_attributes(w, part).items()},
         }
     )
-    truth = {
-        "items": item_truth,
-        "users": user_truth,
-        "requests": requests,
-        "candidates": candidates,
-        "examination": pd.DataFrame({"position": np.arange(1, page + 1), "examination": exam}),
-        "impressions": pd.DataFrame(
-            {
-                "request_id": impressions["request_id"],
-                "item_id": impressions["item_id"],
-                "p_click": arr["p_click"].ravel(),
-            }
-        ),
-    }
-    tables = {"catalog": catalog, "users": user_table, "impressions": impressions}
-    return Simulation(tables=tables, truth=truth)
-
-
-def summarize(sim: Simulation) -> dict:
-    """Headline figures of a simulated data set (what the main job prints)."""
-    from shoprank.evaluation.metrics import auc, expected_auc
-
-    imp, truth = sim.tables["impressions"], sim.truth
-    created = sim.tables["catalog"]["created_at"]
-    window_start = imp["ts"].min()
-    is_new = created >= window_start
-    by_pos = imp.groupby("position")["clicked"].mean()
-    new_ids = set(sim.tables["catalog"]["item_id"][is_new])
-    p = truth["impressions"]["p_click"].to_numpy()
-    return {
-        "rows": {name: len(df) for name, df in sim.tables.items()},
-        "requests": int(imp["request_id"].nunique()),
-        "ctr": float(imp["clicked"].mean()),
-        "purchase_rate": float(imp["purchased"].mean()),
-        "ctr_by_position": {int(k): round(float(v), 4) for k, v in by_pos.items()},
-        "new_item_share": float(is_new.mean()),
-        "new_item_impression_share": float(imp["item_id"].isin(new_ids).mean()),
-        "intents": truth["requests"]["intent"].value_counts(normalize=True).round(4).to_dict(),
-        "bayes_auc": float(auc(imp["clicked"].to_numpy(), p)),
-        "bayes_auc_expected": float(expected_auc(p)),
-    }
+    p_click = pd.DataFrame(
+        {
+            "request_id": impressions["request_id"],
+            "item_id": impressions["item_id"],
+            "p_click": arr["p_click"].ravel(),
+        }
+    )
+    return impressions, {"requests": requests, "candidates": candidates, "impressions": p_click}
 
 
 def write_simulation(sim: Simulation, out: Path) -> list[Path]:
