@@ -127,3 +127,14 @@ def project_files(*pathspecs: str) -> list[Path]:
         check=True,
     ).stdout.splitlines()
     return [ROOT / name for name in sorted(set(listed)) if (ROOT / name).is_file()]
+
+
+def step(name: str, params_file: Path | str) -> str:
+    """`shoprank <name> --params <params_file>` in process; its output, or a failure showing it."""
+    from typer.testing import CliRunner
+
+    from shoprank.cli import app
+
+    result = CliRunner().invoke(app, [name, "--params", str(params_file)])
+    assert result.exit_code == 0, f"{name} failed:\n{result.output}"
+    return result.output

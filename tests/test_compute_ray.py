@@ -31,7 +31,7 @@ from shoprank.compute import ComputeError, bounds, map_partitions
 from shoprank.config import Compute, ParamsError, load_params
 from shoprank.features import duck
 from shoprank.features.build import text_embedder
-from tests.conftest import ROOT, tiny_raw_params
+from tests.conftest import ROOT, step, tiny_raw_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 runner = CliRunner()
@@ -44,12 +44,6 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
-
-
-def step(name: str, path) -> str:
-    result = runner.invoke(app, [name, "--params", str(path)])
-    assert result.exit_code == 0, f"{name} failed:\n{result.output}"
-    return result.output
 
 
 @pytest.fixture(scope="module")

@@ -19,22 +19,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from shoprank.cli import app
 from shoprank.ranking.explain import impacts
-from tests.conftest import tiny_raw_params
+from tests.conftest import step, tiny_raw_params
 from tests.serving_fixtures import ServingEnv, logged_queries
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-runner = CliRunner()
 MODES = ("finetune", "lora")
-
-
-def step(name: str, params_file: Path) -> str:
-    result = runner.invoke(app, [name, "--params", str(params_file)])
-    assert result.exit_code == 0, f"{name} failed:\n{result.output}"
-    return result.output
 
 
 @pytest.fixture(scope="module")

@@ -8,19 +8,12 @@ import subprocess
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from shoprank.cli import app
+from tests.conftest import step
 from tests.serving_fixtures import VENV_BIN, package_tiny_champion, simulated_user
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 RETRAIN = ("ingest-feedback", "validate", "features", "materialize", "training-set", "train", "evaluate")
-
-
-def step(name: str, params_file) -> str:
-    result = CliRunner().invoke(app, [name, "--params", str(params_file)])
-    assert result.exit_code == 0, f"{name} failed:\n{result.output}"
-    return result.output
 
 
 def test_the_services_own_feedback_trains_the_next_champion(tmp_path, monkeypatch):

@@ -6,13 +6,10 @@ import json
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from shoprank.cli import app
-from tests.conftest import ROOT, tiny_raw_params
+from tests.conftest import ROOT, step, tiny_raw_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +19,6 @@ def params_file(tmp_path_factory):
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path, raw
-
-
-def step(name: str, path) -> str:
-    result = runner.invoke(app, [name, "--params", str(path)])
-    assert result.exit_code == 0, f"{name} failed:\n{result.output}"
-    return result.output
 
 
 def test_tiny_pipeline_end_to_end(params_file):
