@@ -173,14 +173,10 @@ def features(params: ParamsOpt = None) -> None:
 
     p = _params(params)
     try:
+        # FileNotFoundError: text.encoder adapted before `shoprank adapt` ran
         embed = text_embedder(p.text, p.compute)
-    except FileNotFoundError as exc:  # text.encoder adapted before `shoprank adapt` ran
-        _fail(str(exc), 2)
-    except ComputeError as exc:
-        _fail(str(exc), 2)
-    try:
         report = build_features(_validated(p), p.paths.features, p.features, embed)
-    except ComputeError as exc:
+    except (FileNotFoundError, ComputeError) as exc:
         _fail(str(exc), 2)
     for view, rows in report["rows"].items():
         typer.echo(f"{view:14s} {rows:>10,} rows")
